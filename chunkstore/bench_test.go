@@ -1,0 +1,88 @@
+package chunkstore
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"testing"
+)
+
+// BenchmarkPut stores distinct 1 MiB chunks (hash check included; the
+// caller's own hashing is not timed).
+func BenchmarkPut(b *testing.B) {
+	s := openTest(b, b.TempDir())
+	data, _ := testChunk(700, 1<<20)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	i := uint64(0)
+	for b.Loop() {
+		b.StopTimer()
+		i++
+		binary.LittleEndian.PutUint64(data, i)
+		sum := sha256.Sum256(data)
+		b.StartTimer()
+		if err := s.Put(sum, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGet reads 1 MiB chunks round-robin from a 128-chunk working set
+// (warm: in the page cache) into a reused buffer.
+func BenchmarkGet(b *testing.B) {
+	s := openTest(b, b.TempDir())
+	const n = 128
+	sums := make([][32]byte, n)
+	for i := range n {
+		var data []byte
+		data, sums[i] = testChunk(uint64(800+i), 1<<20)
+		mustPut(b, s, sums[i], data)
+	}
+	buf := make([]byte, 0, 1<<20)
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		out, err := s.Get(sums[i%n], buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf = out
+		i++
+	}
+}
+
+// BenchmarkGetParallel is BenchmarkGet from GOMAXPROCS goroutines.
+func BenchmarkGetParallel(b *testing.B) {
+	s := openTest(b, b.TempDir())
+	const n = 128
+	sums := make([][32]byte, n)
+	for i := range n {
+		var data []byte
+		data, sums[i] = testChunk(uint64(900+i), 1<<20)
+		mustPut(b, s, sums[i], data)
+	}
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 0, 1<<20)
+		i := 0
+		for pb.Next() {
+			out, err := s.Get(sums[i%n], buf)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			buf = out
+			i++
+		}
+	})
+}
+
+// BenchmarkSHA256 is the verification floor of Put and Get: hashing 1 MiB.
+func BenchmarkSHA256(b *testing.B) {
+	data, _ := testChunk(1000, 1<<20)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		sha256.Sum256(data)
+	}
+}
