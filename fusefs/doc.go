@@ -1,0 +1,55 @@
+// Package fusefs is the read-only FUSE filesystem of kwikfs (DESIGN.md layer
+// 5): a go-fuse v2 node tree over a Remote (the file protocol client) and a
+// local chunk Store.
+//
+// # Tree and metadata
+//
+// The tree has directories, regular files and symlinks. A directory's
+// children come from one List of that directory, which serves Lookup, Readdir
+// (including READDIRPLUS), Getattr and Readlink of every entry, so `ls -l`,
+// `find` or `cp -r` cost one round trip per directory, not per file. Listings
+// and file manifests are kept in memory for Options.AttrTimeout and persisted
+// in the Store's meta records. When the Remote fails with
+// transfer.ErrUnavailable (or does not answer within Options.FetchTimeout),
+// the last known copy (memory, then Store) is served and trusted for another
+// AttrTimeout, so everything cached stays readable while the server is down.
+// Files show the exported mode bits, size and mtime, owned by the uid and gid
+// of the mounting process. The mount is read-only: writes fail with EROFS.
+//
+// # Data path
+//
+// Open takes the file's manifest (fresh within AttrTimeout) and pins it in
+// the file handle, so an open file keeps reading the version it opened. Read
+// maps the byte range to chunks and takes each from the memory cache, else
+// from the Store, else from the Remote. A chunk being loaded has one flight,
+// keyed by its hash, that every reader of it waits for: one fetch per chunk
+// however many readers want it. Missing consecutive chunks are fetched with
+// one ReadChunks call. Sequential access (a read starting where the previous
+// one ended, give or take half a MiB or one chunk, whichever is less, for
+// kernel requests that arrive out of order) grows a read-ahead window,
+// doubling up to Options.ReadAheadMax chunks; any other read resets it.
+// Every fetched chunk goes to the Store (which verifies it against its hash)
+// and to the memory cache.
+//
+// # Errors and cancellation
+//
+// Errors reach the kernel through toErrno: transfer.ErrNotFound is ENOENT,
+// ErrNotDir ENOTDIR, ErrPermission and ErrOutsideRoot EACCES, an interrupted
+// request EINTR, anything else EIO (logged). Remote calls run in goroutines
+// owned by the FS (the Remote must return once their ctx is done), and
+// waiting for them always ends: a metadata call gives way to the kept
+// copy (or fails) once Options.FetchTimeout has passed, and a chunk fetch
+// fails once FetchTimeout passes without a chunk arriving, so a reader of
+// data that is not cached gets EIO instead of hanging when the server is
+// gone, while a slow but steady transfer is not cut. An interrupted reader
+// stops waiting at once (EINTR); the load it started goes on for the
+// others and for the cache. Close stops these goroutines and waits for
+// them.
+//
+// # Locking
+//
+// FS.mu guards the chunk flight table and the closed flag. The metadata
+// cache's mutex guards its calls in flight and is taken before FS.mu; the
+// LRU caches have their own mutexes, taken last. A file handle's mutex
+// guards its sequential-access state only.
+package fusefs

@@ -1,0 +1,445 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kwikfs/kwikfs/transfer"
+)
+
+// Remote is what the filesystem needs from the server; *transfer.Client
+// implements it. Paths are relative to the exported root, '/'-separated, ""
+// is the root. Every method must return when ctx is done.
+type Remote interface {
+	// Stat describes one path.
+	Stat(ctx context.Context, path string) (transfer.Attr, error)
+	// List describes every entry of a directory (Attr.Name set, symlinks
+	// with their Target).
+	List(ctx context.Context, path string) ([]transfer.Attr, error)
+	// Readlink returns a symlink's target.
+	Readlink(ctx context.Context, path string) (string, error)
+	// Manifest returns the current manifest of a regular file.
+	Manifest(ctx context.Context, path string) (*transfer.Manifest, error)
+	// ReadChunks fetches chunks [first, first+count) of the file at version
+	// m and calls deliver for each, in order, after verifying it against m;
+	// deliver must not retain data. An error from deliver stops the call
+	// and is returned.
+	ReadChunks(ctx context.Context, path string, m *transfer.Manifest, first, count int, deliver func(i int, data []byte) error) error
+}
+
+// Store is the local chunk and metadata store; *chunkstore.Store implements
+// it. It must be safe for concurrent use.
+type Store interface {
+	// Put stores a chunk under its SHA-256 sum after checking that data
+	// hashes to sum; it must not retain data.
+	Put(sum [32]byte, data []byte) error
+	// Get returns the chunk stored under sum, verified, appended to buf[:0]
+	// when it fits. Any error (not found, corrupt) means "fetch it".
+	Get(sum [32]byte, buf []byte) ([]byte, error)
+	// PutMeta stores a metadata record; it must not retain value.
+	PutMeta(key string, value []byte) error
+	// GetMeta returns the metadata record stored under key.
+	GetMeta(key string) ([]byte, error)
+	// DeleteMeta removes the metadata record stored under key, if any.
+	DeleteMeta(key string) error
+}
+
+// Options configure an FS. The zero value of every field selects its
+// default.
+type Options struct {
+	// AttrTimeout is how long the kernel caches attributes and how long a
+	// listing or manifest held in memory is trusted before the server is
+	// asked again. Default 5s.
+	AttrTimeout time.Duration
+	// EntryTimeout is how long the kernel caches names (and failed
+	// lookups). Default 5s.
+	EntryTimeout time.Duration
+	// FetchTimeout bounds the wait for the server when what a request needs
+	// is not cached: a metadata call not answered within it is replaced by
+	// the kept copy, if any, and a chunk fetch that delivers nothing for
+	// that long fails; the request then fails with EIO. Default 15s.
+	FetchTimeout time.Duration
+	// MemoryCacheBytes bounds the verified chunks kept in memory. Default
+	// 64 MiB.
+	MemoryCacheBytes int64
+	// ReadAheadMax is the largest read-ahead window, in chunks, reached by
+	// sequential reads. Default 16; negative disables read-ahead.
+	ReadAheadMax int
+	// Xattrs are extended attributes served on the root directory. The map
+	// is copied by New.
+	Xattrs map[string][]byte
+	// Logger receives errors that reach the kernel as EIO. Default: discard.
+	Logger *slog.Logger
+}
+
+// Defaults of Options.
+const (
+	DefaultAttrTimeout      = 5 * time.Second
+	DefaultEntryTimeout     = 5 * time.Second
+	DefaultFetchTimeout     = 15 * time.Second
+	DefaultMemoryCacheBytes = 64 << 20
+	DefaultReadAheadMax     = 16
+)
+
+// mountReadAheadKB is the kernel read-ahead set on a mount made as root:
+// one READ request may then cover a whole 1 MiB chunk.
+const mountReadAheadKB = fuse.MAX_KERNEL_WRITE >> 10
+
+// metaCacheBytes bounds the listings and manifests held in memory.
+const metaCacheBytes = 32 << 20
+
+// ErrClosed is returned by operations on a closed FS.
+var ErrClosed = errors.New("fusefs: filesystem closed")
+
+// errFetchTimeout is the cause of a wait that ran past FetchTimeout.
+var errFetchTimeout = fmt.Errorf("no answer within the fetch timeout: %w", transfer.ErrUnavailable)
+
+// Stats are exact counters of an FS since New.
+type Stats struct {
+	// ChunksFetched and BytesFetched count file data received from the
+	// Remote and accepted (verified and handed to readers).
+	ChunksFetched, BytesFetched int64
+	// FetchCalls counts ReadChunks calls; FetchErrors those that failed.
+	FetchCalls, FetchErrors int64
+	// StoreHits counts chunks loaded from the Store.
+	StoreHits int64
+	// MemoryHits counts chunks found in the memory cache.
+	MemoryHits int64
+	// FlightJoins counts chunk requests that waited for a load already
+	// under way instead of starting their own.
+	FlightJoins int64
+	// ReadAheadChunks counts chunks that read-ahead loaded (from the Store
+	// or the Remote).
+	ReadAheadChunks int64
+	// ListCalls, ManifestCalls and StatCalls count metadata calls made to
+	// the Remote.
+	ListCalls, ManifestCalls, StatCalls int64
+	// StaleMeta counts listings, manifests and stats served from a kept copy
+	// because the Remote was unavailable.
+	StaleMeta int64
+	// MemoryBytes and MemoryChunks describe the memory chunk cache now.
+	MemoryBytes  int64
+	MemoryChunks int
+}
+
+type counters struct {
+	chunksFetched, bytesFetched, fetchCalls, fetchErrors atomic.Int64
+	storeHits, memoryHits, flightJoins, readAheadChunks  atomic.Int64
+	lists, manifests, stats, staleMeta                   atomic.Int64
+}
+
+// FS is a read-only kwikfs filesystem. Create it with New, mount it with
+// Mount, and Close it after unmounting.
+type FS struct {
+	remote Remote
+	store  Store
+	opts   Options // defaults applied; immutable
+	log    *slog.Logger
+	uid    uint32
+	gid    uint32
+
+	ctx    context.Context // canceled by Close; parent of every load
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the goroutines started by goLocked
+
+	mu      sync.Mutex // guards flights, closed, and wg.Add
+	flights map[transfer.Hash]*flight
+	closed  bool
+
+	mem   *lru[transfer.Hash, []byte] // verified chunks
+	meta  *metaCache
+	count counters
+
+	// now is the clock that ages cached metadata; tests replace it before
+	// mounting.
+	now func() time.Time
+	// hookJoin, when set (tests only, before mounting), is called after a
+	// chunk request joined a flight already under way.
+	hookJoin func(transfer.Hash)
+}
+
+// New returns an FS serving remote's tree with chunks cached in store.
+// opts may be nil.
+func New(remote Remote, store Store, opts *Options) *FS {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.AttrTimeout <= 0 {
+		o.AttrTimeout = DefaultAttrTimeout
+	}
+	if o.EntryTimeout <= 0 {
+		o.EntryTimeout = DefaultEntryTimeout
+	}
+	if o.FetchTimeout <= 0 {
+		o.FetchTimeout = DefaultFetchTimeout
+	}
+	if o.MemoryCacheBytes <= 0 {
+		o.MemoryCacheBytes = DefaultMemoryCacheBytes
+	}
+	if o.ReadAheadMax == 0 {
+		o.ReadAheadMax = DefaultReadAheadMax
+	} else if o.ReadAheadMax < 0 {
+		o.ReadAheadMax = 0
+	}
+	xattrs := make(map[string][]byte, len(o.Xattrs))
+	for k, v := range o.Xattrs {
+		xattrs[k] = append([]byte(nil), v...)
+	}
+	o.Xattrs = xattrs
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &FS{
+		remote:  remote,
+		store:   store,
+		opts:    o,
+		log:     logger,
+		uid:     uint32(os.Getuid()),
+		gid:     uint32(os.Getgid()),
+		ctx:     ctx,
+		cancel:  cancel,
+		flights: make(map[transfer.Hash]*flight),
+		mem:     newLRU[transfer.Hash](o.MemoryCacheBytes, func(b []byte) int64 { return int64(len(b)) }),
+		now:     time.Now,
+	}
+	f.meta = newMetaCache(f)
+	return f
+}
+
+// Root returns a new root node for this FS, for callers that build their own
+// go-fuse server (Mount uses it).
+func (f *FS) Root() fs.InodeEmbedder {
+	return &dirNode{node: node{fsys: f, path: ""}}
+}
+
+// Mount mounts the filesystem read-only on mountpoint (FsName "kwikfs") and
+// returns once the kernel has it. As root it mounts with mount(2) directly,
+// otherwise through go-fuse's fusermount3 path. The caller unmounts with
+// server.Unmount and then calls Close.
+func (f *FS) Mount(mountpoint string, debug bool) (*fuse.Server, error) {
+	attr, entry := f.opts.AttrTimeout, f.opts.EntryTimeout
+	direct := os.Geteuid() == 0
+	opts := &fs.Options{
+		MountOptions:    KernelOptions(debug),
+		AttrTimeout:     &attr,
+		EntryTimeout:    &entry,
+		NegativeTimeout: &entry,
+		NullPermissions: true,
+		UID:             f.uid,
+		GID:             f.gid,
+	}
+	if debug {
+		opts.Logger = log.New(os.Stderr, "fusefs: ", log.LstdFlags)
+		opts.MountOptions.Logger = opts.Logger
+	}
+	server, err := fs.Mount(mountpoint, f.Root(), opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	if direct {
+		if err := RaiseReadAhead(mountpoint); err != nil {
+			f.log.Warn("fusefs: raise kernel read-ahead", "mountpoint", mountpoint, "err", err)
+		}
+	}
+	return server, nil
+}
+
+// KernelOptions returns the go-fuse mount options kwikfs mounts with:
+// read-only, one READ request may cover a whole chunk, no splice, and a
+// direct mount(2) when running as root (fusermount3 otherwise). Benchmarks
+// use it to mount their reference filesystems the same way.
+func KernelOptions(debug bool) fuse.MountOptions {
+	direct := os.Geteuid() == 0
+	return fuse.MountOptions{
+		FsName:  "kwikfs",
+		Name:    "kwikfs",
+		Options: []string{"ro", "default_permissions"},
+		// One FUSE read may cover a whole chunk.
+		MaxWrite:      fuse.MAX_KERNEL_WRITE,
+		MaxReadAhead:  fuse.MAX_KERNEL_WRITE,
+		MaxBackground: 64,
+		// Data comes from memory, never from a file descriptor.
+		DisableSplice:    true,
+		DirectMount:      direct,
+		DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
+		Debug:            debug,
+	}
+}
+
+// RaiseReadAhead lets the kernel read ahead (and so send READ requests of)
+// up to mountReadAheadKB on the FUSE mount at mountpoint: the kernel starts
+// FUSE mounts at 128 KiB whatever the filesystem asks for, and only root may
+// change it. The mount's device comes from /proc/self/mountinfo, not from
+// stat(2), which would wait for the server. Failure costs only speed.
+func RaiseReadAhead(mountpoint string) error {
+	dev, err := mountDevice(mountpoint)
+	if err != nil {
+		return fmt.Errorf("find mount device: %w", err)
+	}
+	p := "/sys/class/bdi/" + dev + "/read_ahead_kb"
+	if err := os.WriteFile(p, []byte(strconv.Itoa(mountReadAheadKB)), 0); err != nil {
+		return err
+	}
+	return nil
+}
+
+// mountDevice returns the "major:minor" of the kwikfs mount on mountpoint,
+// the last one listed if several are stacked there.
+func mountDevice(mountpoint string) (string, error) {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return "", err
+	}
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	dev := ""
+	for _, line := range strings.Split(string(info), "\n") {
+		// id parent major:minor root mountpoint options [optional...] - fstype source super
+		fields := strings.Fields(line)
+		sep := slices.Index(fields, "-")
+		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
+			continue
+		}
+		if unescapeMountinfo(fields[4]) == abs && fields[sep+1] == "fuse.kwikfs" {
+			dev = fields[2]
+		}
+	}
+	if dev == "" {
+		return "", fmt.Errorf("no kwikfs mount on %s in /proc/self/mountinfo", abs)
+	}
+	return dev, nil
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of a
+// mountinfo path.
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Close stops the FS's loads and read-ahead, waits for their goroutines and
+// fails every later read with EIO. It does not unmount. Close is idempotent.
+func (f *FS) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.cancel()
+	f.wg.Wait()
+	return nil
+}
+
+// Stats returns the counters.
+func (f *FS) Stats() Stats {
+	c := &f.count
+	bytes, chunks := f.mem.Used()
+	return Stats{
+		ChunksFetched:   c.chunksFetched.Load(),
+		BytesFetched:    c.bytesFetched.Load(),
+		FetchCalls:      c.fetchCalls.Load(),
+		FetchErrors:     c.fetchErrors.Load(),
+		StoreHits:       c.storeHits.Load(),
+		MemoryHits:      c.memoryHits.Load(),
+		FlightJoins:     c.flightJoins.Load(),
+		ReadAheadChunks: c.readAheadChunks.Load(),
+		ListCalls:       c.lists.Load(),
+		ManifestCalls:   c.manifests.Load(),
+		StatCalls:       c.stats.Load(),
+		StaleMeta:       c.staleMeta.Load(),
+		MemoryBytes:     bytes,
+		MemoryChunks:    chunks,
+	}
+}
+
+// goLocked runs fn in a goroutine that Close waits for, unless f is closed.
+// f.mu must be held.
+func (f *FS) goLocked(fn func()) bool {
+	if f.closed {
+		return false
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// goOwned is goLocked for callers that do not hold f.mu.
+func (f *FS) goOwned(fn func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.goLocked(fn)
+}
+
+// wait blocks until done is closed, ctx is done (the caller was interrupted:
+// context.Canceled) or f is closed (ErrClosed).
+func (f *FS) wait(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	default:
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return context.Canceled
+	case <-f.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// unavailable reports whether err means the server did not answer, so a kept
+// copy may stand in for the answer.
+func unavailable(err error) bool {
+	return errors.Is(err, transfer.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// toErrno maps an error to the errno the kernel gets; unexpected errors are
+// logged with op and path.
+func (f *FS) toErrno(op, path string, err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, transfer.ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, transfer.ErrNotDir):
+		return syscall.ENOTDIR
+	case errors.Is(err, transfer.ErrPermission), errors.Is(err, transfer.ErrOutsideRoot):
+		return syscall.EACCES
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	}
+	f.log.Warn("fusefs: I/O error", "op", op, "path", path, "err", err)
+	return syscall.EIO
+}

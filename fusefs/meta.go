@@ -1,0 +1,307 @@
+package fusefs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kwikfs/kwikfs/transfer"
+)
+
+// Kinds of metadata records, also the first byte of their cache keys.
+const (
+	kindList     = 'L' // a directory listing
+	kindManifest = 'M' // a regular file's manifest
+	kindStat     = 'S' // one path's Attr (the root's, mostly)
+)
+
+// maxPlainMetaKey is the longest path kept verbatim in a persisted meta
+// key; longer ones are replaced by their SHA-256 so keys stay bounded.
+const maxPlainMetaKey = 512
+
+// metaItem is one cached answer of the Remote. It is immutable once built.
+type metaItem struct {
+	checked time.Time // when the server answered, or was last found unavailable
+	record  [32]byte  // SHA-256 of the persisted encoding
+
+	entries []transfer.Attr // kindList: the listing, in server order
+	byName  map[string]int  // kindList: index into entries
+
+	manifest *transfer.Manifest // kindManifest
+	attr     transfer.Attr      // kindStat
+}
+
+// lookup returns the listing entry called name.
+func (it *metaItem) lookup(name string) (transfer.Attr, bool) {
+	i, ok := it.byName[name]
+	if !ok {
+		return transfer.Attr{}, false
+	}
+	return it.entries[i], true
+}
+
+func (it *metaItem) cost() int64 {
+	n := int64(128)
+	for i := range it.entries {
+		n += 96 + int64(len(it.entries[i].Name)+len(it.entries[i].Target))
+	}
+	if it.manifest != nil {
+		n += int64(len(it.manifest.Hashes)) * int64(len(transfer.Hash{}))
+	}
+	return n
+}
+
+// metaCall is one Remote metadata call in progress; done is closed once
+// item or err is set.
+type metaCall struct {
+	done chan struct{}
+	item *metaItem
+	err  error
+}
+
+// metaCache holds listings, manifests and stats: in memory for AttrTimeout,
+// persisted in the Store for when the Remote is unavailable. One call per
+// key is in flight at a time, whatever the number of callers.
+type metaCache struct {
+	f     *FS
+	items *lru[string, *metaItem]
+
+	mu    sync.Mutex // guards calls; taken before FS.mu
+	calls map[string]*metaCall
+}
+
+func newMetaCache(f *FS) *metaCache {
+	return &metaCache{
+		f:     f,
+		items: newLRU[string](metaCacheBytes, (*metaItem).cost),
+		calls: make(map[string]*metaCall),
+	}
+}
+
+// list returns the listing of directory path.
+func (c *metaCache) list(ctx context.Context, path string) (*metaItem, error) {
+	return c.get(ctx, kindList, path)
+}
+
+// manifest returns the manifest of regular file path.
+func (c *metaCache) manifest(ctx context.Context, path string) (*transfer.Manifest, error) {
+	it, err := c.get(ctx, kindManifest, path)
+	if err != nil {
+		return nil, err
+	}
+	return it.manifest, nil
+}
+
+// stat returns the Attr of path.
+func (c *metaCache) stat(ctx context.Context, path string) (transfer.Attr, error) {
+	it, err := c.get(ctx, kindStat, path)
+	if err != nil {
+		return transfer.Attr{}, err
+	}
+	return it.attr, nil
+}
+
+// get returns the item of the given kind for path: the memory copy if it was
+// checked within AttrTimeout, else the Remote's answer, else (when the
+// Remote is unavailable or does not answer within FetchTimeout) the last
+// known copy, which is then trusted for another AttrTimeout. A canceled ctx
+// gives context.Canceled.
+func (c *metaCache) get(ctx context.Context, kind byte, path string) (*metaItem, error) {
+	key := string(kind) + path
+	if it, ok := c.items.Get(key); ok && c.f.now().Sub(it.checked) < c.f.opts.AttrTimeout {
+		return it, nil
+	}
+	c.mu.Lock()
+	call, ok := c.calls[key]
+	if !ok {
+		call = &metaCall{done: make(chan struct{})}
+		if !c.f.goOwned(func() { c.run(key, kind, path, call) }) {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		c.calls[key] = call
+	}
+	c.mu.Unlock()
+
+	// The call always ends within FetchTimeout (see run).
+	if err := c.f.wait(ctx, call.done); err != nil {
+		return nil, err
+	}
+	return call.item, call.err
+}
+
+// run makes the Remote call for key and publishes its outcome to call. The
+// outcome is published once: the Remote's answer, or whatever stands in for
+// it (a kept copy, else an error wrapping transfer.ErrUnavailable) as soon
+// as FetchTimeout has passed, even if the Remote has not returned yet.
+func (c *metaCache) run(key string, kind byte, path string, call *metaCall) {
+	var once sync.Once
+	publish := func(outcome func() (*metaItem, error)) {
+		once.Do(func() {
+			call.item, call.err = outcome()
+			c.mu.Lock()
+			delete(c.calls, key)
+			c.mu.Unlock()
+			close(call.done)
+		})
+	}
+	ctx, cancel := context.WithTimeoutCause(c.f.ctx, c.f.opts.FetchTimeout, errFetchTimeout)
+	defer cancel()
+	watchdog := time.AfterFunc(c.f.opts.FetchTimeout, func() {
+		publish(func() (*metaItem, error) { return c.unanswered(key, kind, path, errFetchTimeout) })
+	})
+	defer watchdog.Stop()
+
+	it, record, err := c.fetch(ctx, kind, path)
+	watchdog.Stop()
+	switch {
+	case err == nil:
+		it.record = sha256.Sum256(record)
+		// An unchanged answer is persisted already.
+		if prev, ok := c.items.Get(key); !ok || prev.record != it.record {
+			if err := c.f.store.PutMeta(metaKey(kind, path), record); err != nil {
+				c.f.log.Warn("fusefs: persist metadata", "kind", kindName(kind), "path", path, "err", err)
+			}
+		}
+		c.items.Add(key, it)
+		publish(func() (*metaItem, error) { return it, nil })
+	case c.f.ctx.Err() != nil:
+		publish(func() (*metaItem, error) { return nil, ErrClosed })
+	case unavailable(err):
+		publish(func() (*metaItem, error) { return c.unanswered(key, kind, path, err) })
+	case errors.Is(err, transfer.ErrNotFound):
+		c.items.Remove(key)
+		if err := c.f.store.DeleteMeta(metaKey(kind, path)); err != nil {
+			c.f.log.Warn("fusefs: delete metadata", "kind", kindName(kind), "path", path, "err", err)
+		}
+		publish(func() (*metaItem, error) { return nil, fmt.Errorf("%s %q: %w", kindName(kind), path, err) })
+	default:
+		publish(func() (*metaItem, error) { return nil, fmt.Errorf("%s %q: %w", kindName(kind), path, err) })
+	}
+}
+
+// unanswered is the outcome of a call the Remote could not answer: the
+// kept copy if there is one, else err.
+func (c *metaCache) unanswered(key string, kind byte, path string, err error) (*metaItem, error) {
+	if it, ok := c.fallback(key, kind, path); ok {
+		return it, nil
+	}
+	return nil, fmt.Errorf("%s %q: %w", kindName(kind), path, err)
+}
+
+// fetch asks the Remote and returns the item and its persisted encoding.
+func (c *metaCache) fetch(ctx context.Context, kind byte, path string) (*metaItem, []byte, error) {
+	now := c.f.now()
+	switch kind {
+	case kindList:
+		c.f.count.lists.Add(1)
+		entries, err := c.f.remote.List(ctx, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return newListItem(now, entries), transfer.EncodeAttrs(entries), nil
+	case kindManifest:
+		c.f.count.manifests.Add(1)
+		m, err := c.f.remote.Manifest(ctx, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		record, err := m.MarshalBinary()
+		if err != nil {
+			return nil, nil, fmt.Errorf("manifest of %q: %w", path, err)
+		}
+		return &metaItem{checked: now, manifest: m}, record, nil
+	default:
+		c.f.count.stats.Add(1)
+		a, err := c.f.remote.Stat(ctx, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &metaItem{checked: now, attr: a}, transfer.EncodeAttr(a), nil
+	}
+}
+
+// fallback returns the last known copy of key, from memory or else from the
+// Store, marked as checked now.
+func (c *metaCache) fallback(key string, kind byte, path string) (*metaItem, bool) {
+	it, ok := c.items.Get(key)
+	if !ok {
+		it, ok = c.load(kind, path)
+	}
+	if !ok {
+		return nil, false
+	}
+	c.f.count.staleMeta.Add(1)
+	fresh := *it
+	fresh.checked = c.f.now()
+	c.items.Add(key, &fresh)
+	return &fresh, true
+}
+
+// load reads the persisted copy of a record.
+func (c *metaCache) load(kind byte, path string) (*metaItem, bool) {
+	record, err := c.f.store.GetMeta(metaKey(kind, path))
+	if err != nil {
+		return nil, false
+	}
+	it := &metaItem{}
+	switch kind {
+	case kindList:
+		entries, err := transfer.DecodeAttrs(record)
+		if err != nil {
+			c.f.log.Warn("fusefs: persisted listing unreadable", "path", path, "err", err)
+			return nil, false
+		}
+		it = newListItem(time.Time{}, entries)
+	case kindManifest:
+		m := new(transfer.Manifest)
+		if err := m.UnmarshalBinary(record); err != nil {
+			c.f.log.Warn("fusefs: persisted manifest unreadable", "path", path, "err", err)
+			return nil, false
+		}
+		it.manifest = m
+	default:
+		a, err := transfer.DecodeAttr(record)
+		if err != nil {
+			c.f.log.Warn("fusefs: persisted stat unreadable", "path", path, "err", err)
+			return nil, false
+		}
+		it.attr = a
+	}
+	it.record = sha256.Sum256(record)
+	return it, true
+}
+
+func newListItem(checked time.Time, entries []transfer.Attr) *metaItem {
+	byName := make(map[string]int, len(entries))
+	for i := range entries {
+		byName[entries[i].Name] = i
+	}
+	return &metaItem{checked: checked, entries: entries, byName: byName}
+}
+
+// metaKey is the Store key of a persisted record.
+func metaKey(kind byte, path string) string {
+	if len(path) > maxPlainMetaKey {
+		sum := sha256.Sum256([]byte(path))
+		path = "#" + hex.EncodeToString(sum[:])
+	} else {
+		path = "/" + path
+	}
+	return "fusefs/" + string(kind) + path
+}
+
+func kindName(kind byte) string {
+	switch kind {
+	case kindList:
+		return "list"
+	case kindManifest:
+		return "manifest"
+	default:
+		return "stat"
+	}
+}

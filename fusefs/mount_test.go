@@ -1,0 +1,445 @@
+package fusefs
+
+import (
+	"crypto/sha256"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kwikfs/kwikfs/chunkstore"
+)
+
+// testChunk is the chunk size of the test trees: small, so that files of
+// many chunks stay small.
+const testChunk = 64 << 10
+
+// fakeClock is a settable clock for FS.now.
+type fakeClock struct {
+	mu sync.Mutex // guards t
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// The real store is the one the daemon uses.
+var _ Store = (*chunkstore.Store)(nil)
+
+// openStore opens a real chunk store in dir, closed at cleanup.
+func openStore(t testing.TB, dir string) *chunkstore.Store {
+	t.Helper()
+	s, err := chunkstore.Open(dir, &chunkstore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// testOptions are Options for tests: metadata trusted for a long time (the
+// fake clock decides), quick failure when the remote is down.
+func testOptions() *Options {
+	return &Options{
+		AttrTimeout:  time.Minute,
+		EntryTimeout: time.Minute,
+		FetchTimeout: 5 * time.Second,
+	}
+}
+
+// mounted is a mounted FS, unmounted at cleanup even when the test fails.
+type mounted struct {
+	t      testing.TB
+	fsys   *FS
+	dir    string
+	server *fuse.Server
+	once   sync.Once
+}
+
+// mountFS mounts a new FS over r and store in a temporary directory. setup,
+// if not nil, runs before mounting.
+func mountFS(t testing.TB, r Remote, store Store, opts *Options, setup func(*FS)) *mounted {
+	t.Helper()
+	fsys := New(r, store, opts)
+	if setup != nil {
+		setup(fsys)
+	}
+	dir := t.TempDir()
+	server, err := fsys.Mount(dir, false)
+	if err != nil {
+		fsys.Close()
+		t.Fatalf("mount: %v", err)
+	}
+	m := &mounted{t: t, fsys: fsys, dir: dir, server: server}
+	t.Cleanup(m.unmount)
+	return m
+}
+
+// unmount unmounts (lazily if the mount is busy) and closes the FS; it may
+// be called more than once.
+func (m *mounted) unmount() {
+	m.once.Do(func() {
+		if err := m.server.Unmount(); err != nil {
+			m.t.Logf("unmount %s: %v; detaching", m.dir, err)
+			if err := syscall.Unmount(m.dir, syscall.MNT_DETACH); err != nil {
+				m.t.Errorf("detach %s: %v", m.dir, err)
+			}
+		}
+		m.fsys.Close()
+	})
+}
+
+func (m *mounted) path(p string) string { return filepath.Join(m.dir, p) }
+
+func sha(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// buildTree fills r with the reference tree and returns its file contents.
+func buildTree(r *fakeRemote) map[string][]byte {
+	files := map[string][]byte{
+		"empty":                          {},
+		"one":                            {'x'},
+		"chunk-minus-one":                content("cm1", testChunk-1),
+		"chunk":                          content("c", testChunk),
+		"chunk-plus-one":                 content("cp1", testChunk+1),
+		"big":                            content("big", 5*testChunk+123),
+		"dir a/sub dir/nested file.txt":  []byte("nested\n"),
+		"dir a/ünïcødé 文件":               content("uni", 3000),
+		"dir a/sub dir/deeper/zeros.bin": make([]byte, 3*testChunk),
+	}
+	mtime := int64(1_700_000_000_000_000_000)
+	for p, data := range files {
+		mtime += 1_234_567_891
+		r.file(p, 0o644, mtime, data)
+	}
+	r.file("secret", 0o600, 1_690_000_000_987_654_321, []byte("top secret"))
+	files["secret"] = []byte("top secret")
+	r.mkdir("dir a/empty dir", 0o750)
+	r.symlink("link", "dir a/sub dir/nested file.txt", 1_680_000_000_000_000_001)
+	return files
+}
+
+// checkTree compares the tree under root with r: names, types, modes,
+// sizes, mtimes, owners, symlink targets and file contents.
+func checkTree(t *testing.T, r *fakeRemote, root string) {
+	t.Helper()
+	seen := map[string]bool{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			rel = ""
+		}
+		seen[rel] = true
+		want := r.entry(rel)
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		if st.Mode != want.attr.Mode {
+			t.Errorf("%q: mode %o, want %o", rel, st.Mode, want.attr.Mode)
+		}
+		if st.Uid != uint32(os.Getuid()) || st.Gid != uint32(os.Getgid()) {
+			t.Errorf("%q: owner %d:%d, want %d:%d", rel, st.Uid, st.Gid, os.Getuid(), os.Getgid())
+		}
+		if got := st.Mtim.Sec*1e9 + st.Mtim.Nsec; got != want.attr.MtimeNs {
+			t.Errorf("%q: mtime %d, want %d", rel, got, want.attr.MtimeNs)
+		}
+		switch {
+		case want.attr.IsRegular():
+			if st.Size != want.attr.Size {
+				t.Errorf("%q: size %d, want %d", rel, st.Size, want.attr.Size)
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if sha(data) != sha(want.data) {
+				t.Errorf("%q: content differs (%d bytes, want %d)", rel, len(data), len(want.data))
+			}
+		case want.attr.IsSymlink():
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if target != want.attr.Target {
+				t.Errorf("%q: target %q, want %q", rel, target, want.attr.Target)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk: %v", err)
+	}
+	for _, p := range r.names() {
+		if !seen[p] {
+			t.Errorf("%q missing from the mount", p)
+		}
+	}
+}
+
+func TestTreeReadsBackIdentical(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	buildTree(r)
+	store := openStore(t, t.TempDir())
+	m := mountFS(t, r, store, testOptions(), nil)
+	checkTree(t, r, m.dir)
+	// A second walk is served from memory and the kernel: no new fetch.
+	fetched := m.fsys.Stats().ChunksFetched
+	checkTree(t, r, m.dir)
+	if got := m.fsys.Stats().ChunksFetched; got != fetched {
+		t.Errorf("second walk fetched %d more chunks", got-fetched)
+	}
+	// Distinct chunks are fetched once each; the zero file has one.
+	if got, want := m.fsys.Stats().ChunksFetched, r.chunksSent.Load(); got != want {
+		t.Errorf("Stats.ChunksFetched = %d, remote sent %d", got, want)
+	}
+}
+
+func TestCopyRecursiveIsIdentical(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	files := buildTree(r)
+	store := openStore(t, t.TempDir())
+	m := mountFS(t, r, store, testOptions(), nil)
+	dst := filepath.Join(t.TempDir(), "copy")
+	if out, err := runCommand("cp", "-r", m.dir+"/.", dst); err != nil {
+		t.Fatalf("cp -r: %v\n%s", err, out)
+	}
+	for p, data := range files {
+		got, err := os.ReadFile(filepath.Join(dst, p))
+		if err != nil {
+			t.Errorf("copy of %q: %v", p, err)
+			continue
+		}
+		if sha(got) != sha(data) {
+			t.Errorf("copy of %q differs", p)
+		}
+	}
+	if target, err := os.Readlink(filepath.Join(dst, "link")); err != nil || target != "dir a/sub dir/nested file.txt" {
+		t.Errorf("copied link: %q, %v", target, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dst, "dir a/empty dir")); err != nil || !fi.IsDir() {
+		t.Errorf("copied empty dir: %v", err)
+	}
+}
+
+func TestReaddirOfLargeDirectoryIsOneList(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	for i := range 1000 {
+		r.file(filepath.Join("many", "file "+string(rune('a'+i%26))+"-"+strconv.Itoa(i)), 0o644, int64(i)*1e9, []byte(strconv.Itoa(i)))
+	}
+	store := openStore(t, t.TempDir())
+	m := mountFS(t, r, store, testOptions(), nil)
+	entries, err := os.ReadDir(m.path("many"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1000 {
+		t.Fatalf("%d entries, want 1000", len(entries))
+	}
+	// ls -l: lstat every entry.
+	for _, e := range entries {
+		fi, err := os.Lstat(m.path(filepath.Join("many", e.Name())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o644 || !fi.Mode().IsRegular() {
+			t.Fatalf("%s: mode %v", e.Name(), fi.Mode())
+		}
+	}
+	if got := r.listCalls("many"); got != 1 {
+		t.Errorf("List(many) called %d times, want 1", got)
+	}
+	if got := r.manifests.Load() + r.readlinks.Load() + r.readCalls.Load(); got != 0 {
+		t.Errorf("%d other remote calls, want 0", got)
+	}
+}
+
+func TestListingRefreshedAfterAttrTimeout(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	r.file("d/a", 0o644, 1, []byte("a"))
+	clk := newFakeClock()
+	store := openStore(t, t.TempDir())
+	m := mountFS(t, r, store, testOptions(), func(f *FS) { f.now = clk.Now })
+	names := func() []string {
+		t.Helper()
+		es, err := os.ReadDir(m.path("d"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	if got := names(); len(got) != 1 {
+		t.Fatalf("names %q", got)
+	}
+	r.file("d/b", 0o644, 2, []byte("b"))
+	if got := names(); len(got) != 1 || r.listCalls("d") != 1 {
+		t.Fatalf("within AttrTimeout: names %q after %d lists, want the cached one", got, r.listCalls("d"))
+	}
+	clk.Advance(time.Minute)
+	if got := names(); len(got) != 2 || r.listCalls("d") != 2 {
+		t.Fatalf("after AttrTimeout: names %q after %d lists, want a new listing", got, r.listCalls("d"))
+	}
+}
+
+func TestWritesFailReadOnly(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	r.file("f", 0o644, 1, []byte("data"))
+	r.mkdir("d", 0o755)
+	store := openStore(t, t.TempDir())
+	m := mountFS(t, r, store, testOptions(), nil)
+	checks := map[string]func() error{
+		"create":   func() error { return os.WriteFile(m.path("new"), []byte("x"), 0o644) },
+		"write":    func() error { return os.WriteFile(m.path("f"), []byte("x"), 0o644) },
+		"append":   func() error { f, err := os.OpenFile(m.path("f"), os.O_WRONLY|os.O_APPEND, 0); closeIf(f); return err },
+		"mkdir":    func() error { return os.Mkdir(m.path("d/sub"), 0o755) },
+		"remove":   func() error { return os.Remove(m.path("f")) },
+		"rmdir":    func() error { return os.Remove(m.path("d")) },
+		"rename":   func() error { return os.Rename(m.path("f"), m.path("g")) },
+		"chmod":    func() error { return os.Chmod(m.path("f"), 0o600) },
+		"symlink":  func() error { return os.Symlink("f", m.path("l")) },
+		"truncate": func() error { return os.Truncate(m.path("f"), 0) },
+		"setxattr": func() error { return syscall.Setxattr(m.path("f"), "user.x", []byte("y"), 0) },
+	}
+	for name, fn := range checks {
+		if err := fn(); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: %v, want EROFS", name, err)
+		}
+	}
+	if got, err := os.ReadFile(m.path("f")); err != nil || string(got) != "data" {
+		t.Errorf("after the writes: %q, %v", got, err)
+	}
+}
+
+func TestRootXattrs(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	r.mkdir("sub", 0o755)
+	store := openStore(t, t.TempDir())
+	opts := testOptions()
+	opts.Xattrs = map[string][]byte{"user.kwikfs.control": []byte("/run/kwikfs/ctl.sock"), "user.kwikfs.b": {}}
+	m := mountFS(t, r, store, opts, nil)
+	buf := make([]byte, 256)
+	n, err := syscall.Getxattr(m.dir, "user.kwikfs.control", buf)
+	if err != nil || string(buf[:n]) != "/run/kwikfs/ctl.sock" {
+		t.Errorf("getxattr: %q, %v", buf[:n], err)
+	}
+	if n, err := syscall.Getxattr(m.dir, "user.kwikfs.control", nil); err != nil || n != len("/run/kwikfs/ctl.sock") {
+		t.Errorf("getxattr size: %d, %v", n, err)
+	}
+	if _, err := syscall.Getxattr(m.dir, "user.kwikfs.control", make([]byte, 3)); !errors.Is(err, syscall.ERANGE) {
+		t.Errorf("getxattr into a short buffer: %v, want ERANGE", err)
+	}
+	n, err = syscall.Listxattr(m.dir, buf)
+	if err != nil || string(buf[:n]) != "user.kwikfs.b\x00user.kwikfs.control\x00" {
+		t.Errorf("listxattr: %q, %v", buf[:n], err)
+	}
+	if _, err := syscall.Getxattr(m.path("sub"), "user.kwikfs.control", buf); !errors.Is(err, syscall.ENODATA) {
+		t.Errorf("getxattr on a subdirectory: %v, want ENODATA", err)
+	}
+	if _, err := syscall.Getxattr(m.dir, "user.other", buf); !errors.Is(err, syscall.ENODATA) {
+		t.Errorf("getxattr of an unknown name: %v, want ENODATA", err)
+	}
+}
+
+func TestMissingPathIsENOENT(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	r.file("d/f", 0o644, 1, []byte("x"))
+	store := openStore(t, t.TempDir())
+	m := mountFS(t, r, store, testOptions(), nil)
+	for _, p := range []string{"nope", "d/nope", "d/f/below"} {
+		if _, err := os.Stat(m.path(p)); !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTDIR) {
+			t.Errorf("stat %s: %v, want ENOENT", p, err)
+		}
+	}
+}
+
+func TestMountIsReadOnlyWithLargeReads(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	store := openStore(t, t.TempDir())
+	m := mountFS(t, r, store, testOptions(), nil)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Namelen != 255 || st.Flags&0x1 /* ST_RDONLY */ == 0 {
+		t.Errorf("statfs: namelen %d, flags %#x; want 255 and read-only", st.Namelen, st.Flags)
+	}
+	dev, err := mountDevice(m.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, err := os.ReadFile("/sys/class/bdi/" + dev + "/read_ahead_kb")
+	if err != nil || strings.TrimSpace(string(ra)) != "1024" {
+		t.Errorf("kernel read-ahead: %q, %v; want 1024 KiB", ra, err)
+	}
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[1] == m.dir {
+			found = true
+			if f[0] != "kwikfs" || f[2] != "fuse.kwikfs" || !strings.Contains(","+f[3]+",", ",ro,") || !strings.Contains(f[3], "max_read=1048576") {
+				t.Errorf("mount entry %q", line)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("%s not in /proc/self/mounts", m.dir)
+	}
+}
+
+// runCommand runs a program with no file of the mount open (see go-fuse's
+// notes on fork deadlocks) and returns its combined output.
+func runCommand(name string, args ...string) ([]byte, error) {
+	return exec.Command(name, args...).CombinedOutput()
+}
+
+func closeIf(f *os.File) {
+	if f != nil {
+		f.Close()
+	}
+}
+
+// readAll reads a whole file through the mount.
+func readAll(t *testing.T, p string) []byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatalf("open %s: %v", p, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	return data
+}
