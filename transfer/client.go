@@ -1,0 +1,477 @@
+package transfer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kwikfs/kwikfs/kwik"
+)
+
+// ErrClientClosed is returned by the operations of a closed Client.
+var ErrClientClosed = errors.New("transfer: client closed")
+
+// RedialBackoff spaces the attempts of one operation to reach its server:
+// the first retry waits Initial, each further one twice as long, at most
+// Max.
+type RedialBackoff struct {
+	// Initial is the first wait. Default 50 ms.
+	Initial time.Duration
+	// Max is the longest wait. Default 2 s.
+	Max time.Duration
+}
+
+// ClientOptions configures a Client.
+type ClientOptions struct {
+	// Config is the kwik configuration for dialing; its TLSConfig is
+	// required.
+	Config *kwik.Config
+	// Logger receives connection logs. Default slog.Default().
+	Logger *slog.Logger
+	// RedialBackoff spaces dial attempts; zero fields take their defaults.
+	RedialBackoff RedialBackoff
+}
+
+// ClientStats are exact counters of a Client since it was created.
+type ClientStats struct {
+	// Requests counts request streams sent.
+	Requests int64
+	// Chunks counts chunks received and verified; DataBytes their bytes
+	// (file data only, no protocol overhead).
+	Chunks, DataBytes int64
+	// CorruptChunks counts chunks that failed verification.
+	CorruptChunks int64
+	// Dials counts sessions established; Redials those after the first.
+	Dials, Redials int64
+}
+
+// Client is the client side of the file protocol: it talks to one server
+// over one kwik session, dialed on the first request and dialed again (with
+// backoff) on a later request after the session died. All methods are safe
+// for concurrent use.
+//
+// Every operation honours its ctx: if the server cannot be reached, or does
+// not answer, before ctx ends, the operation fails with an error wrapping
+// both ErrUnavailable and ctx.Err(). Errors the server reports wrap the
+// sentinel errors of this package (as *RemoteError).
+type Client struct {
+	addr    string
+	conf    *kwik.Config
+	log     *slog.Logger
+	backoff RedialBackoff
+
+	closeCtx context.Context // done when Close is called; bounds dials
+	cancel   context.CancelFunc
+
+	mu sync.Mutex
+	// guarded by mu:
+	sess    *kwik.Session // nil before the first dial and after a failed one
+	dialing chan struct{} // non-nil while a dial is in progress; closed when it ends
+	closed  bool
+
+	bufs sync.Pool // of *[]byte, chunk buffers
+
+	requests, chunks, dataBytes, corrupt, dials atomic.Int64
+}
+
+// NewClient returns a Client for the server at addr (host:port). It does
+// not dial: the first request does.
+func NewClient(addr string, opts *ClientOptions) *Client {
+	var o ClientOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.RedialBackoff.Initial <= 0 {
+		o.RedialBackoff.Initial = 50 * time.Millisecond
+	}
+	if o.RedialBackoff.Max <= 0 {
+		o.RedialBackoff.Max = 2 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{addr: addr, conf: o.Config, log: o.Logger, backoff: o.RedialBackoff, closeCtx: ctx, cancel: cancel}
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() ClientStats {
+	d := c.dials.Load()
+	return ClientStats{
+		Requests:      c.requests.Load(),
+		Chunks:        c.chunks.Load(),
+		DataBytes:     c.dataBytes.Load(),
+		CorruptChunks: c.corrupt.Load(),
+		Dials:         d,
+		Redials:       max(d-1, 0),
+	}
+}
+
+// Close closes the session, aborting operations in progress; later
+// operations fail with ErrClientClosed. It waits for the session's
+// goroutines.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	s := c.sess
+	c.sess = nil
+	c.mu.Unlock()
+	c.cancel()
+	if s != nil {
+		return s.Close()
+	}
+	return nil
+}
+
+// session returns the live session, dialing one if there is none. Only one
+// dial runs at a time; other callers wait for it (or their ctx).
+func (c *Client) session(ctx context.Context) (*kwik.Session, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClientClosed
+		}
+		if c.sess != nil && c.sess.Context().Err() == nil {
+			s := c.sess
+			c.mu.Unlock()
+			return s, nil
+		}
+		if ch := c.dialing; ch != nil {
+			c.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		ch := make(chan struct{})
+		c.dialing = ch
+		old := c.sess
+		c.sess = nil
+		c.mu.Unlock()
+
+		if old != nil {
+			old.Close() // already dead; releases its resources
+		}
+		s, err := c.dial(ctx)
+
+		c.mu.Lock()
+		c.dialing = nil
+		close(ch)
+		if err == nil && c.closed {
+			err = ErrClientClosed
+		}
+		if err == nil {
+			c.sess = s
+		}
+		c.mu.Unlock()
+		if err != nil {
+			if s != nil {
+				s.Close()
+			}
+			return nil, err
+		}
+		if n := c.dials.Add(1); n > 1 {
+			c.log.Info("reconnected", "server", c.addr, "dials", n)
+		}
+		return s, nil
+	}
+}
+
+// dial dials the server, giving up when ctx ends or the client closes.
+func (c *Client) dial(ctx context.Context) (*kwik.Session, error) {
+	if c.conf == nil {
+		return nil, errors.New("no kwik configuration")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.closeCtx, cancel)
+	defer stop()
+	return kwik.Dial(ctx, c.addr, c.conf)
+}
+
+// IsUntrusted reports whether err is a failed verification of the server's
+// TLS certificate (unknown CA, wrong host name). Such an error is final: the
+// client does not retry it.
+func IsUntrusted(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	return errors.As(err, &verr) || errors.As(err, &unknownCA) || errors.As(err, &badHost)
+}
+
+// sessionLost marks an error after which the operation may be retried on a
+// new session: the session died before the operation completed.
+type sessionLost struct{ err error }
+
+func (e *sessionLost) Error() string { return e.err.Error() }
+func (e *sessionLost) Unwrap() error { return e.err }
+
+// unavailable is the error of an operation whose ctx ended before the server
+// answered.
+func unavailable(ctx context.Context, op string, cause error) error {
+	if cause == nil || errors.Is(cause, ctx.Err()) {
+		return fmt.Errorf("%s: %w (%w)", op, ErrUnavailable, ctx.Err())
+	}
+	return fmt.Errorf("%s: %w (%w): %w", op, ErrUnavailable, ctx.Err(), cause)
+}
+
+// do runs fn on a live session, retrying on a new session with backoff
+// while the session is lost and ctx lasts.
+func (c *Client) do(ctx context.Context, op string, fn func(s *kwik.Session) error) error {
+	wait := c.backoff.Initial
+	var last error
+	for {
+		if ctx.Err() != nil {
+			return unavailable(ctx, op, last)
+		}
+		s, err := c.session(ctx)
+		if err == nil {
+			err = fn(s)
+			var lost *sessionLost
+			if err == nil || !errors.As(err, &lost) {
+				return err
+			}
+		}
+		if errors.Is(err, ErrClientClosed) {
+			return fmt.Errorf("%s: %w", op, ErrClientClosed)
+		}
+		if IsUntrusted(err) {
+			// Retrying cannot help: the server is not who the CA vouches for.
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		if ctx.Err() != nil {
+			return unavailable(ctx, op, err)
+		}
+		last = err
+		c.log.Debug("server unreachable; retrying", "server", c.addr, "op", op, "err", err, "wait", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return unavailable(ctx, op, last)
+		}
+		wait = min(2*wait, c.backoff.Max)
+	}
+}
+
+// streamErr classifies an error of stream I/O: ctx's end, a reset carrying
+// a status (RemoteError), a lost session (retryable) or anything else.
+func (c *Client) streamErr(ctx context.Context, s *kwik.Session, op string, err error) error {
+	if ctx.Err() != nil {
+		return unavailable(ctx, op, err)
+	}
+	if mapped := streamCodeError(err); mapped != err {
+		if errors.Is(mapped, ErrUnavailable) {
+			// The server is shutting down: try again, on a new session
+			// once this one is closed.
+			return &sessionLost{fmt.Errorf("%s: %w", op, mapped)}
+		}
+		return fmt.Errorf("%s: %w", op, mapped)
+	}
+	if errors.Is(err, kwik.ErrClosed) || s.Context().Err() != nil {
+		return &sessionLost{fmt.Errorf("%s: %w", op, err)}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// request opens a stream on s, sends req and ends the write side. The
+// returned release must be called when the stream is done with; it stops
+// the cancellation of the stream on ctx's end.
+func (c *Client) request(ctx context.Context, s *kwik.Session, req *Request) (*kwik.Stream, func(), error) {
+	b, err := req.MarshalBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	name := fmt.Sprintf("%v %q", req.Op, req.Path)
+	st, err := s.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, nil, c.streamErr(ctx, s, name, err)
+	}
+	c.requests.Add(1)
+	release := onDone(ctx, func() {
+		st.CancelRead(CodeCanceled)
+		st.CancelWrite(CodeCanceled)
+	})
+	if _, err := st.Write(b); err != nil {
+		release()
+		st.CancelRead(CodeCanceled)
+		return nil, nil, c.streamErr(ctx, s, name, err)
+	}
+	if err := st.Close(); err != nil {
+		release()
+		st.CancelRead(CodeCanceled)
+		return nil, nil, c.streamErr(ctx, s, name, err)
+	}
+	return st, release, nil
+}
+
+// roundTrip sends a request other than READ and decodes its reply.
+func (c *Client) roundTrip(ctx context.Context, req Request) (*Reply, error) {
+	name := fmt.Sprintf("%v %q", req.Op, req.Path)
+	if _, err := req.MarshalBinary(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var reply *Reply
+	err := c.do(ctx, name, func(s *kwik.Session) error {
+		st, release, err := c.request(ctx, s, &req)
+		if err != nil {
+			return err
+		}
+		defer release()
+		b, err := io.ReadAll(io.LimitReader(st, int64(MaxReplyLen(req.Op))+1))
+		if err != nil {
+			return c.streamErr(ctx, s, name, err)
+		}
+		if len(b) > MaxReplyLen(req.Op) {
+			st.CancelRead(CodeCanceled)
+		}
+		reply, err = DecodeReply(req.Op, b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+	return reply, err
+}
+
+// Stat returns the attributes of path (lstat semantics: a symlink is
+// reported as a symlink with its Target). The Attr's Name is empty.
+func (c *Client) Stat(ctx context.Context, path string) (Attr, error) {
+	r, err := c.roundTrip(ctx, Request{Op: OpStat, Path: path})
+	if err != nil {
+		return Attr{}, err
+	}
+	return r.Attr, nil
+}
+
+// List returns the entries of directory path, each with its full Attr.
+func (c *Client) List(ctx context.Context, path string) ([]Attr, error) {
+	r, err := c.roundTrip(ctx, Request{Op: OpList, Path: path})
+	if err != nil {
+		return nil, err
+	}
+	return r.Entries, nil
+}
+
+// Readlink returns the target of symlink path.
+func (c *Client) Readlink(ctx context.Context, path string) (string, error) {
+	r, err := c.roundTrip(ctx, Request{Op: OpReadlink, Path: path})
+	if err != nil {
+		return "", err
+	}
+	return r.Target, nil
+}
+
+// Manifest returns the manifest of regular file path. It has passed
+// Manifest.Check, so its Version matches its hashes.
+func (c *Client) Manifest(ctx context.Context, path string) (*Manifest, error) {
+	r, err := c.roundTrip(ctx, Request{Op: OpManifest, Path: path})
+	if err != nil {
+		return nil, err
+	}
+	return r.Manifest, nil
+}
+
+// ReadChunks fetches chunks first to first+count-1 of path at the version
+// of m in one streamed request and calls deliver for each, in order, once
+// it has verified the chunk against m. A chunk that fails verification is
+// not delivered and ends the call with an error wrapping ErrCorrupt.
+// deliver must not retain data after it returns; an error from deliver ends
+// the call with that error. If the session is lost midway, the remaining
+// chunks are requested again on a new session. A file that changed on the
+// server fails with ErrStale.
+func (c *Client) ReadChunks(ctx context.Context, path string, m *Manifest, first, count int, deliver func(i int, data []byte) error) error {
+	if count == 0 {
+		return nil
+	}
+	if first < 0 || count < 0 || first >= len(m.Hashes) || count > len(m.Hashes)-first {
+		return fmt.Errorf("read %q: chunks [%d, +%d) of %d: %w", path, first, count, len(m.Hashes), ErrBadRequest)
+	}
+	next := first
+	end := first + count
+	return c.do(ctx, fmt.Sprintf("READ %q", path), func(s *kwik.Session) error {
+		return c.readRun(ctx, s, path, m, &next, end, deliver)
+	})
+}
+
+// readRun fetches chunks *next to end-1, advancing *next past each chunk
+// delivered.
+func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *Manifest, next *int, end int, deliver func(i int, data []byte) error) error {
+	name := fmt.Sprintf("READ %q [%d, %d)", path, *next, end)
+	req := Request{Op: OpRead, Path: path, Version: m.Version, First: *next, Count: end - *next}
+	st, release, err := c.request(ctx, s, &req)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var status [1]byte
+	if _, err := io.ReadFull(st, status[:]); err != nil {
+		return c.streamErr(ctx, s, name, err)
+	}
+	if Status(status[0]) != StatusOK {
+		rest, err := io.ReadAll(io.LimitReader(st, MaxErrorReplyLen))
+		if err != nil {
+			return c.streamErr(ctx, s, name, err)
+		}
+		return fmt.Errorf("%s: %w", name, DecodeError(append(status[:], rest...)))
+	}
+	bp := c.buffer(int(m.ChunkSize))
+	defer c.bufs.Put(bp)
+	for ; *next < end; *next++ {
+		i := *next
+		data := (*bp)[:m.ChunkLen(i)]
+		if _, err := io.ReadFull(st, data); err != nil {
+			if err == io.ErrUnexpectedEOF || err == io.EOF {
+				return fmt.Errorf("%s: reply ended at chunk %d: %w", name, i, ErrBadRequest)
+			}
+			return c.streamErr(ctx, s, name, err)
+		}
+		if err := m.Verify(i, data); err != nil {
+			c.corrupt.Add(1)
+			st.CancelRead(CodeCanceled)
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		c.chunks.Add(1)
+		c.dataBytes.Add(int64(len(data)))
+		if err := deliver(i, data); err != nil {
+			st.CancelRead(CodeCanceled)
+			return err
+		}
+	}
+	// The reply must end here.
+	var extra [1]byte
+	n, err := io.ReadFull(st, extra[:])
+	switch {
+	case n > 0:
+		st.CancelRead(CodeCanceled)
+		return fmt.Errorf("%s: data after the last chunk: %w", name, ErrBadRequest)
+	case err == io.EOF:
+		return nil
+	default:
+		// Every chunk arrived and verified; a failure to see the end of
+		// the stream does not matter.
+		st.CancelRead(CodeCanceled)
+		return nil
+	}
+}
+
+// buffer returns a pooled buffer of at least n bytes.
+func (c *Client) buffer(n int) *[]byte {
+	if bp, ok := c.bufs.Get().(*[]byte); ok && cap(*bp) >= n {
+		*bp = (*bp)[:n]
+		return bp
+	}
+	b := make([]byte, n)
+	return &b
+}
