@@ -1,0 +1,536 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/kwikfs/kwikfs/transfer"
+)
+
+// CatalogOptions configures a Catalog. The zero value (or nil) selects the
+// defaults.
+type CatalogOptions struct {
+	// ChunkSize is the chunk size of every manifest, within
+	// [transfer.MinChunkSize, transfer.MaxChunkSize]. Default
+	// transfer.DefaultChunkSize (1 MiB).
+	ChunkSize uint32
+	// ManifestCacheEntries bounds the number of cached manifests.
+	// Default 4096.
+	ManifestCacheEntries int
+	// ManifestCacheBytes bounds the memory of cached manifests
+	// (approximately 32 bytes per chunk). Default 64 MiB.
+	ManifestCacheBytes int64
+}
+
+// CatalogStats are exact counters of a Catalog.
+type CatalogStats struct {
+	// ManifestsComputed counts manifests computed by hashing a file.
+	ManifestsComputed int64
+	// ManifestCacheHits counts manifest lookups answered from the cache.
+	ManifestCacheHits int64
+	// CachedManifests is the number of manifests in the cache now.
+	CachedManifests int
+}
+
+// maxManifestAttempts bounds how often a manifest computation restarts
+// because the file changed while it was hashed.
+const maxManifestAttempts = 3
+
+// Catalog serves the exported tree below one root directory: attributes,
+// listings, symlink targets, manifests and chunk data. Every access is
+// confined to the root with os.Root, so ".." and symlinks leading out of the
+// root are refused (ErrOutsideRoot). Only regular files, directories and
+// symlinks are exported.
+//
+// A Catalog is independent of sessions and safe for concurrent use. Errors
+// wrap the sentinel errors of package transfer.
+type Catalog struct {
+	root      *os.Root
+	chunkSize uint32
+	cache     *manifestCache
+	flight    singleflight.Group
+	bufs      sync.Pool // of *[]byte with cap == chunkSize
+	escapeErr error     // the error os.Root reports for a path leaving it
+
+	computed  atomic.Int64
+	cacheHits atomic.Int64
+}
+
+// NewCatalog opens dir as the root of a Catalog.
+func NewCatalog(dir string, opts *CatalogOptions) (*Catalog, error) {
+	var o CatalogOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.ChunkSize == 0 {
+		o.ChunkSize = transfer.DefaultChunkSize
+	}
+	if o.ChunkSize < transfer.MinChunkSize || o.ChunkSize > transfer.MaxChunkSize {
+		return nil, fmt.Errorf("chunk size %d outside [%d, %d]", o.ChunkSize, transfer.MinChunkSize, transfer.MaxChunkSize)
+	}
+	if o.ManifestCacheEntries == 0 {
+		o.ManifestCacheEntries = 4096
+	}
+	if o.ManifestCacheBytes == 0 {
+		o.ManifestCacheBytes = 64 << 20
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open root: %w", err)
+	}
+	c := &Catalog{
+		root:      root,
+		chunkSize: o.ChunkSize,
+		cache:     newManifestCache(o.ManifestCacheEntries, o.ManifestCacheBytes),
+	}
+	c.bufs.New = func() any {
+		b := make([]byte, c.chunkSize)
+		return &b
+	}
+	// Learn the error value os.Root uses for escaping paths, so that
+	// symlinks leading out can be told from other failures.
+	_, err = root.Lstat("../kwikfs-escape-probe")
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		c.escapeErr = pe.Err
+	} else {
+		root.Close()
+		return nil, fmt.Errorf("os.Root did not refuse an escaping path (got %v)", err)
+	}
+	return c, nil
+}
+
+// Close releases the root directory. Calls after Close fail.
+func (c *Catalog) Close() error { return c.root.Close() }
+
+// ChunkSize returns the chunk size of the catalog's manifests.
+func (c *Catalog) ChunkSize() uint32 { return c.chunkSize }
+
+// Stats returns the catalog's counters.
+func (c *Catalog) Stats() CatalogStats {
+	return CatalogStats{
+		ManifestsComputed: c.computed.Load(),
+		ManifestCacheHits: c.cacheHits.Load(),
+		CachedManifests:   c.cache.len(),
+	}
+}
+
+// rootName validates a protocol path and returns the name to use with
+// os.Root ("." for the root itself).
+func rootName(path string) (string, error) {
+	if err := transfer.CheckPath(path); err != nil {
+		return "", err
+	}
+	if path == "" {
+		return ".", nil
+	}
+	return path, nil
+}
+
+// mapErr turns a file system error into an error wrapping the matching
+// sentinel error of package transfer.
+func (c *Catalog) mapErr(op, path string, err error) error {
+	var sentinel error
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, c.escapeErr):
+		sentinel = transfer.ErrOutsideRoot
+	case errors.Is(err, fs.ErrNotExist):
+		sentinel = transfer.ErrNotFound
+	case errors.Is(err, fs.ErrPermission):
+		sentinel = transfer.ErrPermission
+	case errors.As(err, &errno) && errno == syscall.ENOTDIR:
+		sentinel = transfer.ErrNotDir
+	case errors.As(err, &errno) && errno == syscall.EISDIR:
+		sentinel = transfer.ErrIsDir
+	case errors.As(err, &errno) && errno == syscall.ELOOP:
+		return fmt.Errorf("%s %q: too many levels of symbolic links: %w", op, path, transfer.ErrNotFound)
+	case errors.As(err, &errno) && errno == syscall.ENAMETOOLONG:
+		sentinel = transfer.ErrTooLarge
+	default:
+		// Keep the server's own directory names out of replies.
+		msg := strings.ReplaceAll(err.Error(), c.root.Name(), "<root>")
+		return fmt.Errorf("%s %q: %s: %w", op, path, msg, transfer.ErrInternal)
+	}
+	return fmt.Errorf("%s %q: %w", op, path, sentinel)
+}
+
+// attrOf converts fi (from lstat) to an Attr; ok is false for types that
+// are not exported.
+func attrOf(fi fs.FileInfo) (a transfer.Attr, ok bool) {
+	m := fi.Mode()
+	switch {
+	case m.IsRegular():
+		a.Mode = transfer.ModeRegular
+	case m.IsDir():
+		a.Mode = transfer.ModeDir
+	case m&fs.ModeSymlink != 0:
+		a.Mode = transfer.ModeSymlink
+	default:
+		return a, false
+	}
+	a.Mode |= uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		a.Mode |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		a.Mode |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		a.Mode |= 0o1000
+	}
+	a.Size = fi.Size()
+	a.MtimeNs = fi.ModTime().UnixNano()
+	return a, true
+}
+
+// lstatIn returns the Attr of name in r, with the target of a symlink.
+func (c *Catalog) lstatIn(r *os.Root, name string) (transfer.Attr, bool, error) {
+	fi, err := r.Lstat(name)
+	if err != nil {
+		return transfer.Attr{}, false, err
+	}
+	a, ok := attrOf(fi)
+	if !ok {
+		return a, false, nil
+	}
+	if a.IsSymlink() {
+		if a.Target, err = r.Readlink(name); err != nil {
+			return transfer.Attr{}, false, err
+		}
+		if a.Target == "" || len(a.Target) > transfer.MaxTargetLen {
+			return a, false, nil
+		}
+	}
+	return a, true, nil
+}
+
+// Stat returns the attributes of path without following a final symlink
+// (lstat semantics: a symlink is reported as a symlink with its Target).
+// Symlinks in earlier elements are followed if they stay within the root.
+// The Attr's Name is empty. Types other than regular files, directories and
+// symlinks are refused with ErrNotFound.
+func (c *Catalog) Stat(path string) (transfer.Attr, error) {
+	name, err := rootName(path)
+	if err != nil {
+		return transfer.Attr{}, err
+	}
+	a, ok, err := c.lstatIn(c.root, name)
+	if err != nil {
+		return transfer.Attr{}, c.mapErr("stat", path, err)
+	}
+	if !ok {
+		return transfer.Attr{}, fmt.Errorf("stat %q: not a regular file, directory or symlink: %w", path, transfer.ErrNotFound)
+	}
+	return a, nil
+}
+
+// List returns the entries of directory path (following symlinks that stay
+// within the root), each with its full Attr in lstat semantics, in
+// directory order. Entries of other types are skipped. A directory of more
+// than transfer.MaxEntries entries fails with ErrTooLarge.
+func (c *Catalog) List(path string) ([]transfer.Attr, error) {
+	name, err := rootName(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, c.mapErr("list", path, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, c.mapErr("list", path, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("list %q: %w", path, transfer.ErrNotDir)
+	}
+	// Entries are examined relative to the directory, so that no name can
+	// lead anywhere but into it.
+	dir, err := c.root.OpenRoot(name)
+	if err != nil {
+		return nil, c.mapErr("list", path, err)
+	}
+	defer dir.Close()
+	var out []transfer.Attr
+	seen := 0
+	for {
+		names, err := f.Readdirnames(1024)
+		for _, n := range names {
+			if seen++; seen > transfer.MaxEntries {
+				return nil, fmt.Errorf("list %q: more than %d entries: %w", path, transfer.MaxEntries, transfer.ErrTooLarge)
+			}
+			if !transfer.ValidName(n) {
+				continue
+			}
+			a, ok, err := c.lstatIn(dir, n)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // removed since it was listed
+			}
+			if err != nil {
+				return nil, c.mapErr("list", path+"/"+n, err)
+			}
+			if ok {
+				a.Name = n
+				out = append(out, a)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, c.mapErr("list", path, err)
+		}
+	}
+	if out == nil {
+		out = []transfer.Attr{}
+	}
+	return out, nil
+}
+
+// Readlink returns the target of symlink path. A path that is not a
+// symlink fails with ErrBadRequest.
+func (c *Catalog) Readlink(path string) (string, error) {
+	name, err := rootName(path)
+	if err != nil {
+		return "", err
+	}
+	target, err := c.root.Readlink(name)
+	var errno syscall.Errno
+	if errors.As(err, &errno) && errno == syscall.EINVAL {
+		return "", fmt.Errorf("readlink %q: not a symlink: %w", path, transfer.ErrBadRequest)
+	}
+	if err != nil {
+		return "", c.mapErr("readlink", path, err)
+	}
+	if len(target) > transfer.MaxTargetLen {
+		return "", fmt.Errorf("readlink %q: target of %d bytes: %w", path, len(target), transfer.ErrTooLarge)
+	}
+	return target, nil
+}
+
+// openRegular opens path (following symlinks within the root) and checks
+// that it is a regular file.
+func (c *Catalog) openRegular(op, path string) (*os.File, fs.FileInfo, error) {
+	name, err := rootName(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	// O_NONBLOCK: opening a FIFO must not wait for a writer; regular files
+	// ignore it.
+	f, err := c.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, c.mapErr(op, path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, c.mapErr(op, path, err)
+	}
+	switch {
+	case fi.IsDir():
+		f.Close()
+		return nil, nil, fmt.Errorf("%s %q: %w", op, path, transfer.ErrIsDir)
+	case !fi.Mode().IsRegular():
+		f.Close()
+		return nil, nil, fmt.Errorf("%s %q: not a regular file: %w", op, path, transfer.ErrNotFound)
+	}
+	return f, fi, nil
+}
+
+// Manifest returns the manifest of regular file path (following symlinks
+// that stay within the root). Manifests are computed once and cached; a
+// cached manifest is used while the file's size and mtime are unchanged.
+// Concurrent calls for the same file state hash the file once. The
+// returned Manifest is shared: callers must not modify it.
+func (c *Catalog) Manifest(ctx context.Context, path string) (*transfer.Manifest, error) {
+	f, fi, err := c.openRegular("manifest", path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return c.manifestOf(ctx, path, f, fi)
+}
+
+func (c *Catalog) manifestOf(ctx context.Context, path string, f *os.File, fi fs.FileInfo) (*transfer.Manifest, error) {
+	mode, _ := attrOf(fi)
+	key := manifestKey{size: fi.Size(), mtimeNs: fi.ModTime().UnixNano()}
+	if m := c.cache.get(path, key); m != nil {
+		c.cacheHits.Add(1)
+		if m.Mode != mode.Mode {
+			mm := *m // chmod changes neither size, mtime nor content
+			mm.Mode = mode.Mode
+			c.cache.put(path, key, &mm)
+			m = &mm
+		}
+		return m, nil
+	}
+	flightKey := path + "\x00" + strconv.FormatInt(key.size, 10) + "\x00" + strconv.FormatInt(key.mtimeNs, 10)
+	for {
+		v, err, _ := c.flight.Do(flightKey, func() (any, error) {
+			m, err := c.compute(ctx, path, f)
+			if err != nil {
+				return nil, err
+			}
+			return m, nil
+		})
+		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			continue // the computing caller gave up; compute again with our context
+		}
+		if err != nil {
+			return nil, err
+		}
+		return v.(*transfer.Manifest), nil
+	}
+}
+
+// compute hashes f and caches the result under the state (size, mtime) it
+// had during the whole computation.
+func (c *Catalog) compute(ctx context.Context, path string, f *os.File) (*transfer.Manifest, error) {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	buf := *bp
+	for attempt := 0; attempt < maxManifestAttempts; attempt++ {
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, c.mapErr("manifest", path, err)
+		}
+		a, _ := attrOf(fi)
+		m := &transfer.Manifest{Size: fi.Size(), MtimeNs: a.MtimeNs, Mode: a.Mode, ChunkSize: c.chunkSize}
+		if m.Size > int64(transfer.MaxChunks)*int64(c.chunkSize) {
+			return nil, fmt.Errorf("manifest %q: %d bytes need more than %d chunks: %w", path, m.Size, transfer.MaxChunks, transfer.ErrTooLarge)
+		}
+		m.Hashes = make([]transfer.Hash, m.NumChunks())
+		changed := false
+		for i := range m.Hashes {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("manifest %q: %w", path, err)
+			}
+			n, err := f.ReadAt(buf[:m.ChunkLen(i)], m.ChunkOffset(i))
+			if n < m.ChunkLen(i) {
+				if err == io.EOF {
+					changed = true // the file shrank
+					break
+				}
+				return nil, c.mapErr("manifest", path, err)
+			}
+			m.Hashes[i] = transfer.Sum(buf[:n])
+		}
+		c.computed.Add(1)
+		fi2, err := f.Stat()
+		if err != nil {
+			return nil, c.mapErr("manifest", path, err)
+		}
+		if changed || fi2.Size() != fi.Size() || !fi2.ModTime().Equal(fi.ModTime()) {
+			continue
+		}
+		m.Version = transfer.ComputeVersion(m.Size, m.ChunkSize, m.Hashes)
+		c.cache.put(path, manifestKey{size: m.Size, mtimeNs: m.MtimeNs}, m)
+		return m, nil
+	}
+	return nil, fmt.Errorf("manifest %q: file keeps changing while hashed: %w", path, transfer.ErrStale)
+}
+
+// File is an open regular file of a Catalog at the version of its
+// manifest. It is safe for concurrent use.
+type File struct {
+	c    *Catalog
+	path string
+	f    *os.File
+	m    *transfer.Manifest
+}
+
+// Open opens regular file path for reading chunks of the given version. It
+// fails with ErrStale when the file's current manifest has another
+// Version. The caller must Close the File.
+func (c *Catalog) Open(ctx context.Context, path string, version transfer.Hash) (*File, error) {
+	f, fi, err := c.openRegular("read", path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.manifestOf(ctx, path, f, fi)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if m.Version != version {
+		f.Close()
+		return nil, fmt.Errorf("read %q: version %.12s is not the current %.12s: %w", path, version, m.Version, transfer.ErrStale)
+	}
+	return &File{c: c, path: path, f: f, m: m}, nil
+}
+
+// Manifest returns the manifest the File was opened at. It is shared:
+// callers must not modify it.
+func (f *File) Manifest() *transfer.Manifest { return f.m }
+
+// Close closes the file.
+func (f *File) Close() error { return f.f.Close() }
+
+// ReadChunk reads chunk i into buf, which must hold ChunkLen(i) bytes, and
+// returns the chunk's bytes (a prefix of buf). The data is not verified
+// against the manifest; a file that shrank fails with ErrStale.
+func (f *File) ReadChunk(i int, buf []byte) ([]byte, error) {
+	if i < 0 || i >= f.m.NumChunks() {
+		return nil, fmt.Errorf("read %q: chunk %d of %d: %w", f.path, i, f.m.NumChunks(), transfer.ErrBadRequest)
+	}
+	n := f.m.ChunkLen(i)
+	if len(buf) < n {
+		return nil, fmt.Errorf("read %q: buffer of %d bytes for chunk of %d: %w", f.path, len(buf), n, transfer.ErrInternal)
+	}
+	got, err := f.f.ReadAt(buf[:n], f.m.ChunkOffset(i))
+	if got < n {
+		if err == io.EOF {
+			return nil, fmt.Errorf("read %q: chunk %d: file shrank: %w", f.path, i, transfer.ErrStale)
+		}
+		return nil, f.c.mapErr("read", f.path, err)
+	}
+	return buf[:n], nil
+}
+
+// CheckRange validates a run of count chunks from first against the
+// manifest (ErrBadRequest when it is empty or out of range).
+func (f *File) CheckRange(first, count int) error {
+	if first < 0 || count < 1 || first >= f.m.NumChunks() || count > f.m.NumChunks()-first {
+		return fmt.Errorf("read %q: chunks [%d, +%d) of %d: %w", f.path, first, count, f.m.NumChunks(), transfer.ErrBadRequest)
+	}
+	return nil
+}
+
+// WriteChunks writes the bytes of chunks first to first+count-1 to w,
+// concatenated, reading each with pread into a pooled buffer. It returns
+// the number of bytes written. It stops with ctx's error when ctx ends
+// between chunks.
+func (f *File) WriteChunks(ctx context.Context, w io.Writer, first, count int) (int64, error) {
+	if err := f.CheckRange(first, count); err != nil {
+		return 0, err
+	}
+	bp := f.c.bufs.Get().(*[]byte)
+	defer f.c.bufs.Put(bp)
+	var written int64
+	for i := first; i < first+count; i++ {
+		if err := ctx.Err(); err != nil {
+			return written, err
+		}
+		data, err := f.ReadChunk(i, *bp)
+		if err != nil {
+			return written, err
+		}
+		n, err := w.Write(data)
+		written += int64(n)
+		if err != nil {
+			return written, fmt.Errorf("read %q: send chunk %d: %w", f.path, i, err)
+		}
+	}
+	return written, nil
+}

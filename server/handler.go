@@ -1,0 +1,224 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/kwikfs/kwikfs/kwik"
+	"github.com/kwikfs/kwikfs/transfer"
+)
+
+// stream is what request handling needs of a *kwik.Stream.
+type stream interface {
+	io.Reader
+	io.Writer
+	Close() error
+	CancelRead(kwik.ErrorCode)
+	CancelWrite(kwik.ErrorCode)
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+var _ stream = (*kwik.Stream)(nil)
+
+// counters are the exact statistics of a Primary.
+type counters struct {
+	sessions       atomic.Int64
+	activeSessions atomic.Int64
+	requests       [transfer.NumOps]atomic.Int64
+	errors         atomic.Int64
+	outsideRoot    atomic.Int64
+	aborted        atomic.Int64
+	dataBytes      atomic.Int64
+}
+
+// handler serves request streams from a Catalog.
+type handler struct {
+	cat          *Catalog
+	log          *slog.Logger
+	stats        *counters
+	readTimeout  time.Duration
+	writeTimeout time.Duration
+}
+
+// serve handles one request stream: it reads the request (the client ends
+// its write side), writes the reply and closes the stream. It never
+// returns an error: failures become error replies or stream resets, and
+// are counted. When ctx ends, the stream is reset.
+func (h *handler) serve(ctx context.Context, st stream, peer net.Addr) {
+	release := onDone(ctx, func() {
+		st.CancelRead(transfer.StreamCode(transfer.ErrUnavailable))
+		st.CancelWrite(transfer.StreamCode(transfer.ErrUnavailable))
+	})
+	defer release()
+
+	st.SetReadDeadline(time.Now().Add(h.readTimeout))
+	msg, err := io.ReadAll(io.LimitReader(st, int64(transfer.MaxRequestLen)+1))
+	st.SetReadDeadline(time.Time{})
+	if err != nil {
+		// The client reset the stream, the session closed or the request
+		// did not arrive in time: nobody to answer.
+		h.stats.requests[0].Add(1)
+		h.stats.aborted.Add(1)
+		h.log.Debug("request not received", "peer", peer, "err", err)
+		st.CancelRead(transfer.StreamCode(transfer.ErrBadRequest))
+		st.CancelWrite(transfer.StreamCode(transfer.ErrBadRequest))
+		return
+	}
+	req, err := transfer.DecodeRequest(msg)
+	h.stats.requests[req.Op%transfer.NumOps].Add(1) // Op is 0 or valid
+	if len(msg) > transfer.MaxRequestLen {
+		st.CancelRead(transfer.StreamCode(transfer.ErrTooLarge))
+	}
+	if err != nil {
+		h.replyError(st, peer, req.Op, err)
+		return
+	}
+	if req.Op == transfer.OpRead {
+		h.serveRead(ctx, st, peer, &req)
+		return
+	}
+	reply, err := h.answer(ctx, &req)
+	if err != nil {
+		h.replyError(st, peer, req.Op, err)
+		return
+	}
+	b, err := transfer.EncodeReply(req.Op, reply)
+	if err != nil {
+		h.replyError(st, peer, req.Op, fmt.Errorf("%v %q: %w", req.Op, req.Path, err))
+		return
+	}
+	h.write(st, peer, b)
+}
+
+// answer runs a request other than READ against the catalog.
+func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.Reply, error) {
+	var r transfer.Reply
+	var err error
+	switch req.Op {
+	case transfer.OpStat:
+		r.Attr, err = h.cat.Stat(req.Path)
+	case transfer.OpList:
+		r.Entries, err = h.cat.List(req.Path)
+	case transfer.OpReadlink:
+		r.Target, err = h.cat.Readlink(req.Path)
+	case transfer.OpManifest:
+		r.Manifest, err = h.cat.Manifest(ctx, req.Path)
+	default:
+		err = fmt.Errorf("request type %v: %w", req.Op, transfer.ErrBadRequest)
+	}
+	return &r, err
+}
+
+// serveRead answers READ: status OK, then the chunks, as the offset
+// contract of package transfer requires. A failure after the status byte
+// resets the stream with the failure's code.
+func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *transfer.Request) {
+	f, err := h.cat.Open(ctx, req.Path, req.Version)
+	if err != nil {
+		h.replyError(st, peer, req.Op, err)
+		return
+	}
+	defer f.Close()
+	if err := f.CheckRange(req.First, req.Count); err != nil {
+		h.replyError(st, peer, req.Op, err)
+		return
+	}
+	w := &deadlineWriter{st: st, timeout: h.writeTimeout}
+	if _, err := w.Write([]byte{byte(transfer.StatusOK)}); err != nil {
+		h.abort(st, peer, err)
+		return
+	}
+	n, err := f.WriteChunks(ctx, w, req.First, req.Count)
+	h.stats.dataBytes.Add(n)
+	if err != nil {
+		h.abort(st, peer, err)
+		return
+	}
+	if err := st.Close(); err != nil {
+		h.abort(st, peer, err)
+	}
+}
+
+// replyError answers with an error reply; an attempt to leave the root is
+// logged with the peer's address.
+func (h *handler) replyError(st stream, peer net.Addr, op transfer.Op, err error) {
+	h.stats.errors.Add(1)
+	if errors.Is(err, transfer.ErrOutsideRoot) {
+		h.stats.outsideRoot.Add(1)
+		h.log.Warn("request outside the root refused", "peer", peer, "op", op, "err", err)
+	} else if errors.Is(err, transfer.ErrInternal) {
+		h.log.Error("request failed", "peer", peer, "op", op, "err", err)
+	} else {
+		h.log.Debug("request refused", "peer", peer, "op", op, "err", err)
+	}
+	h.write(st, peer, transfer.EncodeError(err))
+}
+
+// write sends a whole reply and closes the stream.
+func (h *handler) write(st stream, peer net.Addr, b []byte) {
+	w := &deadlineWriter{st: st, timeout: h.writeTimeout}
+	if _, err := w.Write(b); err != nil {
+		h.abort(st, peer, err)
+		return
+	}
+	if err := st.Close(); err != nil {
+		h.abort(st, peer, err)
+	}
+}
+
+// abort resets a stream whose reply could not be completed.
+func (h *handler) abort(st stream, peer net.Addr, err error) {
+	h.stats.aborted.Add(1)
+	h.log.Debug("reply aborted", "peer", peer, "err", err)
+	st.CancelWrite(transfer.StreamCode(err))
+	st.CancelRead(transfer.StreamCode(err))
+}
+
+// writeSlice is the most a deadlineWriter hands to the stream under one
+// deadline.
+const writeSlice = 64 << 10
+
+// deadlineWriter writes to a stream, failing when a slice of writeSlice
+// bytes makes no progress (the client stopped reading) within timeout.
+type deadlineWriter struct {
+	st      stream
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), writeSlice)
+		w.st.SetWriteDeadline(time.Now().Add(w.timeout))
+		m, err := w.st.Write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// onDone runs f once ctx is done, in a goroutine of its own, until the
+// returned release is called. release stops f from starting and, when f has
+// started already, waits for it to return.
+func onDone(ctx context.Context, f func()) (release func()) {
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(done)
+		f()
+	})
+	return func() {
+		if !stop() {
+			<-done
+		}
+	}
+}
