@@ -1,0 +1,82 @@
+// Command kwik-primary exports a directory tree to kwikfs clients over a
+// kwik session and coordinates every transfer.
+//
+//	kwik-primary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE
+//
+// Once it listens it prints "listening on HOST:PORT" on standard output (the
+// real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
+// exits 0 after its sessions are closed.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/internal/cli"
+	"github.com/kwikfs/kwikfs/kwik"
+	"github.com/kwikfs/kwikfs/server"
+)
+
+func main() {
+	cli.Fail("kwik-primary", run(os.Args[1:]))
+}
+
+func run(args []string) error {
+	fl := flag.NewFlagSet("kwik-primary", flag.ContinueOnError)
+	root := fl.String("root", "", "directory to export (required)")
+	listen := fl.String("listen", "127.0.0.1:4433", "UDP address to listen on")
+	cert := fl.String("cert", "", "server certificate, PEM (required)")
+	key := fl.String("key", "", "server private key, PEM (required)")
+	clusterKey := fl.String("cluster-key", "", "cluster key shared with the secondaries (required)")
+	chunkSize := fl.Uint("chunk-size", 1<<20, "chunk size in bytes for manifests")
+	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
+	if err := fl.Parse(args); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if *root == "" || *cert == "" || *key == "" || *clusterKey == "" {
+		fl.Usage()
+		return cli.Usagef("--root, --cert, --key and --cluster-key are required")
+	}
+	if fl.NArg() > 0 {
+		return cli.Usagef("unexpected argument %q", fl.Arg(0))
+	}
+	if *chunkSize < 4096 || *chunkSize > 16<<20 {
+		return cli.Usagef("--chunk-size must be between 4 KiB and 16 MiB")
+	}
+	log, err := cli.NewLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	if _, err := certgen.ReadClusterKey(*clusterKey); err != nil {
+		return err
+	}
+	tlsConf, err := kwik.LoadServerTLS(*cert, *key)
+	if err != nil {
+		return err
+	}
+	p, err := server.NewPrimary(*root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: uint32(*chunkSize)}, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	ln, err := kwik.Listen(*listen, &kwik.Config{TLSConfig: tlsConf, Logger: log})
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	defer ln.Close()
+	fmt.Printf("listening on %s\n", ln.Addr())
+	log.Info("serving", "root", *root, "listen", ln.Addr().String())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := p.Serve(ctx, ln); err != nil && ctx.Err() == nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}

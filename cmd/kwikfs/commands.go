@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/internal/cli"
+	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/demo"
+)
+
+func runMount(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("kwikfs mount", flag.ContinueOnError)
+	var cfg daemon.Config
+	fl.StringVar(&cfg.Primary, "primary", "", "primary server HOST:PORT (required)")
+	fl.StringVar(&cfg.CAFile, "ca", "", "CA certificate that signed the servers' certificates, PEM (required)")
+	fl.StringVar(&cfg.CacheDir, "cache", "", "cache directory (required)")
+	fl.StringVar(&cfg.ServerName, "server-name", "", "TLS name to verify (default: the host of --primary)")
+	fl.DurationVar(&cfg.AttrTimeout, "attr-timeout", 5*time.Second, "how long attributes and listings are trusted before asking the primary again")
+	fl.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 15*time.Second, "how long a read waits for the primary before failing with EIO")
+	memMiB := fl.Int64("memory-cache", 64, "MiB of verified chunks kept in memory")
+	fl.BoolVar(&cfg.Debug, "debug", false, "trace FUSE requests")
+	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
+	if err := fl.Parse(args); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if fl.NArg() != 1 || cfg.Primary == "" || cfg.CAFile == "" || cfg.CacheDir == "" {
+		fl.Usage()
+		return cli.Usagef("mount needs --primary, --ca, --cache and one MOUNTPOINT")
+	}
+	cfg.Mountpoint = fl.Arg(0)
+	cfg.MemoryCacheBytes = *memMiB << 20
+	log, err := cli.NewLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	return daemon.Run(ctx, cfg, nil)
+}
+
+func runStatus(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("kwikfs status", flag.ContinueOnError)
+	asJSON := fl.Bool("json", false, "print the raw status as JSON")
+	if err := fl.Parse(args); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if fl.NArg() != 1 {
+		return cli.Usagef("status needs one MOUNTPOINT")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := daemon.QueryStatus(ctx, fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(st)
+	return nil
+}
+
+func printStatus(st *daemon.Status) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "mountpoint\t%s\n", st.Mountpoint)
+	fmt.Fprintf(w, "primary\t%s\n", st.Primary)
+	fmt.Fprintf(w, "cache\t%s\n", st.Cache)
+	fmt.Fprintf(w, "uptime\t%s\n", (time.Duration(st.Uptime) * time.Second).String())
+	fmt.Fprintf(w, "data fetched\t%s in %d chunks\n", humanBytes(st.FS.BytesFetched), st.FS.ChunksFetched)
+	fmt.Fprintf(w, "reads served\t%d from memory, %d from the store\n", st.FS.MemoryHits, st.FS.StoreHits)
+	fmt.Fprintf(w, "store\t%s in %d chunks\n", humanBytes(st.Store.ChunkBytes), st.Store.Chunks)
+	fmt.Fprintf(w, "fetch errors\t%d\n", st.FS.FetchErrors)
+	w.Flush()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// hostList is a repeatable string flag.
+type hostList []string
+
+func (h *hostList) String() string     { return strings.Join(*h, ",") }
+func (h *hostList) Set(v string) error { *h = append(*h, v); return nil }
+
+func runCerts(args []string) error {
+	fl := flag.NewFlagSet("kwikfs certs", flag.ContinueOnError)
+	out := fl.String("out", "", "directory to write ca.pem, server.pem, server-key.pem, cluster.key (required)")
+	var hosts hostList
+	fl.Var(&hosts, "host", "DNS name or IP address the server certificate is valid for; repeatable (default localhost, 127.0.0.1, ::1)")
+	if err := fl.Parse(args); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if *out == "" || fl.NArg() != 0 {
+		fl.Usage()
+		return cli.Usagef("certs needs --out DIR")
+	}
+	b, err := certgen.Generate(hosts)
+	if err != nil {
+		return err
+	}
+	if err := b.WriteDir(*out); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s/{%s,%s,%s,%s} for %s\n", *out, certgen.CAFile, certgen.CertFile, certgen.KeyFile, certgen.ClusterKeyFile, strings.Join(b.Hosts, ", "))
+	return nil
+}
+
+func runDemo(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("kwikfs demo", flag.ContinueOnError)
+	var cfg demo.Config
+	fl.StringVar(&cfg.Dir, "dir", "demo", "working directory for certificates, the sample tree and the cache")
+	fl.StringVar(&cfg.Tree, "tree", "", "directory to export (default: a sample tree made under --dir)")
+	fl.StringVar(&cfg.Mountpoint, "mountpoint", "mnt", "where to mount")
+	logLevel := fl.String("log-level", "warn", "debug, info, warn or error")
+	if err := fl.Parse(args); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	log, err := cli.NewLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	return demo.Run(ctx, cfg, os.Stdout)
+}

@@ -1,0 +1,55 @@
+// Command kwikfs is the kwikfs client.
+//
+//	kwikfs mount --primary HOST:PORT --ca FILE --cache DIR MOUNTPOINT
+//	kwikfs status [--json] MOUNTPOINT
+//	kwikfs certs --out DIR [--host NAME_OR_IP]...
+//	kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
+//
+// Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kwikfs/kwikfs/internal/cli"
+)
+
+const usage = `usage:
+  kwikfs mount --primary HOST:PORT --ca FILE --cache DIR [flags] MOUNTPOINT
+  kwikfs status [--json] MOUNTPOINT
+  kwikfs certs --out DIR [--host NAME_OR_IP]...
+  kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
+Run "kwikfs COMMAND -h" for the flags of a command.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(cli.ExitUsage)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "mount":
+		err = runMount(ctx, args)
+	case "status":
+		err = runStatus(ctx, args)
+	case "certs":
+		err = runCerts(args)
+	case "demo":
+		err = runDemo(ctx, args)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		err = cli.Usagef("unknown command %q", cmd)
+	}
+	stop()
+	cli.Fail("kwikfs", err)
+}

@@ -1,0 +1,63 @@
+// Package cli holds what the kwikfs commands share: logging set-up and the
+// mapping from errors to exit codes.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// Exit codes of every kwikfs command.
+const (
+	ExitOK       = 0
+	ExitError    = 1
+	ExitUsage    = 2
+	ExitCanceled = 130 // interrupted, as a shell reports SIGINT
+)
+
+// ExitCode maps the error a command ended with to its exit code.
+func ExitCode(err error) int {
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, context.Canceled):
+		return ExitCanceled
+	case errors.Is(err, ErrUsage):
+		return ExitUsage
+	default:
+		return ExitError
+	}
+}
+
+// ErrUsage marks a command-line mistake.
+var ErrUsage = errors.New("usage")
+
+// Usagef returns an error wrapping ErrUsage.
+func Usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// NewLogger returns a text logger on stderr at the named level (debug, info,
+// warn, error).
+func NewLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, Usagef("bad --log-level %q", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// Fail prints err for command prog and exits with its code.
+func Fail(prog string, err error) {
+	if err == nil {
+		os.Exit(ExitOK)
+	}
+	if !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
+	}
+	os.Exit(ExitCode(err))
+}

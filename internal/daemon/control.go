@@ -1,0 +1,157 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kwikfs/kwikfs/chunkstore"
+	"github.com/kwikfs/kwikfs/fusefs"
+	"github.com/kwikfs/kwikfs/transfer"
+	"golang.org/x/sys/unix"
+)
+
+// Status is what the control socket's GET /status returns as JSON and what
+// `kwikfs status` prints.
+type Status struct {
+	Mountpoint string               `json:"mountpoint"`
+	Primary    string               `json:"primary"`
+	Cache      string               `json:"cache"`
+	Uptime     float64              `json:"uptime_seconds"`
+	Client     transfer.ClientStats `json:"client"`
+	FS         fusefs.Stats         `json:"fs"`
+	Store      chunkstore.Stats     `json:"store"`
+}
+
+type statusSource struct {
+	primary, mountpoint, cache string
+	started                    time.Time
+	client                     *transfer.Client
+	store                      *chunkstore.Store
+	fs                         *fusefs.FS
+}
+
+func (s *statusSource) status() Status {
+	return Status{
+		Mountpoint: s.mountpoint,
+		Primary:    s.primary,
+		Cache:      s.cache,
+		Uptime:     time.Since(s.started).Seconds(),
+		Client:     s.client.Stats(),
+		FS:         s.fs.Stats(),
+		Store:      s.store.Stats(),
+	}
+}
+
+// control serves the daemon's HTTP API on a Unix socket.
+type control struct {
+	srv  *http.Server
+	path string
+	wg   sync.WaitGroup
+}
+
+// startControl listens on the Unix socket at path (replacing a stale socket
+// left by a killed daemon) and serves GET /status.
+func startControl(path string, src *statusSource, log *slog.Logger) (*control, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(src.status()); err != nil {
+			log.Debug("control: write status", "err", err)
+		}
+	})
+	c := &control{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("control socket", "err", err)
+		}
+	}()
+	return c, nil
+}
+
+// removeStaleSocket removes a socket file nobody listens on. A live socket
+// means another daemon uses this cache: that is an error.
+func removeStaleSocket(path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		conn.Close()
+		return fmt.Errorf("control socket %s: another kwikfs daemon is using this cache", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale control socket: %w", err)
+	}
+	return nil
+}
+
+// Close stops serving and removes the socket file.
+func (c *control) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := c.srv.Shutdown(ctx)
+	c.wg.Wait()
+	os.Remove(c.path)
+	return err
+}
+
+// QueryStatus asks the daemon serving mountpoint for its status. It finds
+// the control socket through the ControlXattr attribute of the mount's root.
+func QueryStatus(ctx context.Context, mountpoint string) (*Status, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Getxattr(mountpoint, ControlXattr, buf)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a kwikfs mount (no %s attribute): %w", mountpoint, ControlXattr, err)
+	}
+	sock := string(buf[:n])
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://kwikfs/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("query daemon at %s: %w", sock, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("query daemon at %s: %s", sock, resp.Status)
+	}
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("decode status: %w", err)
+	}
+	return &st, nil
+}
