@@ -1,0 +1,276 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/internal/daemon"
+	"golang.org/x/sys/unix"
+)
+
+// binDir holds the binaries built once by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kwikfs-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	build := exec.Command("go", "build", "-race", "-o", dir+"/", "github.com/kwikfs/kwikfs/cmd/...")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func bin(name string) string { return filepath.Join(binDir, name) }
+
+// certs writes a fresh certificate bundle into a temp dir.
+func certs(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "certs")
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// proc is a running binary whose output is captured for failure reports.
+type proc struct {
+	cmd    *exec.Cmd
+	name   string
+	mu     sync.Mutex
+	output bytes.Buffer
+	done   chan struct{}
+	err    error // exit status, valid after done
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.output.Write(b)
+}
+
+// Output returns what the process printed so far.
+func (p *proc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.output.String()
+}
+
+// start runs a binary. It is killed, and its output logged if the test
+// failed, at cleanup.
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(bin(name), args...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s %s output:\n%s", name, strings.Join(args, " "), p.Output())
+		}
+	})
+	return p
+}
+
+// signal sends sig and waits up to timeout for the exit.
+func (p *proc) stop(t *testing.T, sig syscall.Signal, timeout time.Duration) error {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %v of %v", p.name, timeout, sig)
+		return nil
+	}
+}
+
+// primary is a running kwik-primary.
+type primary struct {
+	*proc
+	addr  string
+	certs string
+}
+
+func startPrimary(t *testing.T, root, certDir string, extra ...string) *primary {
+	t.Helper()
+	args := append([]string{
+		"--root", root, "--listen", "127.0.0.1:0",
+		"--cert", filepath.Join(certDir, certgen.CertFile),
+		"--key", filepath.Join(certDir, certgen.KeyFile),
+		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile),
+		"--log-level", "warn",
+	}, extra...)
+	p := start(t, "kwik-primary", args...)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		sc := bufio.NewScanner(strings.NewReader(p.Output()))
+		for sc.Scan() {
+			if addr, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
+				return &primary{proc: p, addr: addr, certs: certDir}
+			}
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("kwik-primary exited: %v\n%s", p.err, p.Output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("kwik-primary not listening after 20s:\n%s", p.Output())
+	return nil
+}
+
+// mount is a running `kwikfs mount`.
+type mount struct {
+	*proc
+	dir   string
+	cache string
+}
+
+// startMount mounts addr at a new directory with the given cache and waits
+// until the mount answers.
+func startMount(t *testing.T, addr, caFile, cache string, extra ...string) *mount {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return startMountAt(t, addr, caFile, cache, mnt, extra...)
+}
+
+func startMountAt(t *testing.T, addr, caFile, cache, mnt string, extra ...string) *mount {
+	t.Helper()
+	args := append([]string{"mount", "--primary", addr, "--ca", caFile, "--cache", cache, "--log-level", "warn"}, extra...)
+	args = append(args, mnt)
+	p := start(t, "kwikfs", args...)
+	m := &mount{proc: p, dir: mnt, cache: cache}
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if isMounted(mnt) {
+			return m
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("kwikfs mount exited: %v\n%s", p.err, p.Output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("not mounted after 20s:\n%s", p.Output())
+	return nil
+}
+
+// unmount stops the daemon with SIGINT and checks it exits 0 with the mount
+// gone.
+func (m *mount) unmount(t *testing.T) {
+	t.Helper()
+	if err := m.stop(t, syscall.SIGINT, 20*time.Second); err != nil {
+		t.Fatalf("kwikfs mount exited with %v after SIGINT:\n%s", err, m.Output())
+	}
+	if isMounted(m.dir) {
+		t.Fatalf("%s still mounted after the daemon exited", m.dir)
+	}
+}
+
+// isMounted reports whether dir is a mount point, from /proc/self/mountinfo.
+func isMounted(dir string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMountinfo(f[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func unescapeMountinfo(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// status runs `kwikfs status --json` on the mount.
+func (m *mount) status(t *testing.T) daemon.Status {
+	t.Helper()
+	out, err := exec.Command(bin("kwikfs"), "status", "--json", m.dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kwikfs status: %v\n%s", err, out)
+	}
+	var st daemon.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("kwikfs status output: %v\n%s", err, out)
+	}
+	return st
+}
+
+// run runs a command and fails the test with its output on error.
+func run(t *testing.T, timeout time.Duration, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, tail(out))
+	}
+	return string(out)
+}
+
+func tail(b []byte) string {
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// waitExit waits for p to exit within timeout.
+func waitExit(t *testing.T, p *proc, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("%s still running after %v", p.name, timeout)
+		return nil
+	}
+}

@@ -1,0 +1,314 @@
+// Command kwikbench prints kwikfs's throughput table (`make bench`): every
+// figure and the ratios between them are measured in the same run, each
+// repeated --runs times, and the median is reported.
+//
+//   - kwik logical stream vs a raw quic-go stream over loopback (the kwik
+//     package's BenchmarkThroughput, both ends in one process);
+//   - a go-fuse read loop over a file held in memory (the FUSE ceiling);
+//   - a cold read of a --size file through a real kwikfs mount of a real
+//     kwik-primary, and a warm re-read from the store after a remount.
+//
+// It needs the binaries in --bin (make build) and root for the mounts.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/kwikfs/kwikfs/fusefs"
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	binDir := flag.String("bin", "bin", "directory with kwikfs and kwik-primary")
+	size := flag.Int64("size", 1<<30, "bytes of the file read through the mount")
+	runs := flag.Int("runs", 3, "repetitions of every measurement (the median is reported)")
+	flag.Parse()
+	if err := run(*binDir, *size, *runs); err != nil {
+		fmt.Fprintln(os.Stderr, "kwikbench:", err)
+		os.Exit(1)
+	}
+}
+
+type row struct {
+	name   string
+	mbps   []float64
+	versus string // name of the row this one is compared with
+	target float64
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func run(binDir string, size int64, runs int) error {
+	work, err := os.MkdirTemp("", "kwikbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	fmt.Fprintln(os.Stderr, "kwik vs raw quic-go ...")
+	raw, kw, err := streamThroughput(runs)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "go-fuse memory read loop ...")
+	var fuseLoop []float64
+	for range runs {
+		v, err := fuseMemoryLoop(work, size)
+		if err != nil {
+			return fmt.Errorf("go-fuse loop: %w", err)
+		}
+		fuseLoop = append(fuseLoop, v)
+	}
+	fmt.Fprintln(os.Stderr, "kwikfs cold and warm reads ...")
+	cold, warm, err := mountReads(binDir, work, size, runs)
+	if err != nil {
+		return err
+	}
+	rows := []row{
+		{name: "raw quic-go stream", mbps: raw},
+		{name: "kwik logical stream", mbps: kw, versus: "raw quic-go stream", target: 0.95},
+		{name: "go-fuse memory read loop", mbps: fuseLoop},
+		{name: fmt.Sprintf("kwikfs cold read %d MiB", size>>20), mbps: cold, versus: "raw quic-go stream", target: 0.8},
+		{name: fmt.Sprintf("kwikfs warm read %d MiB (store)", size>>20), mbps: warm, versus: "go-fuse memory read loop", target: 0.6},
+	}
+	byName := map[string]float64{}
+	for _, r := range rows {
+		byName[r.name] = median(r.mbps)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "measurement\tmedian MB/s\truns\tratio\tversus\ttarget\t\n")
+	for _, r := range rows {
+		var runsText []string
+		for _, v := range r.mbps {
+			runsText = append(runsText, strconv.FormatFloat(v, 'f', 0, 64))
+		}
+		ratio, target := "", ""
+		if r.versus != "" {
+			ratio = fmt.Sprintf("%.2f", byName[r.name]/byName[r.versus])
+			target = fmt.Sprintf(">= %.2f", r.target)
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%s\t%s\t\n", r.name, byName[r.name], strings.Join(runsText, " "), ratio, r.versus, target)
+	}
+	return w.Flush()
+}
+
+var benchLine = regexp.MustCompile(`^BenchmarkThroughput/(\S+?)(-\d+)?\s.*?\s([\d.]+) MB/s`)
+
+// streamThroughput runs kwik's BenchmarkThroughput, whose sub-benchmarks
+// raw-quic and kwik move the same bytes over loopback with the same settings.
+func streamThroughput(runs int) (raw, kw []float64, err error) {
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^BenchmarkThroughput$",
+		"-benchtime", "3x", "-count", strconv.Itoa(runs), "./kwik")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kwik benchmark: %w\n%s", err, out)
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		v, _ := strconv.ParseFloat(m[3], 64)
+		switch m[1] {
+		case "raw-quic":
+			raw = append(raw, v)
+		case "kwik":
+			kw = append(kw, v)
+		}
+	}
+	if len(raw) == 0 || len(kw) == 0 {
+		return nil, nil, fmt.Errorf("no raw-quic/kwik results in:\n%s", out)
+	}
+	return raw, kw, nil
+}
+
+// readFile reads path with 1 MiB reads and returns MB/s.
+func readFile(path string) (float64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	n, err := io.CopyBuffer(io.Discard, onlyReader{f}, buf)
+	if err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds() / 1e6, nil
+}
+
+// onlyReader hides WriterTo so CopyBuffer really uses the buffer.
+type onlyReader struct{ io.Reader }
+
+// fuseMemoryLoop mounts a go-fuse file system holding one file of size bytes
+// in memory, with the mount options kwikfs uses, and reads it once.
+func fuseMemoryLoop(work string, size int64) (float64, error) {
+	mnt, err := os.MkdirTemp(work, "memfs-")
+	if err != nil {
+		return 0, err
+	}
+	data := make([]byte, size)
+	root := &fs.Inode{}
+	opts := &fs.Options{MountOptions: fusefs.KernelOptions(false)}
+	opts.OnAdd = func(ctx context.Context) {
+		f := &fs.MemRegularFile{Data: data, Attr: fuse.Attr{Mode: 0o444}}
+		root.AddChild("file", root.NewPersistentInode(ctx, f, fs.StableAttr{}), false)
+	}
+	srv, err := fs.Mount(mnt, root, opts)
+	if err != nil {
+		return 0, err
+	}
+	defer srv.Unmount()
+	if os.Geteuid() == 0 {
+		if err := fusefs.RaiseReadAhead(mnt); err != nil {
+			return 0, err
+		}
+	}
+	return readFile(filepath.Join(mnt, "file"))
+}
+
+// mountReads serves a size-byte file from a real kwik-primary and reads it
+// through a real kwikfs mount: cold (fresh cache), then warm (remounted, so
+// the kernel page cache is empty and the bytes come from the store).
+func mountReads(binDir, work string, size int64, runs int) (cold, warm []float64, err error) {
+	tree := filepath.Join(work, "tree")
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		return nil, nil, err
+	}
+	if err := writeRandomFile(filepath.Join(tree, "big.bin"), size); err != nil {
+		return nil, nil, err
+	}
+	certDir := filepath.Join(work, "certs")
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := b.WriteDir(certDir); err != nil {
+		return nil, nil, err
+	}
+	primary := exec.Command(filepath.Join(binDir, "kwik-primary"), "--root", tree, "--listen", "127.0.0.1:0",
+		"--cert", filepath.Join(certDir, certgen.CertFile), "--key", filepath.Join(certDir, certgen.KeyFile),
+		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile), "--log-level", "warn")
+	primary.Stderr = os.Stderr
+	primary.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := primary.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := primary.Start(); err != nil {
+		return nil, nil, err
+	}
+	defer func() { primary.Process.Signal(syscall.SIGTERM); primary.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		return nil, nil, fmt.Errorf("kwik-primary: %w", err)
+	}
+	addr := strings.TrimSpace(strings.TrimPrefix(line, "listening on "))
+	go io.Copy(io.Discard, stdout)
+
+	for i := range runs {
+		cache := filepath.Join(work, fmt.Sprintf("cache-%d", i))
+		c, err := readThroughMount(binDir, work, addr, certDir, cache, 1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cold read: %w", err)
+		}
+		w, err := readThroughMount(binDir, work, addr, certDir, cache, 1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("warm read: %w", err)
+		}
+		cold, warm = append(cold, c[0]), append(warm, w[0])
+		os.RemoveAll(cache)
+	}
+	return cold, warm, nil
+}
+
+func readThroughMount(binDir, work, addr, certDir, cache string, reads int) ([]float64, error) {
+	mnt, err := os.MkdirTemp(work, "mnt-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(mnt)
+	m := exec.Command(filepath.Join(binDir, "kwikfs"), "mount", "--primary", addr,
+		"--ca", filepath.Join(certDir, certgen.CAFile), "--cache", cache, "--log-level", "warn", mnt)
+	m.Stderr = os.Stderr
+	m.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := m.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		m.Process.Signal(syscall.SIGINT)
+		m.Wait()
+		unix.Unmount(mnt, unix.MNT_DETACH)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if buf := make([]byte, 256); func() bool { _, err := unix.Getxattr(mnt, "user.kwikfs.control", buf); return err == nil }() {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("mount at %s not up after 20s", mnt)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var out []float64
+	for range reads {
+		v, err := readFile(filepath.Join(mnt, "big.bin"))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func writeRandomFile(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(7, 11))
+	buf := make([]byte, 1<<20)
+	for done := int64(0); done < size; {
+		for i := 0; i+8 <= len(buf); i += 8 {
+			v := rng.Uint64()
+			for k := range 8 {
+				buf[i+k] = byte(v >> (8 * k))
+			}
+		}
+		n := min(int64(len(buf)), size-done)
+		if _, err := f.Write(buf[:n]); err != nil {
+			f.Close()
+			return err
+		}
+		done += n
+	}
+	return f.Close()
+}
