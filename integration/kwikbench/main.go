@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -37,6 +38,19 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "serve-memfs" {
+		// The reference filesystem runs in a process of its own, as the
+		// kwikfs daemon does, so the reader does not share its runtime.
+		size, err := strconv.ParseInt(os.Args[3], 10, 64)
+		if err == nil {
+			err = serveMemfs(os.Args[2], size)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kwikbench serve-memfs:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	binDir := flag.String("bin", "bin", "directory with kwikfs and kwik-primary")
 	size := flag.Int64("size", 1<<30, "bytes of the file read through the mount")
 	runs := flag.Int("runs", 3, "repetitions of every measurement (the median is reported)")
@@ -169,13 +183,41 @@ func readFile(path string) (float64, error) {
 type onlyReader struct{ io.Reader }
 
 // fuseMemoryLoop mounts a go-fuse file system holding one file of size bytes
-// in memory, with the mount options kwikfs uses, and reads it once.
+// in memory, served by a child process with the mount options kwikfs uses,
+// and reads the file once.
 func fuseMemoryLoop(work string, size int64) (float64, error) {
 	mnt, err := os.MkdirTemp(work, "memfs-")
 	if err != nil {
 		return 0, err
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	srv := exec.Command(self, "serve-memfs", mnt, strconv.FormatInt(size, 10))
+	srv.Stderr = os.Stderr
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := srv.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		srv.Process.Signal(syscall.SIGTERM)
+		srv.Wait()
+		unix.Unmount(mnt, unix.MNT_DETACH)
+	}()
+	if err := waitFile(filepath.Join(mnt, "file"), 20*time.Second); err != nil {
+		return 0, err
+	}
+	return readFile(filepath.Join(mnt, "file"))
+}
+
+// serveMemfs mounts the in-memory reference file system at mnt and serves it
+// until SIGTERM.
+func serveMemfs(mnt string, size int64) error {
 	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
 	root := &fs.Inode{}
 	opts := &fs.Options{MountOptions: fusefs.KernelOptions(false)}
 	opts.OnAdd = func(ctx context.Context) {
@@ -184,15 +226,34 @@ func fuseMemoryLoop(work string, size int64) (float64, error) {
 	}
 	srv, err := fs.Mount(mnt, root, opts)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer srv.Unmount()
 	if os.Geteuid() == 0 {
 		if err := fusefs.RaiseReadAhead(mnt); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	return readFile(filepath.Join(mnt, "file"))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		srv.Unmount()
+	}()
+	srv.Wait()
+	return nil
+}
+
+// waitFile waits until path can be stat'ed.
+func waitFile(path string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		} else if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // mountReads serves a size-byte file from a real kwik-primary and reads it

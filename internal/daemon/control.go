@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -59,7 +60,8 @@ type control struct {
 }
 
 // startControl listens on the Unix socket at path (replacing a stale socket
-// left by a killed daemon) and serves GET /status.
+// left by a killed daemon) and serves GET /status and the runtime profiles
+// under /debug/pprof/.
 func startControl(path string, src *statusSource, log *slog.Logger) (*control, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -84,6 +86,10 @@ func startControl(path string, src *statusSource, log *slog.Logger) (*control, e
 			log.Debug("control: write status", "err", err)
 		}
 	})
+	// Profiles of the running daemon, for `curl --unix-socket`.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	c := &control{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
 	c.wg.Add(1)
 	go func() {
