@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Readable by all: one test runs the mount as an unprivileged user.
+	os.Chmod(dir, 0o755)
 	build := exec.Command("go", "build", "-race", "-o", dir+"/", "github.com/kwikfs/kwikfs/cmd/...")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -85,10 +87,16 @@ func (p *proc) Output() string {
 // failed, at cleanup.
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	return startAs(t, nil, name, args...)
+}
+
+// startAs is start with the process running under cred (nil: as the test).
+func startAs(t *testing.T, cred *syscall.Credential, name string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(bin(name), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

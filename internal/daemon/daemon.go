@@ -58,6 +58,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
 	}
+	if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
 	if st, err := os.Stat(mnt); err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
 	} else if !st.IsDir() {
