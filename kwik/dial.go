@@ -1,0 +1,49 @@
+package kwik
+
+import (
+	"context"
+	"fmt"
+	"net"
+)
+
+// Dial opens a session to the kwik listener at addr (host:port). The
+// handshake (QUIC, TLS and SETTINGS) is bounded by ctx and by
+// conf.HandshakeTimeout. A server whose certificate does not verify against
+// conf.TLSConfig fails the dial with a TLS error.
+func Dial(ctx context.Context, addr string, conf *Config) (*Session, error) {
+	c, err := conf.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if c.TLSConfig.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
+		}
+		c.TLSConfig.ServerName = host
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
+	}
+	local := ":0"
+	if ua.IP.To4() != nil {
+		local = "0.0.0.0:0"
+	}
+	tr, err := newTransport(local, c.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.HandshakeTimeout)
+	defer cancel()
+	conn, err := tr.tr.Dial(hctx, ua, c.TLSConfig, c.quicConfig(true))
+	if err != nil {
+		tr.release()
+		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
+	}
+	s, err := setupSession(hctx, conn, tr, c, true)
+	if err != nil {
+		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
+	}
+	return s, nil
+}

@@ -1,0 +1,130 @@
+package kwik
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+)
+
+// maxPendingSessions bounds the connections in handshake or waiting for
+// Accept.
+const maxPendingSessions = 64
+
+// Listener accepts kwik sessions on a UDP address.
+type Listener struct {
+	conf *Config
+	tr   *transport
+	ql   *quic.Listener
+
+	ctx     context.Context // canceled by Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // the accept loop and session setups
+	pending chan struct{}  // semaphore of maxPendingSessions
+	queue   chan *Session  // sessions set up, handed over by Accept
+
+	closeOnce sync.Once
+}
+
+// Listen listens for kwik sessions on the UDP address addr (host:port; port
+// 0 picks one). conf.TLSConfig must hold the server certificate.
+func Listen(addr string, conf *Config) (*Listener, error) {
+	c, err := conf.resolve()
+	if err != nil {
+		return nil, err
+	}
+	tr, err := newTransport(addr, c.Logger)
+	if err != nil {
+		return nil, err
+	}
+	ql, err := tr.tr.Listen(c.TLSConfig, c.quicConfig(false))
+	if err != nil {
+		tr.release()
+		return nil, fmt.Errorf("kwik: listen on %s: %w", addr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Listener{
+		conf:    c,
+		tr:      tr,
+		ql:      ql,
+		ctx:     ctx,
+		cancel:  cancel,
+		pending: make(chan struct{}, maxPendingSessions),
+		queue:   make(chan *Session),
+	}
+	l.wg.Go(l.acceptLoop)
+	return l, nil
+}
+
+func (l *Listener) acceptLoop() {
+	for {
+		select {
+		case l.pending <- struct{}{}:
+		case <-l.ctx.Done():
+			return
+		}
+		conn, err := l.ql.Accept(l.ctx)
+		if err != nil {
+			<-l.pending
+			return
+		}
+		if !l.tr.acquire() {
+			<-l.pending
+			conn.CloseWithError(quic.ApplicationErrorCode(InternalError), "listener closed")
+			return
+		}
+		l.wg.Go(func() {
+			defer func() { <-l.pending }()
+			l.setup(conn)
+		})
+	}
+}
+
+// setup runs the kwik handshake on an accepted connection and hands the
+// session to Accept.
+func (l *Listener) setup(conn *quic.Conn) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.conf.HandshakeTimeout)
+	s, err := setupSession(ctx, conn, l.tr, l.conf, false)
+	cancel()
+	if err != nil {
+		l.conf.Logger.Info("kwik: session setup failed", "remote", conn.RemoteAddr().String(), "err", err)
+		return
+	}
+	select {
+	case l.queue <- s:
+	case <-l.ctx.Done():
+		s.CloseWithError(NoError, "listener closed")
+	}
+}
+
+// Accept returns the next session. It blocks until a client has completed
+// the handshake, ctx is done or the listener is closed (then the error
+// matches ErrClosed).
+func (l *Listener) Accept(ctx context.Context) (*Session, error) {
+	select {
+	case s := <-l.queue:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.ctx.Done():
+		return nil, fmt.Errorf("kwik: listener: %w", ErrClosed)
+	}
+}
+
+// Addr returns the listener's UDP address.
+func (l *Listener) Addr() net.Addr { return l.tr.conn.LocalAddr() }
+
+// Close stops accepting sessions and waits for the listener's goroutines.
+// Sessions already accepted keep working; the UDP socket closes with the last
+// of them.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.cancel()
+		l.ql.Close()
+		l.wg.Wait()
+		l.tr.release()
+	})
+	return nil
+}
