@@ -57,6 +57,15 @@ type Config struct {
 	// minimum 1 KiB.
 	MaxDataFramePayload int
 
+	// StatelessResetSecret, on a listener, lets it reset at once the
+	// sessions of an earlier run that peers still hold: a restarted server
+	// with the same secret answers their packets with a QUIC stateless reset,
+	// so clients reconnect immediately instead of after IdleTimeout. It must
+	// be a persistent secret of at least 32 bytes known only to the server
+	// (kwik-primary uses its cluster key); kwik derives the reset key from
+	// it. Nil disables stateless resets. Ignored by Dial.
+	StatelessResetSecret []byte
+
 	// HandshakeTimeout bounds the QUIC and TLS handshakes and the exchange of
 	// SETTINGS. Default 10 s.
 	HandshakeTimeout time.Duration

@@ -39,6 +39,14 @@ func Listen(addr string, conf *Config) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.StatelessResetSecret != nil {
+		key, err := statelessResetKey(c.StatelessResetSecret)
+		if err != nil {
+			tr.release()
+			return nil, err
+		}
+		tr.tr.StatelessResetKey = key
+	}
 	ql, err := tr.tr.Listen(c.TLSConfig, c.quicConfig(false))
 	if err != nil {
 		tr.release()

@@ -1,6 +1,8 @@
 package kwik
 
 import (
+	"crypto/hkdf"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net"
@@ -84,4 +86,18 @@ func (t *transport) release() {
 		t.tr.Close()
 		t.conn.Close()
 	}
+}
+
+// statelessResetKey derives quic-go's stateless reset key from a server
+// secret with HKDF-SHA256, so that the secret itself never keys anything else.
+func statelessResetKey(secret []byte) (*quic.StatelessResetKey, error) {
+	if len(secret) < 32 {
+		return nil, fmt.Errorf("kwik: stateless reset secret of %d bytes, want at least 32", len(secret))
+	}
+	b, err := hkdf.Key(sha256.New, secret, nil, "kwik stateless reset key", len(quic.StatelessResetKey{}))
+	if err != nil {
+		return nil, fmt.Errorf("kwik: derive stateless reset key: %w", err)
+	}
+	key := quic.StatelessResetKey(b)
+	return &key, nil
 }
