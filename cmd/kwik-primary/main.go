@@ -52,7 +52,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := certgen.ReadClusterKey(*clusterKey); err != nil {
+	clusterSecret, err := certgen.ReadClusterKey(*clusterKey)
+	if err != nil {
 		return err
 	}
 	tlsConf, err := kwik.LoadServerTLS(*cert, *key)
@@ -64,7 +65,7 @@ func run(args []string) error {
 		return err
 	}
 	defer p.Close()
-	ln, err := kwik.Listen(*listen, &kwik.Config{TLSConfig: tlsConf, Logger: log})
+	ln, err := kwik.Listen(*listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: clusterSecret})
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
