@@ -26,6 +26,32 @@ func BenchmarkPut(b *testing.B) {
 	}
 }
 
+// BenchmarkPutVerified stores distinct 1 MiB chunks in batches of 8, as
+// the filesystem's store writer does (no hashing in the store).
+func BenchmarkPutVerified(b *testing.B) {
+	s := openTest(b, b.TempDir())
+	const batch = 8
+	chunks := make([]Chunk, batch)
+	for k := range chunks {
+		chunks[k].Data, _ = testChunk(uint64(710+k), 1<<20)
+	}
+	b.SetBytes(batch << 20)
+	b.ReportAllocs()
+	i := uint64(0)
+	for b.Loop() {
+		b.StopTimer()
+		for k := range chunks {
+			i++
+			binary.LittleEndian.PutUint64(chunks[k].Data, i)
+			chunks[k].Sum = sha256.Sum256(chunks[k].Data)
+		}
+		b.StartTimer()
+		if err := s.PutVerified(chunks); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkGet reads 1 MiB chunks round-robin from a 128-chunk working set
 // (warm: in the page cache) into a reused buffer.
 func BenchmarkGet(b *testing.B) {

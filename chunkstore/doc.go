@@ -10,7 +10,10 @@
 // [Store.Get] verifies the bytes it is about to return, so a corrupt byte
 // never leaves the store: a chunk that fails verification is deleted,
 // counted in [Stats].Corrupt and reported as [ErrCorrupt], and the caller
-// fetches it again. Metadata records carry a CRC-32C that [Store.GetMeta]
+// fetches it again. [Store.PutVerified] is for chunks the caller has just
+// verified itself (the file protocol client checks every chunk against its
+// manifest): it skips the hash on the way in and writes a batch of chunks
+// in one transaction; Get still verifies them on the way out. Metadata records carry a CRC-32C that [Store.GetMeta]
 // and [Store.ScanMeta] check in the same spirit.
 //
 // # Layout
@@ -27,7 +30,8 @@
 //
 // # Crash safety
 //
-// Each Put is one Badger transaction; Badger replays only whole
+// Each Put is one Badger transaction (PutVerified writes up to 64 chunks
+// in one); Badger replays only whole
 // transactions after a crash, and with [Options].SyncWrites false a crash
 // may lose the last acknowledged writes (after a power loss, not after a
 // mere process kill), never leave a torn one. Whatever the disk returns,
