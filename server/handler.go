@@ -183,7 +183,7 @@ func (h *handler) abort(st stream, peer net.Addr, err error) {
 
 // writeSlice is the most a deadlineWriter hands to the stream under one
 // deadline.
-const writeSlice = 64 << 10
+const writeSlice = 256 << 10
 
 // deadlineWriter writes to a stream, failing when a slice of writeSlice
 // bytes makes no progress (the client stopped reading) within timeout.

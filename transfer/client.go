@@ -386,12 +386,19 @@ func (c *Client) Manifest(ctx context.Context, path string) (*Manifest, error) {
 // ReadChunks fetches chunks first to first+count-1 of path at the version
 // of m in one streamed request and calls deliver for each, in order, once
 // it has verified the chunk against m. A chunk that fails verification is
-// not delivered and ends the call with an error wrapping ErrCorrupt.
-// deliver must not retain data after it returns; an error from deliver ends
-// the call with that error. If the session is lost midway, the remaining
+// not delivered and ends the call with an error wrapping ErrCorrupt. Each
+// chunk is read into a buffer of its own, which deliver may keep: the
+// client does not touch it again. An error from deliver ends the call with
+// that error. If the session is lost midway, the remaining
 // chunks are requested again on a new session. A file that changed on the
 // server fails with ErrStale.
 func (c *Client) ReadChunks(ctx context.Context, path string, m *Manifest, first, count int, deliver func(i int, data []byte) error) error {
+	return c.readChunks(ctx, path, m, first, count, nil, deliver)
+}
+
+// readChunks is ReadChunks reading every chunk into buf when it is not nil
+// (deliver must then not retain data), else into a new buffer each.
+func (c *Client) readChunks(ctx context.Context, path string, m *Manifest, first, count int, buf []byte, deliver func(i int, data []byte) error) error {
 	if count == 0 {
 		return nil
 	}
@@ -401,13 +408,14 @@ func (c *Client) ReadChunks(ctx context.Context, path string, m *Manifest, first
 	next := first
 	end := first + count
 	return c.do(ctx, fmt.Sprintf("READ %q", path), func(s *kwik.Session) error {
-		return c.readRun(ctx, s, path, m, &next, end, deliver)
+		return c.readRun(ctx, s, path, m, &next, end, buf, deliver)
 	})
 }
 
 // readRun fetches chunks *next to end-1, advancing *next past each chunk
-// delivered.
-func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *Manifest, next *int, end int, deliver func(i int, data []byte) error) error {
+// delivered. Each chunk is read into buf if it is not nil, else into a new
+// buffer.
+func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *Manifest, next *int, end int, buf []byte, deliver func(i int, data []byte) error) error {
 	name := fmt.Sprintf("READ %q [%d, %d)", path, *next, end)
 	req := Request{Op: OpRead, Path: path, Version: m.Version, First: *next, Count: end - *next}
 	st, release, err := c.request(ctx, s, &req)
@@ -426,11 +434,15 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		}
 		return fmt.Errorf("%s: %w", name, DecodeError(append(status[:], rest...)))
 	}
-	bp := c.buffer(int(m.ChunkSize))
-	defer c.bufs.Put(bp)
 	for ; *next < end; *next++ {
 		i := *next
-		data := (*bp)[:m.ChunkLen(i)]
+		var data []byte
+		if buf != nil {
+			data = buf[:m.ChunkLen(i)]
+		} else {
+			// A buffer of its own, handed over to deliver: no copy.
+			data = make([]byte, m.ChunkLen(i))
+		}
 		if _, err := io.ReadFull(st, data); err != nil {
 			if err == io.ErrUnexpectedEOF || err == io.EOF {
 				return fmt.Errorf("%s: reply ended at chunk %d: %w", name, i, ErrBadRequest)
@@ -465,6 +477,11 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		return nil
 	}
 }
+
+// VerifiesChunks reports that ReadChunks delivers only chunks verified
+// against the manifest (always true), so that a caller need not hash them
+// again.
+func (c *Client) VerifiesChunks() bool { return true }
 
 // buffer returns a pooled buffer of at least n bytes.
 func (c *Client) buffer(n int) *[]byte {

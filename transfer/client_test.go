@@ -186,6 +186,37 @@ func TestReadChunksVerifiesEveryChunk(t *testing.T) {
 	}
 }
 
+func TestReadChunksDeliversBuffersToKeep(t *testing.T) {
+	const cs = transfer.MinChunkSize
+	root, _, c := setup(t, cs)
+	ctx := testCtx(t)
+	data := randomData(5*cs+100, 3)
+	writeFile(t, filepath.Join(root, "f"), data, 0o644, mtime0)
+	m, err := c.Manifest(ctx, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep every chunk as delivered, across two calls: none may be
+	// overwritten by a later one.
+	var kept [][]byte
+	keep := func(i int, chunk []byte) error {
+		kept = append(kept, chunk)
+		return nil
+	}
+	if err := c.ReadChunks(ctx, "f", m, 0, 3, keep); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReadChunks(ctx, "f", m, 3, 3, keep); err != nil {
+		t.Fatal(err)
+	}
+	if got := bytes.Join(kept, nil); len(kept) != 6 || !bytes.Equal(got, data) {
+		t.Fatalf("kept %d chunks, %d bytes, equal %v; want 6, %d, true", len(kept), len(got), bytes.Equal(got, data), len(data))
+	}
+	if !c.VerifiesChunks() {
+		t.Fatal("VerifiesChunks = false")
+	}
+}
+
 func fileSHA(t *testing.T, path string) [32]byte {
 	t.Helper()
 	b, err := os.ReadFile(path)

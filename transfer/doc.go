@@ -69,7 +69,9 @@
 // cannot reach the server fails with an error wrapping ErrUnavailable
 // (and the context's error) once the context ends; it never blocks past it.
 // ReadChunks verifies every chunk against the manifest before delivering
-// it (ErrCorrupt otherwise); DownloadFile writes a ".kwikpart" file, keeps
+// it (ErrCorrupt otherwise), in a buffer of its own that the caller may
+// keep, so a caller that holds on to chunks (the filesystem's cache) needs
+// neither a copy nor a second hash (Client.VerifiesChunks); DownloadFile writes a ".kwikpart" file, keeps
 // the chunks of an earlier attempt that still verify, and renames it into
 // place when complete.
 package transfer

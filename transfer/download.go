@@ -70,6 +70,9 @@ func (c *Client) download(ctx context.Context, remotePath, localPath string, m *
 	}
 	progress(done, m.Size)
 
+	// The chunks are written before the next is read: one buffer will do.
+	bp := c.buffer(int(m.ChunkSize))
+	defer c.bufs.Put(bp)
 	n := m.NumChunks()
 	for i := 0; i < n; {
 		if have[i] {
@@ -80,7 +83,7 @@ func (c *Client) download(ctx context.Context, remotePath, localPath string, m *
 		for j < n && !have[j] {
 			j++
 		}
-		err := c.ReadChunks(ctx, remotePath, m, i, j-i, func(k int, data []byte) error {
+		err := c.readChunks(ctx, remotePath, m, i, j-i, *bp, func(k int, data []byte) error {
 			if _, err := f.WriteAt(data, m.ChunkOffset(k)); err != nil {
 				return fmt.Errorf("write %s: %w", part, err)
 			}
