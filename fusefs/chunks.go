@@ -1,7 +1,6 @@
 package fusefs
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -36,16 +35,16 @@ type slot struct {
 // each from the memory cache, else from the Store, else from the Remote. A
 // fetch that makes no progress for FetchTimeout fails (with an error
 // wrapping transfer.ErrUnavailable); readChunks returns context.Canceled as
-// soon as ctx is done, and the loads it started go on for other readers. When aheadLast > last
-// it also starts read-ahead of chunks last+1..aheadLast.
-func (f *FS) readChunks(ctx context.Context, path string, m *transfer.Manifest, first, last, aheadLast int) ([][]byte, error) {
+// soon as ctx is done, and the loads it started go on for other readers.
+// When aheadFirst <= aheadLast it also starts read-ahead of those chunks.
+func (f *FS) readChunks(ctx context.Context, path string, m *transfer.Manifest, first, last, aheadFirst, aheadLast int) ([][]byte, error) {
 	slots, mine, err := f.claim(m, first, last, false)
 	if err != nil {
 		return nil, err
 	}
 	f.load(path, m, mine, false)
-	if aheadLast > last {
-		f.readAhead(path, m, last+1, aheadLast)
+	if aheadFirst <= aheadLast {
+		f.readAhead(path, m, aheadFirst, aheadLast)
 	}
 	out := make([][]byte, len(slots))
 	for k, s := range slots {
@@ -92,7 +91,12 @@ func (f *FS) claim(m *transfer.Manifest, first, last int, readAhead bool) (slots
 	}
 	for i := first; i <= last; i++ {
 		h := m.Hashes[i]
-		if data, ok := f.mem.Get(h); ok {
+		data, ok := f.mem.Get(h)
+		if !ok {
+			// Fetched, evicted from the cache, not yet in the Store.
+			data, ok = f.writer.get(h)
+		}
+		if ok {
 			if !readAhead {
 				f.count.memoryHits.Add(1)
 			}
@@ -151,87 +155,115 @@ func (f *FS) load(path string, m *transfer.Manifest, mine []claimed, readAhead b
 	}
 }
 
-// fetch loads a run of consecutive chunks with one ReadChunks call, stores
-// each chunk as it arrives, and fails the chunks it did not get. The call
-// may take as long as chunks keep arriving; once FetchTimeout passes
-// without one, it is canceled and the rest of the run fails at once, so
-// waiting readers never wait longer than that for progress.
+// fetch loads a run of consecutive chunks with one ReadChunks call, hands
+// each chunk as it arrives to its waiters and to the store writer, and
+// fails the chunks it did not get. The call may take as long as chunks keep
+// arriving; once FetchTimeout passes without one, it is canceled and the
+// rest of the run fails at once, so waiting readers never wait longer than
+// that for progress. While the store writer is behind by more than
+// Options.StoreQueueBytes, fetch stops taking chunks (the Remote's flow
+// control then holds the rest back).
 func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead bool) {
 	ctx, cancel := context.WithCancelCause(f.ctx)
 	defer cancel(nil)
-	first := run[0].idx
-	var (
-		mu     sync.Mutex // guards next and ended
-		next   int        // run[next] is the chunk expected next
-		ended  bool       // the rest of the run has been failed
-		failed = func(err error) {
-			// mu held
-			if ended || next >= len(run) {
-				return
-			}
-			ended = true
-			f.count.fetchErrors.Add(1)
-			if f.ctx.Err() != nil {
-				err = ErrClosed
-			}
-			f.fail(run[next:], fmt.Errorf("fetch chunks [%d, %d) of %q: %w", first, first+len(run), path, err))
-		}
-	)
-	idle := time.AfterFunc(f.opts.FetchTimeout, func() {
+	fr := &fetchRun{f: f, path: path, m: m, run: run, readAhead: readAhead}
+	fr.idle = time.AfterFunc(f.opts.FetchTimeout, func() {
 		cancel(errFetchTimeout)
-		mu.Lock()
-		failed(errFetchTimeout)
-		mu.Unlock()
+		fr.mu.Lock()
+		fr.failLocked(errFetchTimeout)
+		fr.mu.Unlock()
 	})
-	defer idle.Stop()
+	defer fr.idle.Stop()
 
+	// Whatever this fetch queued for the Store is written once it ends.
+	defer f.writer.kick()
 	f.count.fetchCalls.Add(1)
+	first := run[0].idx
 	err := f.remote.ReadChunks(ctx, path, m, first, len(run), func(i int, data []byte) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if ended {
-			return context.Cause(ctx)
-		}
-		if next >= len(run) || i != first+next {
-			return fmt.Errorf("got chunk %d, want %d: %w", i, first+next, transfer.ErrBadRequest)
-		}
-		data = bytes.Clone(data)
-		if err := f.keep(m, i, data); err != nil {
+		if err := fr.accept(ctx, i, data); err != nil {
 			return err
 		}
-		idle.Reset(f.opts.FetchTimeout)
-		f.count.chunksFetched.Add(1)
-		f.count.bytesFetched.Add(int64(len(data)))
-		if readAhead {
-			f.count.readAheadChunks.Add(1)
-		}
-		f.complete(m.Hashes[i], run[next].fl, data, nil)
-		next++
-		return nil
+		// Outside fr.mu, so that the idle timer can still fail the run.
+		return f.writer.waitRoom(ctx)
 	})
-	idle.Stop()
-	mu.Lock()
-	defer mu.Unlock()
-	if err == nil && next < len(run) {
-		err = fmt.Errorf("got %d of %d chunks: %w", next, len(run), transfer.ErrInternal)
+	fr.idle.Stop()
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	if err == nil && fr.next < len(run) {
+		err = fmt.Errorf("got %d of %d chunks: %w", fr.next, len(run), transfer.ErrInternal)
+	}
+	if err != nil && context.Cause(ctx) == errFetchTimeout {
+		// The Remote may return (with ctx's error) before the idle timer
+		// has failed the run itself: the cause is the timeout all the
+		// same, not a cancellation.
+		err = errFetchTimeout
 	}
 	if err != nil {
-		failed(err)
+		fr.failLocked(err)
 	}
 }
 
-// keep stores chunk i of m in the Store, which verifies it. When the Store
-// cannot take it, the chunk is verified here and served anyway.
-func (f *FS) keep(m *transfer.Manifest, i int, data []byte) error {
-	err := f.store.Put([32]byte(m.Hashes[i]), data)
-	if err == nil && len(data) == m.ChunkLen(i) {
-		return nil
+// fetchRun is the state of one fetch.
+type fetchRun struct {
+	f         *FS
+	path      string
+	m         *transfer.Manifest
+	run       []claimed
+	readAhead bool
+	idle      *time.Timer // fails the run after FetchTimeout without a chunk
+
+	mu    sync.Mutex // guards next and ended
+	next  int        // run[next] is the chunk expected next
+	ended bool       // the rest of the run has been failed
+}
+
+// accept takes chunk i, data: checks that it is the chunk expected next,
+// verifies it unless the Remote did, queues it for the Store and completes
+// its flight.
+func (fr *fetchRun) accept(ctx context.Context, i int, data []byte) error {
+	f, m := fr.f, fr.m
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	if fr.ended {
+		return context.Cause(ctx)
 	}
-	if verr := m.Verify(i, data); verr != nil {
-		return verr
+	first := fr.run[0].idx
+	if fr.next >= len(fr.run) || i != first+fr.next {
+		return fmt.Errorf("got chunk %d, want %d: %w", i, first+fr.next, transfer.ErrBadRequest)
 	}
-	f.log.Warn("fusefs: store chunk", "index", i, "err", err)
+	if !f.verified {
+		if err := m.Verify(i, data); err != nil {
+			return err
+		}
+	}
+	fr.idle.Reset(f.opts.FetchTimeout)
+	f.count.chunksFetched.Add(1)
+	f.count.bytesFetched.Add(int64(len(data)))
+	if fr.readAhead {
+		f.count.readAheadChunks.Add(1)
+	}
+	// Pending in the writer before the flight ends: from then on a reader
+	// finds the chunk in memory, in the writer or in the Store.
+	f.writer.add(m.Hashes[i], data)
+	f.complete(m.Hashes[i], fr.run[fr.next].fl, data, nil)
+	fr.next++
 	return nil
+}
+
+// failLocked fails the chunks of the run not delivered yet with err, once.
+// fr.mu must be held.
+func (fr *fetchRun) failLocked(err error) {
+	if fr.ended || fr.next >= len(fr.run) {
+		return
+	}
+	fr.ended = true
+	f := fr.f
+	f.count.fetchErrors.Add(1)
+	if f.ctx.Err() != nil {
+		err = ErrClosed
+	}
+	first := fr.run[0].idx
+	f.fail(fr.run[fr.next:], fmt.Errorf("fetch chunks [%d, %d) of %q: %w", first, first+len(fr.run), fr.path, err))
 }
 
 // complete publishes the outcome of a flight: the data goes to the memory

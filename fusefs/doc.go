@@ -27,9 +27,19 @@
 // one ReadChunks call. Sequential access (a read starting where the previous
 // one ended, give or take half a MiB or one chunk, whichever is less, for
 // kernel requests that arrive out of order) grows a read-ahead window,
-// doubling up to Options.ReadAheadMax chunks; any other read resets it.
-// Every fetched chunk goes to the Store (which verifies it against its hash)
-// and to the memory cache.
+// doubling up to Options.ReadAheadMax chunks; any other read resets it. The
+// window is fetched in batches of at least a quarter of it, so each
+// ReadChunks call carries several chunks and a few are under way at once.
+//
+// Every chunk is hashed once on its way in: by the Remote when it declares
+// that it verifies what it delivers (transfer.Client does), else by the FS.
+// A fetched chunk goes to its readers and the memory cache at once, and to
+// the Store through a writer goroutine that writes batches of chunks with
+// Store.PutVerified (no second hash; Store.Get verifies on the way out).
+// Until the Store has it, a chunk stays findable in the writer, so it is
+// never fetched twice; at most Options.StoreQueueBytes wait, after which
+// fetches pause. Close writes every waiting chunk before it returns, and
+// FS.Flush waits for them.
 //
 // # Errors and cancellation
 //
@@ -50,6 +60,6 @@
 //
 // FS.mu guards the chunk flight table and the closed flag. The metadata
 // cache's mutex guards its calls in flight and is taken before FS.mu; the
-// LRU caches have their own mutexes, taken last. A file handle's mutex
+// LRU caches and the store writer have their own mutexes, taken last. A file handle's mutex
 // guards its sequential-access state only.
 package fusefs

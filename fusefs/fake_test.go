@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -309,7 +310,8 @@ func (r *fakeRemote) entry(p string) fakeFile {
 }
 
 // memStore is an in-memory Store for tests inside a synctest bubble, where
-// Badger's background goroutines cannot run. Put verifies like the real one.
+// Badger's background goroutines cannot run. Unlike the real one, Get does
+// not verify.
 type memStore struct {
 	mu     sync.Mutex // guards chunks, meta
 	chunks map[[32]byte][]byte
@@ -320,13 +322,13 @@ func newMemStore() *memStore {
 	return &memStore{chunks: map[[32]byte][]byte{}, meta: map[string][]byte{}}
 }
 
-func (s *memStore) Put(sum [32]byte, data []byte) error {
-	if transfer.Sum(data) != sum {
-		return fmt.Errorf("memstore put: %w", transfer.ErrCorrupt)
-	}
+// PutVerified stores the chunks as given, like the real one.
+func (s *memStore) PutVerified(chunks []chunkstore.Chunk) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.chunks[sum] = bytes.Clone(data)
+	for _, c := range chunks {
+		s.chunks[c.Sum] = bytes.Clone(c.Data)
+	}
 	return nil
 }
 

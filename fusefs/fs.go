@@ -19,6 +19,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -36,20 +37,37 @@ type Remote interface {
 	// Manifest returns the current manifest of a regular file.
 	Manifest(ctx context.Context, path string) (*transfer.Manifest, error)
 	// ReadChunks fetches chunks [first, first+count) of the file at version
-	// m and calls deliver for each, in order, after verifying it against m;
-	// deliver must not retain data. An error from deliver stops the call
+	// m and calls deliver for each, in order, after verifying it against m.
+	// Each chunk comes in a buffer of its own, which deliver may keep: the
+	// Remote does not touch it again. An error from deliver stops the call
 	// and is returned.
 	ReadChunks(ctx context.Context, path string, m *transfer.Manifest, first, count int, deliver func(i int, data []byte) error) error
 }
 
+// ChunkVerifier is implemented by a Remote that declares whether its
+// ReadChunks verifies every chunk against the manifest before delivering it
+// (*transfer.Client does). The FS stores the chunks of a Remote whose
+// VerifiesChunks returns true without hashing them again; the chunks of any
+// other Remote it verifies itself.
+type ChunkVerifier interface {
+	// VerifiesChunks reports whether ReadChunks delivers only verified
+	// chunks. It must always return the same answer.
+	VerifiesChunks() bool
+}
+
+var _ ChunkVerifier = (*transfer.Client)(nil)
+
 // Store is the local chunk and metadata store; *chunkstore.Store implements
 // it. It must be safe for concurrent use.
 type Store interface {
-	// Put stores a chunk under its SHA-256 sum after checking that data
-	// hashes to sum; it must not retain data.
-	Put(sum [32]byte, data []byte) error
-	// Get returns the chunk stored under sum, verified, appended to buf[:0]
-	// when it fits. Any error (not found, corrupt) means "fetch it".
+	// PutVerified stores chunks whose data the caller has checked against
+	// their SHA-256 sums, without hashing them again (the FS hands it
+	// only chunks verified against a manifest); it must not retain the
+	// chunks' data.
+	PutVerified(chunks []chunkstore.Chunk) error
+	// Get returns the chunk stored under sum, verified (whatever
+	// PutVerified was given), appended to buf[:0] when it fits. Any error
+	// (not found, corrupt) means "fetch it".
 	Get(sum [32]byte, buf []byte) ([]byte, error)
 	// PutMeta stores a metadata record; it must not retain value.
 	PutMeta(key string, value []byte) error
@@ -80,6 +98,11 @@ type Options struct {
 	// ReadAheadMax is the largest read-ahead window, in chunks, reached by
 	// sequential reads. Default 16; negative disables read-ahead.
 	ReadAheadMax int
+	// StoreQueueBytes bounds the fetched chunks waiting to be written to
+	// the Store (they are served from memory meanwhile): a fetch that
+	// delivers a chunk while more than this is waiting pauses until the
+	// Store catches up. Default 32 MiB.
+	StoreQueueBytes int64
 	// Xattrs are extended attributes served on the root directory. The map
 	// is copied by New.
 	Xattrs map[string][]byte
@@ -94,6 +117,7 @@ const (
 	DefaultFetchTimeout     = 15 * time.Second
 	DefaultMemoryCacheBytes = 64 << 20
 	DefaultReadAheadMax     = 16
+	DefaultStoreQueueBytes  = 32 << 20
 )
 
 // mountReadAheadKB is the kernel read-ahead set on a mount made as root:
@@ -126,6 +150,15 @@ type Stats struct {
 	// ReadAheadChunks counts chunks that read-ahead loaded (from the Store
 	// or the Remote).
 	ReadAheadChunks int64
+	// ChunksStored counts fetched chunks written to the Store;
+	// StoreErrors those the Store refused (they stay readable while in
+	// memory and are fetched again later). StoreWrites counts the batches
+	// (Store.PutVerified calls) they were written in.
+	ChunksStored, StoreErrors, StoreWrites int64
+	// PendingChunks and PendingBytes describe the fetched chunks waiting
+	// to be written to the Store now.
+	PendingChunks int
+	PendingBytes  int64
 	// ListCalls, ManifestCalls and StatCalls count metadata calls made to
 	// the Remote.
 	ListCalls, ManifestCalls, StatCalls int64
@@ -161,9 +194,12 @@ type FS struct {
 	flights map[transfer.Hash]*flight
 	closed  bool
 
-	mem   *lru[transfer.Hash, []byte] // verified chunks
-	meta  *metaCache
-	count counters
+	mem    *lru[transfer.Hash, []byte] // verified chunks
+	writer *storeWriter                // fetched chunks on their way to store
+	meta   *metaCache
+	count  counters
+	// verified is set when the Remote verifies the chunks it delivers.
+	verified bool
 
 	// now is the clock that ages cached metadata; tests replace it before
 	// mounting.
@@ -192,6 +228,9 @@ func New(remote Remote, store Store, opts *Options) *FS {
 	if o.MemoryCacheBytes <= 0 {
 		o.MemoryCacheBytes = DefaultMemoryCacheBytes
 	}
+	if o.StoreQueueBytes <= 0 {
+		o.StoreQueueBytes = DefaultStoreQueueBytes
+	}
 	if o.ReadAheadMax == 0 {
 		o.ReadAheadMax = DefaultReadAheadMax
 	} else if o.ReadAheadMax < 0 {
@@ -218,7 +257,11 @@ func New(remote Remote, store Store, opts *Options) *FS {
 		cancel:  cancel,
 		flights: make(map[transfer.Hash]*flight),
 		mem:     newLRU[transfer.Hash](o.MemoryCacheBytes, func(b []byte) int64 { return int64(len(b)) }),
+		writer:  newStoreWriter(store, logger, o.StoreQueueBytes),
 		now:     time.Now,
+	}
+	if v, ok := remote.(ChunkVerifier); ok {
+		f.verified = v.VerifiesChunks()
 	}
 	f.meta = newMetaCache(f)
 	return f
@@ -347,22 +390,37 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// Close stops the FS's loads and read-ahead, waits for their goroutines and
-// fails every later read with EIO. It does not unmount. Close is idempotent.
+// Close stops the FS's loads and read-ahead, waits for their goroutines,
+// then writes every fetched chunk still waiting for the Store (so the
+// Store must stay open until Close returns), and fails every later read
+// with EIO. It does not unmount. Close is idempotent.
 func (f *FS) Close() error {
 	f.mu.Lock()
 	f.closed = true
 	f.mu.Unlock()
 	f.cancel()
 	f.wg.Wait()
+	f.writer.close()
 	return nil
+}
+
+// Flush waits until every chunk fetched so far has been written to the
+// Store (or refused by it), or until ctx is done (returning ctx.Err()).
+func (f *FS) Flush(ctx context.Context) error {
+	return f.writer.flush(ctx)
 }
 
 // Stats returns the counters.
 func (f *FS) Stats() Stats {
 	c := &f.count
 	bytes, chunks := f.mem.Used()
+	w := f.writer.counts()
 	return Stats{
+		ChunksStored:    w.written,
+		StoreErrors:     w.failed,
+		StoreWrites:     w.writes,
+		PendingChunks:   w.pending,
+		PendingBytes:    w.bytes,
 		ChunksFetched:   c.chunksFetched.Load(),
 		BytesFetched:    c.bytesFetched.Load(),
 		FetchCalls:      c.fetchCalls.Load(),

@@ -23,9 +23,10 @@ type fileHandle struct {
 	path string
 	m    *transfer.Manifest // immutable
 
-	mu      sync.Mutex // guards lastEnd and window
-	lastEnd int64      // end of the previous read; -1 before the first
-	window  int        // read-ahead window in chunks; 0 = none
+	mu       sync.Mutex // guards lastEnd, window and aheadEnd
+	lastEnd  int64      // end of the previous read; -1 before the first
+	window   int        // read-ahead window in chunks; 0 = none
+	aheadEnd int        // last chunk read or read ahead since the window opened
 }
 
 var _ fs.FileReader = (*fileHandle)(nil)
@@ -47,9 +48,9 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	end := min(off+int64(len(dest)), m.Size)
 	cs := int64(m.ChunkSize)
 	first, last := int(off/cs), int((end-1)/cs)
-	aheadLast := min(last+h.advance(off, end), m.NumChunks()-1)
+	aheadFirst, aheadLast := h.advance(off, end, last)
 
-	chunks, err := h.fsys.readChunks(ctx, h.path, m, first, last, aheadLast)
+	chunks, err := h.fsys.readChunks(ctx, h.path, m, first, last, aheadFirst, aheadLast)
 	if err != nil {
 		return nil, h.fsys.toErrno("read", h.path, err)
 	}
@@ -69,19 +70,34 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	return fuse.ReadResultVector(vecs), 0
 }
 
-// advance records a read of [off, end) and returns the read-ahead window in
-// chunks: a read starting where the previous one ended (within the slack)
-// doubles it, up to ReadAheadMax; any other read resets it to zero.
-func (h *fileHandle) advance(off, end int64) int {
+// advance records a read of [off, end), whose last chunk is last, and
+// returns the chunks to read ahead, aheadFirst..aheadLast (none when
+// aheadFirst > aheadLast). A read starting where the previous one ended
+// (within the slack) doubles the read-ahead window, up to ReadAheadMax; any
+// other read resets it to zero. The window's chunks are requested in
+// batches of at least a quarter of it, so that one fetch carries several
+// chunks and a few fetches are under way at once.
+func (h *fileHandle) advance(off, end int64, last int) (aheadFirst, aheadLast int) {
 	slack := min(int64(h.m.ChunkSize), maxSeqSlack)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.lastEnd >= 0 && off >= h.lastEnd-slack && off <= h.lastEnd+slack {
-		h.window = min(max(2*h.window, 1), h.fsys.opts.ReadAheadMax)
-		h.lastEnd = max(h.lastEnd, end)
-	} else {
+	if h.lastEnd < 0 || off < h.lastEnd-slack || off > h.lastEnd+slack {
 		h.window = 0
 		h.lastEnd = end
+		h.aheadEnd = last
+		return 0, -1
 	}
-	return h.window
+	h.window = min(max(2*h.window, 1), h.fsys.opts.ReadAheadMax)
+	h.lastEnd = max(h.lastEnd, end)
+	if h.window == 0 {
+		h.aheadEnd = max(h.aheadEnd, last)
+		return 0, -1
+	}
+	aheadFirst = max(last, h.aheadEnd) + 1
+	aheadLast = min(last+h.window, h.m.NumChunks()-1)
+	if aheadLast-aheadFirst+1 < max(h.window/4, 1) && aheadLast < h.m.NumChunks()-1 {
+		return 0, -1 // not enough for a batch yet
+	}
+	h.aheadEnd = max(h.aheadEnd, aheadLast)
+	return aheadFirst, aheadLast
 }

@@ -271,6 +271,10 @@ func TestCorruptDataNeverSurfaces(t *testing.T) {
 	if got, err := os.ReadFile(m.path("f")); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read after the remote healed: %v", err)
 	}
+	// Fetched chunks reach the Store in the background.
+	if err := m.fsys.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
 	if st := store.Stats(); st.Chunks != 3 {
 		t.Errorf("store holds %d chunks, want 3", st.Chunks)
 	}
@@ -389,7 +393,7 @@ func TestSlowFetchIsNotCutWhileChunksArrive(t *testing.T) {
 		fsys := New(r, newMemStore(), opts)
 		defer fsys.Close()
 		start := time.Now()
-		chunks, err := fsys.readChunks(context.Background(), "f", man, 0, 4, 4)
+		chunks, err := fsys.readChunks(context.Background(), "f", man, 0, 4, 0, -1)
 		if err != nil {
 			t.Fatalf("slow but steady fetch: %v", err)
 		}
@@ -414,7 +418,7 @@ func TestStalledFetchFailsAfterFetchTimeout(t *testing.T) {
 		fsys := New(r, newMemStore(), opts)
 		defer fsys.Close()
 		start := time.Now()
-		_, err := fsys.readChunks(context.Background(), "f", man, 0, 4, 4)
+		_, err := fsys.readChunks(context.Background(), "f", man, 0, 4, 0, -1)
 		if !errors.Is(err, transfer.ErrUnavailable) {
 			t.Fatalf("stalled fetch: %v, want ErrUnavailable", err)
 		}
