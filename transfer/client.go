@@ -114,6 +114,19 @@ func (c *Client) Stats() ClientStats {
 	}
 }
 
+// SessionStats returns the statistics of the current session, one entry per
+// path, and false when the client holds no live session (not dialled yet,
+// or the server is unreachable).
+func (c *Client) SessionStats() (kwik.SessionStats, bool) {
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	if s == nil || s.Context().Err() != nil {
+		return kwik.SessionStats{}, false
+	}
+	return s.Stats(), true
+}
+
 // Close closes the session, aborting operations in progress; later
 // operations fail with ErrClientClosed. It waits for the session's
 // goroutines.

@@ -72,7 +72,11 @@ func runStatus(ctx context.Context, args []string) error {
 func printStatus(st *daemon.Status) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "mountpoint\t%s\n", st.Mountpoint)
-	fmt.Fprintf(w, "primary\t%s\n", st.Primary)
+	state := "connected"
+	if !st.Connected {
+		state = "not connected (serving the cache; reconnects on demand)"
+	}
+	fmt.Fprintf(w, "primary\t%s, %s\n", st.Primary, state)
 	fmt.Fprintf(w, "cache\t%s\n", st.Cache)
 	fmt.Fprintf(w, "uptime\t%s\n", (time.Duration(st.Uptime) * time.Second).String())
 	fmt.Fprintf(w, "data fetched\t%s in %d chunks\n", humanBytes(st.FS.BytesFetched), st.FS.ChunksFetched)
@@ -80,6 +84,15 @@ func printStatus(st *daemon.Status) {
 	fmt.Fprintf(w, "store\t%s in %d chunks\n", humanBytes(st.Store.ChunkBytes), st.Store.Chunks)
 	fmt.Fprintf(w, "fetch errors\t%d\n", st.FS.FetchErrors)
 	w.Flush()
+	if len(st.Paths) > 0 {
+		fmt.Println()
+		w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "path\tserver\tRTT\treceived\tduplicates\n")
+		for _, p := range st.Paths {
+			fmt.Fprintf(w, "%d\t%s\t%.2f ms\t%s\t%s\n", p.ID, p.Remote, p.RTTMillis, humanBytes(int64(p.BytesReceived)), humanBytes(int64(p.Duplicates)))
+		}
+		w.Flush()
+	}
 }
 
 func humanBytes(n int64) string {

@@ -27,6 +27,8 @@ type Status struct {
 	Primary    string               `json:"primary"`
 	Cache      string               `json:"cache"`
 	Uptime     float64              `json:"uptime_seconds"`
+	Connected  bool                 `json:"connected"`
+	Paths      []PathStatus         `json:"paths"`
 	Client     transfer.ClientStats `json:"client"`
 	FS         fusefs.Stats         `json:"fs"`
 	Store      chunkstore.Stats     `json:"store"`
@@ -40,8 +42,30 @@ type statusSource struct {
 	fs                         *fusefs.FS
 }
 
+// PathStatus describes one path of the mount's session.
+type PathStatus struct {
+	ID            int     `json:"id"`
+	Remote        string  `json:"remote"`
+	RTTMillis     float64 `json:"rtt_ms"`
+	BytesReceived uint64  `json:"bytes_received"`
+	Duplicates    uint64  `json:"duplicate_bytes"`
+}
+
 func (s *statusSource) status() Status {
+	var paths []PathStatus
+	ss, connected := s.client.SessionStats()
+	for _, p := range ss.Paths {
+		paths = append(paths, PathStatus{
+			ID:            p.ID,
+			Remote:        p.RemoteAddr.String(),
+			RTTMillis:     float64(p.SmoothedRTT.Microseconds()) / 1000,
+			BytesReceived: p.DataBytesReceived,
+			Duplicates:    p.DuplicateBytes,
+		})
+	}
 	return Status{
+		Connected:  connected,
+		Paths:      paths,
 		Mountpoint: s.mountpoint,
 		Primary:    s.primary,
 		Cache:      s.cache,
