@@ -23,7 +23,16 @@ const (
 	DefaultHandshakeTimeout     = 10 * time.Second
 	DefaultIdleTimeout          = 30 * time.Second
 	DefaultKeepAlivePeriod      = 10 * time.Second
+	DefaultTokenLifetime        = time.Minute
+	DefaultMaxPaths             = 8
+	DefaultReportInterval       = 20 * time.Millisecond
 )
+
+// maxPaths bounds Config.MaxPaths, so that a client's REPORT stays small.
+const maxPaths = 32
+
+// minClusterKey is the shortest cluster key kwik accepts.
+const minClusterKey = 32
 
 // minFrameLimit is the smallest MaxControlFrameSize and MaxDataFramePayload a
 // peer may announce, and that Config accepts.
@@ -66,8 +75,34 @@ type Config struct {
 	// it. Nil disables stateless resets. Ignored by Dial.
 	StatelessResetSecret []byte
 
+	// ClusterKey is the secret a primary shares with its secondaries, at
+	// least 32 bytes (kwikfs's cluster key file holds 32). On a Listen, the
+	// primary's sessions use it to sign path tokens (AddPath) and relayed
+	// commands (SendRawData); without it they refuse both with
+	// ErrNoClusterKey. ListenSecondary requires it. Dial ignores it: a
+	// client never holds the key.
+	ClusterKey []byte
+	// AdvertiseAddr, on a secondary, is the address the primary names in
+	// its path tokens (AddPath's addr), spelled exactly the same way: the
+	// secondary admits only tokens for this address. Default: the bound
+	// address, Secondary.Addr().String(). Ignored elsewhere.
+	AdvertiseAddr string
+	// TokenLifetime, on a primary, is how long a path token or a relayed
+	// command stays valid after it was issued. The clocks of the primary
+	// and its secondaries must agree well within it. Default 1 minute.
+	TokenLifetime time.Duration
+	// MaxPaths, on a client, bounds the secondary paths open (dialling or
+	// up) at once; an ADD_PATH beyond it fails that path with ErrPathLimit.
+	// Default 8, at most 32.
+	MaxPaths int
+	// ReportInterval, on a client, is how often it reports to the primary
+	// (REPORT frames) while data arrives; a stream that has received all its
+	// bytes is reported at once. Default 20 ms.
+	ReportInterval time.Duration
+
 	// HandshakeTimeout bounds the QUIC and TLS handshakes and the exchange of
-	// SETTINGS. Default 10 s.
+	// SETTINGS (and, on a secondary, the presentation of the path token).
+	// Default 10 s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a session that has heard nothing from its peer for
 	// that long. Default 30 s.
@@ -78,6 +113,10 @@ type Config struct {
 
 	// Logger receives the session's log records. Default slog.Default().
 	Logger *slog.Logger
+
+	// now is the clock for tokens and commands; nil means time.Now. Tests
+	// in this package set it to issue or judge expired tokens.
+	now func() time.Time
 }
 
 // resolve returns a copy of c with defaults applied, validated.
@@ -104,6 +143,15 @@ func (c *Config) resolve() (*Config, error) {
 	if r.KeepAlivePeriod < 0 {
 		r.KeepAlivePeriod = 0
 	}
+	setDefault(&r.TokenLifetime, DefaultTokenLifetime)
+	setDefault(&r.MaxPaths, DefaultMaxPaths)
+	setDefault(&r.ReportInterval, DefaultReportInterval)
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if c.ClusterKey != nil {
+		r.ClusterKey = append([]byte(nil), c.ClusterKey...)
+	}
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
@@ -116,6 +164,12 @@ func (c *Config) resolve() (*Config, error) {
 		return nil, fmt.Errorf("kwik: MaxDataFramePayload %d below %d", r.MaxDataFramePayload, minFrameLimit)
 	case r.StreamReceiveWindow > maxWindow || r.SessionReceiveWindow > maxWindow:
 		return nil, fmt.Errorf("kwik: receive windows above %d bytes", uint64(maxWindow))
+	case r.ClusterKey != nil && len(r.ClusterKey) < minClusterKey:
+		return nil, fmt.Errorf("kwik: ClusterKey of %d bytes, want at least %d", len(r.ClusterKey), minClusterKey)
+	case r.MaxPaths < 0 || r.MaxPaths > maxPaths:
+		return nil, fmt.Errorf("kwik: MaxPaths %d outside [0, %d]", r.MaxPaths, maxPaths)
+	case r.TokenLifetime < 0 || r.ReportInterval < 0:
+		return nil, errors.New("kwik: negative TokenLifetime or ReportInterval")
 	}
 	return &r, nil
 }
@@ -139,12 +193,21 @@ func setDefault[T comparable](p *T, def T) {
 // them). They are fixed (initial = maximum), large enough that an honest
 // sender, bound by kwik's smaller windows, is never throttled by QUIC.
 func (c *Config) quicConfig(isClient bool) *quic.Config {
+	return c.quicConfigFor(isClient, false)
+}
+
+// quicConfigFor is quicConfig for a side that may also be a secondary: a
+// secondary's peers (clients) open the control stream and no data stream.
+func (c *Config) quicConfigFor(isClient, secondary bool) *quic.Config {
 	streamWin := c.StreamReceiveWindow + c.StreamReceiveWindow/8 + 64<<10
 	connWin := c.SessionReceiveWindow + c.SessionReceiveWindow/8 + 128<<10
 	uni := int64(max(4096, 4*c.MaxIncomingStreams))
 	bidi := int64(1) // the control stream, opened by the dialer
 	if isClient {
 		bidi = -1
+	}
+	if secondary {
+		uni = -1
 	}
 	return &quic.Config{
 		HandshakeIdleTimeout:           c.HandshakeTimeout,

@@ -22,7 +22,8 @@ func TestConfigDefaults(t *testing.T) {
 	if c.StreamReceiveWindow != 8<<20 || c.SessionReceiveWindow != 32<<20 || c.MaxIncomingStreams != 1024 ||
 		c.MaxControlFrameSize != 64<<10 || c.MaxDataFramePayload != 256<<10 ||
 		c.HandshakeTimeout != 10*time.Second || c.IdleTimeout != 30*time.Second || c.KeepAlivePeriod != 10*time.Second ||
-		c.Logger == nil {
+		c.TokenLifetime != time.Minute || c.MaxPaths != 8 || c.ReportInterval != 20*time.Millisecond || c.ClusterKey != nil ||
+		c.Logger == nil || c.now == nil {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if c.TLSConfig == in || c.TLSConfig.MinVersion != tls.VersionTLS13 || len(c.TLSConfig.NextProtos) != 1 || c.TLSConfig.NextProtos[0] != ALPN {
@@ -38,6 +39,14 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.quicConfig(true).MaxIncomingStreams >= 0 {
 		t.Fatal("a client accepts no bidirectional QUIC streams")
+	}
+	if q := c.quicConfigFor(false, true); q.MaxIncomingStreams != 1 || q.MaxIncomingUniStreams >= 0 {
+		t.Fatalf("a secondary accepts the control stream and no data stream: %+v", q)
+	}
+	key := make([]byte, 32)
+	c, err = (&Config{TLSConfig: in, ClusterKey: key}).resolve()
+	if err != nil || &c.ClusterKey[0] == &key[0] {
+		t.Fatalf("cluster key not copied: %v", err)
 	}
 	c, err = (&Config{TLSConfig: in, KeepAlivePeriod: -1}).resolve()
 	if err != nil || c.KeepAlivePeriod != 0 {
@@ -58,6 +67,9 @@ func TestConfigErrors(t *testing.T) {
 		{"tiny control frames", &Config{TLSConfig: tc, MaxControlFrameSize: 100}, "MaxControlFrameSize"},
 		{"tiny data frames", &Config{TLSConfig: tc, MaxDataFramePayload: 100}, "MaxDataFramePayload"},
 		{"huge window", &Config{TLSConfig: tc, SessionReceiveWindow: 1 << 50}, "receive windows"},
+		{"short cluster key", &Config{TLSConfig: tc, ClusterKey: make([]byte, 31)}, "ClusterKey of 31 bytes"},
+		{"too many paths", &Config{TLSConfig: tc, MaxPaths: 33}, "MaxPaths 33"},
+		{"negative token lifetime", &Config{TLSConfig: tc, TokenLifetime: -1}, "negative TokenLifetime"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

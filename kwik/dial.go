@@ -15,12 +15,17 @@ func Dial(ctx context.Context, addr string, conf *Config) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.TLSConfig.ServerName == "" {
+	// c.TLSConfig keeps the caller's ServerName: an empty one means the
+	// host of each address dialled, the primary's here and later the
+	// secondaries'.
+	dialTLS := c.TLSConfig
+	if dialTLS.ServerName == "" {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
 		}
-		c.TLSConfig.ServerName = host
+		dialTLS = dialTLS.Clone()
+		dialTLS.ServerName = host
 	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
@@ -36,7 +41,7 @@ func Dial(ctx context.Context, addr string, conf *Config) (*Session, error) {
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.HandshakeTimeout)
 	defer cancel()
-	conn, err := tr.tr.Dial(hctx, ua, c.TLSConfig, c.quicConfig(true))
+	conn, err := tr.tr.Dial(hctx, ua, dialTLS, c.quicConfig(true))
 	if err != nil {
 		tr.release()
 		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)

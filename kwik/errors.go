@@ -22,6 +22,7 @@ const (
 	StreamLimitError  ErrorCode = 0x4 // a stream beyond MAX_STREAMS
 	FrameSizeError    ErrorCode = 0x5 // a frame over the receiver's limit
 	FinalSizeError    ErrorCode = 0x6 // data beyond or contradicting a final size
+	PathRefused       ErrorCode = 0x7 // a secondary or client refused a path
 )
 
 var codeNames = map[ErrorCode]string{
@@ -32,6 +33,7 @@ var codeNames = map[ErrorCode]string{
 	StreamLimitError:  "STREAM_LIMIT_ERROR",
 	FrameSizeError:    "FRAME_SIZE_ERROR",
 	FinalSizeError:    "FINAL_SIZE_ERROR",
+	PathRefused:       "PATH_REFUSED",
 }
 
 // String returns the code's name, or its number in hex.
@@ -109,6 +111,12 @@ func sessionErrorFromQUIC(err error) *SessionError {
 	var idle *quic.IdleTimeoutError
 	switch {
 	case errors.As(err, &appErr):
+		if ErrorCode(appErr.ErrorCode) == PathRefused {
+			if r := refusalByText(appErr.ErrorMessage); r != nil {
+				// A secondary refused the path: match its reason too.
+				err = fmt.Errorf("%w (%w)", r, err)
+			}
+		}
 		return &SessionError{Code: ErrorCode(appErr.ErrorCode), Message: appErr.ErrorMessage, Remote: appErr.Remote, Err: err}
 	case errors.As(err, &trErr):
 		code := InternalError

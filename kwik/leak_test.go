@@ -102,3 +102,58 @@ func TestCloseStopsAllGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestMultipathCloseStopsAllGoroutines closes a session with two secondary
+// paths, commands in flight and a client still reporting, then the
+// secondaries, and checks that no kwik goroutine is left.
+func TestMultipathCloseStopsAllGoroutines(t *testing.T) {
+	if !waitGoroutines(func() bool { return len(libraryGoroutines()) == 0 }) {
+		t.Fatalf("kwik goroutines left by earlier tests:\n%s", strings.Join(libraryGoroutines(), "\n\n"))
+	}
+	srvTLS, cliTLS := testTLS(t)
+	key := clusterKey(t)
+	l, err := Listen("127.0.0.1:0", &Config{TLSConfig: srvTLS, ClusterKey: key, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var secs []*Secondary
+	for range 2 {
+		sec, err := ListenSecondary("127.0.0.1:0", &Config{TLSConfig: srvTLS, ClusterKey: key, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secs = append(secs, sec)
+	}
+	cli, srv := dialAccept(t, l, &Config{TLSConfig: cliTLS, Logger: quietLogger()})
+	c := &cluster{l: l, secs: secs, cli: cli, srv: srv}
+	ids := c.addPaths(t)
+	_, st := c.request(t)
+	off := reserve(t, st, 2<<20)
+	for i, id := range ids {
+		g := Grant{StreamID: st.StreamID(), Offset: off + uint64(i)<<20, Length: 1 << 20}
+		if err := srv.SendRawData(id, g, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each secondary takes its command and writes its grant while the
+	// sessions close.
+	for _, sec := range secs {
+		cmd, err := sec.AcceptCommand(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go cmd.Write(make([]byte, 1<<20))
+	}
+	if n := len(libraryGoroutines()); n < 16 {
+		t.Fatalf("only %d kwik goroutines while paths run", n)
+	}
+	cli.Close()
+	srv.Close()
+	l.Close()
+	for _, sec := range secs {
+		sec.Close()
+	}
+	if !waitGoroutines(func() bool { return len(libraryGoroutines()) == 0 }) {
+		t.Fatalf("kwik goroutines left after Close:\n%s", strings.Join(libraryGoroutines(), "\n\n"))
+	}
+}

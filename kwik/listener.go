@@ -29,7 +29,9 @@ type Listener struct {
 }
 
 // Listen listens for kwik sessions on the UDP address addr (host:port; port
-// 0 picks one). conf.TLSConfig must hold the server certificate.
+// 0 picks one): it is the primary's side. conf.TLSConfig must hold the
+// server certificate. With conf.ClusterKey, its sessions may add secondary
+// paths (Session.AddPath) and delegate ranges to them (Session.SendRawData).
 func Listen(addr string, conf *Config) (*Listener, error) {
 	c, err := conf.resolve()
 	if err != nil {

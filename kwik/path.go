@@ -16,15 +16,39 @@ import (
 // path is one QUIC connection of a session. Its control stream carries
 // control frames; data frames travel on QUIC unidirectional streams, one per
 // logical stream and direction.
+//
+// On a client, every path is a connection: path 0 to the primary, the others
+// to secondaries. On a primary, path 0 is its connection to the client and
+// the others are records of the client's secondary paths (conn nil), kept
+// up to date by PATH_STATUS and REPORT frames.
 type path struct {
-	id   int
+	id   PathID
 	s    *Session
-	conn *quic.Conn
-	ctrl *quic.Stream
+	conn *quic.Conn    // nil on a primary's record, and while a client dials
+	ctrl *quic.Stream  // set with conn
 	cr   *bufio.Reader // reads ctrl; owned by the control reader goroutine
 	out  ctrlQueue
+	addr string // the peer's address (a secondary's, as the primary named it)
+
+	// ctx is done when the path ends; for path 0 it is the session's.
+	ctx    context.Context
+	cancel context.CancelFunc // nil for path 0
+
+	peerCtrlMax int // client: the secondary's MaxControlFrameSize; set with conn
+
 	// stats are updated atomically.
 	stats pathCounters
+
+	// Guarded by Session.pathMu.
+	state    PathState
+	err      *PathError    // why the path ended
+	upSignal chan struct{} // closed when state leaves PathPending
+	seq      uint64        // primary: sequence number of the last command
+	report   *PathReport   // primary: the client's latest report on the path
+	// client: streams that finished while this path held grants on them,
+	// so that late bytes for them count as duplicates, not as out of grant.
+	retired  map[StreamID]struct{}
+	retiredQ []StreamID
 }
 
 type pathCounters struct {
@@ -32,30 +56,56 @@ type pathCounters struct {
 	dataFramesSent, dataFramesRecv atomic.Uint64
 	dupBytes                       atomic.Uint64
 	ctrlFramesSent, ctrlFramesRecv atomic.Uint64
+	delivered                      atomic.Uint64 // bytes accepted into a stream for the first time
+	oogBytes, oogFrames            atomic.Uint64 // secondary bytes and frames outside the grants
+	rejectedBytes                  atomic.Uint64 // granted bytes refused by the receive rules
+	refusedStreams                 atomic.Uint64 // secondary data streams for streams it may not write
+	commandsSent                   atomic.Uint64 // primary: commands sent; client: commands relayed
+	commandsDropped                atomic.Uint64 // client: commands not forwarded (see PathStats)
 }
 
-func newPath(s *Session, id int, conn *quic.Conn, ctrl *quic.Stream, cr *bufio.Reader) *path {
-	p := &path{id: id, s: s, conn: conn, ctrl: ctrl, cr: cr}
+func newPath(s *Session, id PathID, conn *quic.Conn, ctrl *quic.Stream, cr *bufio.Reader) *path {
+	p := &path{id: id, s: s, conn: conn, ctrl: ctrl, cr: cr, upSignal: make(chan struct{})}
 	p.out.wake = make(chan struct{}, 1)
 	return p
 }
 
 // start launches the path's goroutines, owned by the session's WaitGroup.
+// A secondary path's are spawned (the session may be closing).
 func (p *path) start() {
 	s := p.s
-	s.wg.Go(p.readControl)
-	s.wg.Go(p.writeControl)
-	s.wg.Go(p.acceptData)
-	s.wg.Go(func() {
+	run := s.wg.Go
+	if p.id != 0 {
+		run = s.spawn
+	}
+	run(p.readControl)
+	run(p.writeControl)
+	run(p.acceptData)
+	run(func() {
 		select {
 		case <-p.conn.Context().Done():
-			s.closeFromConn(context.Cause(p.conn.Context()))
-		case <-s.ctx.Done():
+			p.connFailed(context.Cause(p.conn.Context()))
+		case <-p.ctx.Done():
 		}
 	})
 }
 
-// readControl reads and applies control frames until the session ends.
+// abort ends the path because of e: the whole session for path 0, only the
+// path for a secondary path.
+func (p *path) abort(e *SessionError) {
+	if p.id == 0 {
+		p.s.closeWith(e)
+		return
+	}
+	p.end(pathErrorFrom(p.id, p.addr, e))
+}
+
+// connFailed ends the path because QUIC reported err for its connection.
+func (p *path) connFailed(err error) {
+	p.abort(sessionErrorFromQUIC(err))
+}
+
+// readControl reads and applies control frames until the path ends.
 func (p *path) readControl() {
 	s := p.s
 	var buf []byte
@@ -63,19 +113,19 @@ func (p *path) readControl() {
 		f, nbuf, err := wire.ReadControlFrame(p.cr, s.conf.MaxControlFrameSize, buf)
 		buf = nbuf
 		if err != nil {
-			if s.ctx.Err() != nil {
+			if p.ctx.Err() != nil {
 				return
 			}
 			if isConnError(err) {
-				s.closeFromConn(err)
+				p.connFailed(err)
 				return
 			}
-			s.closeWith(controlReadError(err))
+			p.abort(controlReadError(err))
 			return
 		}
 		p.stats.ctrlFramesRecv.Add(1)
 		if err := s.handleControl(p, f); err != nil {
-			s.closeWith(asSessionError(err))
+			p.abort(asSessionError(err))
 			return
 		}
 	}
@@ -109,12 +159,11 @@ func asSessionError(err error) *SessionError {
 
 // writeControl sends queued control frames, coalescing them into one write.
 func (p *path) writeControl() {
-	s := p.s
 	var buf []byte
 	for {
 		select {
 		case <-p.out.wake:
-		case <-s.ctx.Done():
+		case <-p.ctx.Done():
 			return
 		}
 		var n int
@@ -123,11 +172,11 @@ func (p *path) writeControl() {
 			continue
 		}
 		if _, err := p.ctrl.Write(buf); err != nil {
-			if s.ctx.Err() == nil {
+			if p.ctx.Err() == nil {
 				if isConnError(err) {
-					s.closeFromConn(err)
+					p.connFailed(err)
 				} else {
-					s.closeWith(&SessionError{Code: InternalError, Message: "write control stream: " + err.Error(), Err: err})
+					p.abort(&SessionError{Code: InternalError, Message: "write control stream: " + err.Error(), Err: err})
 				}
 			}
 			return
@@ -140,12 +189,16 @@ func (p *path) writeControl() {
 func (p *path) acceptData() {
 	s := p.s
 	for {
-		rs, err := p.conn.AcceptUniStream(s.ctx)
+		rs, err := p.conn.AcceptUniStream(p.ctx)
 		if err != nil {
-			if s.ctx.Err() == nil && isConnError(err) {
-				s.closeFromConn(err)
+			if p.ctx.Err() == nil && isConnError(err) {
+				p.connFailed(err)
 			}
 			return
+		}
+		if p.id != 0 {
+			s.spawn(func() { p.readSecondaryData(rs) })
+			continue
 		}
 		s.spawn(func() { p.readData(rs) })
 	}

@@ -3,6 +3,8 @@ package kwik
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,8 +24,9 @@ import (
 type StreamID uint64
 
 // Session is a kwik session: a set of paths (QUIC connections) carrying
-// logical streams. In this version a session has exactly one path, path 0,
-// between the client and the primary.
+// logical streams. Path 0 connects the client and the primary; a primary
+// may add secondary paths (AddPath), which connect the client to
+// secondaries and carry data for ranges the primary granted them.
 //
 // All methods are safe for concurrent use.
 type Session struct {
@@ -32,9 +35,11 @@ type Session struct {
 	isClient bool
 	peer     wire.Settings // the peer's SETTINGS; immutable after setup
 	maxFrame int           // largest data frame payload we send
+	id       uint64        // primary: random session ID, named in tokens and commands
+	keys     *clusterKeys  // primary with a ClusterKey; nil otherwise
 
-	paths []*path // paths[0] is the primary path; immutable in this version
-	tr    *transport
+	p0 *path // path 0, to the primary; immutable
+	tr *transport
 
 	ctx      context.Context // canceled when the session closes
 	cancel   context.CancelCauseFunc
@@ -53,6 +58,23 @@ type Session struct {
 	maxPeer      uint64        // streams we let the peer open, in total (our MAX_STREAMS)
 	acceptQ      []*Stream
 	acceptSignal chan struct{} // cap 1: acceptQ grew
+	// tracked, on a primary, holds the streams the client has not yet
+	// reported complete, so that its reports reach them after they finish;
+	// trackedDone lists the finished ones among them, oldest first.
+	tracked     map[StreamID]*Stream
+	trackedDone []StreamID
+
+	pathMu      sync.Mutex // guards the fields below and the state fields of every path
+	paths       map[PathID]*path
+	endedPaths  []PathID // ended secondary paths still in paths, oldest first
+	nextPathID  PathID   // primary: ID of the next AddPath
+	events      []PathEvent
+	eventSignal chan struct{} // cap 1: events grew
+
+	repMu     sync.Mutex           // guards dirty; a leaf lock (taken after Stream.mu)
+	dirty     map[*Stream]struct{} // client: streams with news for the next REPORT
+	repWake   chan struct{}        // cap 1: dirty grew
+	repUrgent chan struct{}        // cap 1: a stream completed; report now
 
 	fc sync.Mutex // session flow control; leaf lock (taken after Stream.mu)
 	// send side
@@ -71,16 +93,81 @@ type Session struct {
 func setupSession(ctx context.Context, conn *quic.Conn, tr *transport, conf *Config, isClient bool) (*Session, error) {
 	s, err := setupSessionImpl(ctx, conn, tr, conf, isClient)
 	if err != nil {
-		var se *SessionError
-		if errors.As(err, &se) && !se.Remote && se.Err == nil {
-			conn.CloseWithError(quic.ApplicationErrorCode(se.Code), se.Message)
-		} else {
-			conn.CloseWithError(quic.ApplicationErrorCode(InternalError), "handshake failed")
-		}
+		closeAfterSetupError(conn, err)
 		tr.release()
 		return nil, err
 	}
 	return s, nil
+}
+
+// closeAfterSetupError closes a connection whose kwik handshake failed.
+func closeAfterSetupError(conn *quic.Conn, err error) {
+	var se *SessionError
+	if errors.As(err, &se) && !se.Remote && se.Err == nil {
+		conn.CloseWithError(quic.ApplicationErrorCode(se.Code), se.Message)
+	} else {
+		conn.CloseWithError(quic.ApplicationErrorCode(InternalError), "handshake failed")
+	}
+}
+
+// localSettings returns the SETTINGS this side announces.
+func localSettings(conf *Config) *wire.Settings {
+	return &wire.Settings{
+		StreamWindow:        conf.StreamReceiveWindow,
+		SessionWindow:       conf.SessionReceiveWindow,
+		MaxStreams:          uint64(conf.MaxIncomingStreams),
+		MaxDataFramePayload: uint64(conf.MaxDataFramePayload),
+		MaxControlFrameSize: uint64(conf.MaxControlFrameSize),
+	}
+}
+
+// writeFrames writes frames to ctrl in one write.
+func writeFrames(ctrl *quic.Stream, frames ...wire.Frame) error {
+	var b []byte
+	for _, f := range frames {
+		b = wire.AppendFrame(b, f)
+	}
+	_, err := ctrl.Write(b)
+	return err
+}
+
+// readFirstFrame reads one control frame from br (on ctrl) within ctx and
+// returns it with errors translated: a SessionError for the connection's
+// or the frame's failure, ctx's error if it ended first.
+func readFirstFrame(ctx context.Context, ctrl *quic.Stream, br *bufio.Reader, conf *Config, what string) (wire.Frame, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		ctrl.SetReadDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { ctrl.SetReadDeadline(time.Now()) })
+	f, _, err := wire.ReadControlFrame(br, conf.MaxControlFrameSize, nil)
+	if !stop() && err == nil {
+		// ctx ended: the read deadline may change under us, so give up.
+		err = ctx.Err()
+	}
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("kwik: read %s: %w", what, ctxErr)
+		}
+		if isConnError(err) {
+			return nil, fmt.Errorf("kwik: read %s: %w", what, sessionErrorFromQUIC(err))
+		}
+		return nil, fmt.Errorf("kwik: read %s: %w", what, controlReadError(err))
+	}
+	ctrl.SetReadDeadline(time.Time{})
+	return f, nil
+}
+
+// checkSettings checks that f is an acceptable SETTINGS frame.
+func checkSettings(f wire.Frame) (*wire.Settings, error) {
+	peer, ok := f.(*wire.Settings)
+	if !ok {
+		return nil, &SessionError{Code: ProtocolViolation, Message: fmt.Sprintf("first control frame is %v, not SETTINGS", f.Type())}
+	}
+	if peer.MaxDataFramePayload < minFrameLimit || peer.MaxControlFrameSize < minFrameLimit {
+		return nil, &SessionError{Code: ProtocolViolation, Message: fmt.Sprintf(
+			"SETTINGS: frame limits %d/%d below %d", peer.MaxDataFramePayload, peer.MaxControlFrameSize, minFrameLimit)}
+	}
+	return peer, nil
 }
 
 func setupSessionImpl(ctx context.Context, conn *quic.Conn, tr *transport, conf *Config, isClient bool) (*Session, error) {
@@ -94,43 +181,17 @@ func setupSessionImpl(ctx context.Context, conn *quic.Conn, tr *transport, conf 
 	if err != nil {
 		return nil, fmt.Errorf("kwik: open control stream: %w", err)
 	}
-	local := &wire.Settings{
-		StreamWindow:        conf.StreamReceiveWindow,
-		SessionWindow:       conf.SessionReceiveWindow,
-		MaxStreams:          uint64(conf.MaxIncomingStreams),
-		MaxDataFramePayload: uint64(conf.MaxDataFramePayload),
-		MaxControlFrameSize: uint64(conf.MaxControlFrameSize),
-	}
-	if _, err := ctrl.Write(wire.AppendFrame(nil, local)); err != nil {
+	if err := writeFrames(ctrl, localSettings(conf)); err != nil {
 		return nil, fmt.Errorf("kwik: send SETTINGS: %w", err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		ctrl.SetReadDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { ctrl.SetReadDeadline(time.Now()) })
 	br := bufio.NewReaderSize(ctrl, 512)
-	f, _, err := wire.ReadControlFrame(br, conf.MaxControlFrameSize, nil)
-	if !stop() && err == nil {
-		// ctx ended: the read deadline may change under us, so give up.
-		err = ctx.Err()
-	}
+	f, err := readFirstFrame(ctx, ctrl, br, conf, "SETTINGS")
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("kwik: read SETTINGS: %w", ctxErr)
-		}
-		if isConnError(err) {
-			return nil, fmt.Errorf("kwik: read SETTINGS: %w", sessionErrorFromQUIC(err))
-		}
-		return nil, fmt.Errorf("kwik: read SETTINGS: %w", controlReadError(err))
+		return nil, err
 	}
-	ctrl.SetReadDeadline(time.Time{})
-	peer, ok := f.(*wire.Settings)
-	if !ok {
-		return nil, &SessionError{Code: ProtocolViolation, Message: fmt.Sprintf("first control frame is %v, not SETTINGS", f.Type())}
-	}
-	if peer.MaxDataFramePayload < minFrameLimit || peer.MaxControlFrameSize < minFrameLimit {
-		return nil, &SessionError{Code: ProtocolViolation, Message: fmt.Sprintf(
-			"SETTINGS: frame limits %d/%d below %d", peer.MaxDataFramePayload, peer.MaxControlFrameSize, minFrameLimit)}
+	peer, err := checkSettings(f)
+	if err != nil {
+		return nil, err
 	}
 
 	sctx, cancel := context.WithCancelCause(context.Background())
@@ -149,20 +210,42 @@ func setupSessionImpl(ctx context.Context, conn *quic.Conn, tr *transport, conf 
 		openSignal:   make(chan struct{}),
 		maxPeer:      uint64(conf.MaxIncomingStreams),
 		acceptSignal: make(chan struct{}, 1),
+		paths:        make(map[PathID]*path),
+		nextPathID:   1,
+		eventSignal:  make(chan struct{}, 1),
+		repWake:      make(chan struct{}, 1),
+		repUrgent:    make(chan struct{}, 1),
 		sendMax:      peer.SessionWindow,
 		sendSignal:   make(chan struct{}),
 		recvMax:      conf.SessionReceiveWindow,
 	}
 	if isClient {
 		s.nextLocalID, s.nextPeerID = 0, 1
+		s.dirty = make(map[*Stream]struct{})
 	} else {
 		s.nextLocalID, s.nextPeerID = 1, 0
+		s.tracked = make(map[StreamID]*Stream)
+		var idb [8]byte
+		rand.Read(idb[:])
+		s.id = binary.BigEndian.Uint64(idb[:])
+		if conf.ClusterKey != nil {
+			if s.keys, err = newClusterKeys(conf.ClusterKey); err != nil {
+				cancel(nil)
+				return nil, err
+			}
+		}
 	}
 	p := newPath(s, 0, conn, ctrl, br)
+	p.ctx = sctx
+	p.state = PathUp
+	p.addr = conn.RemoteAddr().String()
 	p.stats.ctrlFramesSent.Add(1)
 	p.stats.ctrlFramesRecv.Add(1)
-	s.paths = []*path{p}
+	s.p0 = p
 	p.start()
+	if isClient {
+		s.wg.Go(s.runReports)
+	}
 	go s.run()
 	s.log.Debug("kwik: session established")
 	return s, nil
@@ -180,9 +263,16 @@ func side(isClient bool) string {
 func (s *Session) run() {
 	<-s.ctx.Done()
 	e := s.closeErr.Load()
+	s.p0.conn.CloseWithError(quic.ApplicationErrorCode(e.Code), e.Message)
+	// A path registers its connection under pathMu only while the session
+	// is open, so every connection is closed here or by its dialler.
+	s.pathMu.Lock()
 	for _, p := range s.paths {
-		p.conn.CloseWithError(quic.ApplicationErrorCode(e.Code), e.Message)
+		if p.conn != nil {
+			p.conn.CloseWithError(quic.ApplicationErrorCode(e.Code), e.Message)
+		}
 	}
+	s.pathMu.Unlock()
 	s.spawnMu.Lock() // no spawn after this: ctx is done
 	s.spawnMu.Unlock()
 	s.wg.Wait()
@@ -247,10 +337,10 @@ func (s *Session) Close() error {
 func (s *Session) Context() context.Context { return s.ctx }
 
 // RemoteAddr returns the address of the peer on path 0.
-func (s *Session) RemoteAddr() net.Addr { return s.paths[0].conn.RemoteAddr() }
+func (s *Session) RemoteAddr() net.Addr { return s.p0.conn.RemoteAddr() }
 
 // LocalAddr returns the local address of path 0.
-func (s *Session) LocalAddr() net.Addr { return s.paths[0].conn.LocalAddr() }
+func (s *Session) LocalAddr() net.Addr { return s.p0.conn.LocalAddr() }
 
 func (s *Session) isLocal(id StreamID) bool { return (id%2 == 0) == s.isClient }
 
@@ -350,11 +440,30 @@ func (s *Session) streamFor(id StreamID) (*Stream, error) {
 	return st, nil
 }
 
+// maxTrackedDone bounds the finished streams a primary keeps for the
+// client's reports.
+const maxTrackedDone = 4096
+
 // streamFinished forgets a stream whose both directions have ended and, if
-// the peer opened it, lets the peer open another.
+// the peer opened it, lets the peer open another. On a client, the paths
+// holding grants on the stream remember it first, so that a secondary's
+// late bytes for it, which find no stream, count as duplicates.
 func (s *Session) streamFinished(st *Stream) {
+	if s.isClient {
+		s.retireGrants(st)
+	}
 	s.mu.Lock()
 	delete(s.streams, st.id)
+	if s.tracked[st.id] == st {
+		// Still awaiting the client's complete report: keep it, but only
+		// the latest maxTrackedDone such streams, so that a client that
+		// never reports cannot make the primary hold every stream.
+		s.trackedDone = append(s.trackedDone, st.id)
+		if len(s.trackedDone) > maxTrackedDone {
+			delete(s.tracked, s.trackedDone[0])
+			s.trackedDone = s.trackedDone[1:]
+		}
+	}
 	local := s.isLocal(st.id)
 	var grant uint64
 	if !local {
@@ -363,7 +472,7 @@ func (s *Session) streamFinished(st *Stream) {
 	}
 	s.mu.Unlock()
 	if grant != 0 {
-		s.paths[0].out.setMaxStreams(grant)
+		s.p0.out.setMaxStreams(grant)
 	}
 }
 
@@ -421,12 +530,34 @@ func (s *Session) consumed(n uint64) {
 	}
 	s.fc.Unlock()
 	if update {
-		s.paths[0].out.setMaxData(newMax)
+		s.p0.out.setMaxData(newMax)
 	}
 }
 
-// handleControl applies one control frame from path p.
+// handleControl applies one control frame from path p. On a secondary path
+// (client side) no frame is expected: the secondary only sends data.
 func (s *Session) handleControl(p *path, f wire.Frame) error {
+	if p.id != 0 {
+		return &SessionError{Code: ProtocolViolation, Message: fmt.Sprintf("unexpected control frame %v on a secondary path", f.Type())}
+	}
+	switch f := f.(type) {
+	case *wire.AddPath:
+		if s.isClient {
+			return s.handleAddPath(f)
+		}
+	case *wire.RawData:
+		if s.isClient {
+			return s.relayCommand(f)
+		}
+	case *wire.PathStatus:
+		if !s.isClient {
+			return s.handlePathStatus(f)
+		}
+	case *wire.Report:
+		if !s.isClient {
+			return s.handleReport(f)
+		}
+	}
 	switch f := f.(type) {
 	case *wire.Settings:
 		return &SessionError{Code: ProtocolViolation, Message: "second SETTINGS frame"}

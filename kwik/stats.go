@@ -1,21 +1,34 @@
 package kwik
 
 import (
+	"cmp"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/quic-go/quic-go"
 )
 
-// SessionStats is a snapshot of a session's counters, one entry per path.
+// SessionStats is a snapshot of a session's counters, one entry per path:
+// path 0 first, then the secondary paths by ID, including ended ones (the
+// 16 most recent).
 type SessionStats struct {
 	Paths []PathStats
 }
 
 // PathStats describes one path. Data counters count payload bytes of data
-// frames (not headers); received bytes include duplicates.
+// frames (not headers); received bytes include duplicates and dropped
+// bytes. On a client every path has its own counters; on a primary a
+// secondary path is a record whose numbers come from the client (Reported).
 type PathStats struct {
-	ID         int // 0 for the primary path
+	ID    int    // the PathID: 0 for the primary path
+	Addr  string // the peer's address (a secondary's as the primary named it)
+	State PathState
+	// Err is the *PathError that ended the path; nil while it is up.
+	Err error
+
+	// LocalAddr is nil unless this side holds the path's connection.
+	// RemoteAddr is never nil: without a connection it is Addr.
 	LocalAddr  net.Addr
 	RemoteAddr net.Addr
 
@@ -26,38 +39,105 @@ type PathStats struct {
 	DataBytesReceived  uint64
 	DataFramesSent     uint64
 	DataFramesReceived uint64
+	// DeliveredBytes counts received bytes accepted into a stream for the
+	// first time: what the path contributed.
+	DeliveredBytes uint64
 	// DuplicateBytes counts received payload bytes dropped because they had
 	// arrived before (or belonged to a finished stream).
 	DuplicateBytes uint64
+	// OutOfGrantBytes counts bytes a secondary sent outside its grants,
+	// including for streams it may not write; they were dropped.
+	// OutOfGrantFrames counts the frames with such bytes or with a FIN (a
+	// secondary never ends a stream).
+	OutOfGrantBytes  uint64
+	OutOfGrantFrames uint64
+	// RejectedBytes counts granted bytes a secondary sent that broke the
+	// receive rules (final size, session window, fragmentation): dropped.
+	RejectedBytes uint64
+	// RefusedStreams counts a secondary's data streams for logical streams
+	// that do not exist: a secondary cannot open a stream.
+	RefusedStreams uint64
+	// CommandsSent counts relayed commands: sent by a primary (SendRawData),
+	// forwarded by a client. CommandsDropped counts commands a client did
+	// not forward: path not up, command too large for the secondary, or
+	// stream already finished (its bytes would only be duplicates).
+	CommandsSent    uint64
+	CommandsDropped uint64
 
 	ControlFramesSent     uint64
 	ControlFramesReceived uint64
 
-	// QUIC holds quic-go's statistics of the connection.
+	// Reported is, on a primary, the client's latest report on the path;
+	// nil before the first and on a client.
+	Reported *PathReport
+
+	// QUIC holds quic-go's statistics of the connection, if this side
+	// holds it.
 	QUIC quic.ConnectionStats
 }
+
+// pathAddr is the net.Addr of a path without a connection.
+type pathAddr string
+
+func (a pathAddr) Network() string { return "udp" }
+func (a pathAddr) String() string  { return string(a) }
 
 // Stats returns the session's statistics. It may be called at any time,
 // also after the session closed.
 func (s *Session) Stats() SessionStats {
-	st := SessionStats{Paths: make([]PathStats, 0, len(s.paths))}
+	type snap struct {
+		p      *path
+		conn   *quic.Conn
+		state  PathState
+		err    *PathError
+		report *PathReport
+	}
+	s.pathMu.Lock()
+	snaps := []snap{{s.p0, s.p0.conn, s.p0.state, nil, s.p0.report}}
 	for _, p := range s.paths {
-		q := p.conn.ConnectionStats()
-		st.Paths = append(st.Paths, PathStats{
-			ID:                    p.id,
-			LocalAddr:             p.conn.LocalAddr(),
-			RemoteAddr:            p.conn.RemoteAddr(),
-			SmoothedRTT:           q.SmoothedRTT,
-			MinRTT:                q.MinRTT,
+		snaps = append(snaps, snap{p, p.conn, p.state, p.err, p.report})
+	}
+	s.pathMu.Unlock()
+	slices.SortFunc(snaps[1:], func(a, b snap) int { return cmp.Compare(a.p.id, b.p.id) })
+
+	st := SessionStats{Paths: make([]PathStats, 0, len(snaps))}
+	for _, sn := range snaps {
+		p := sn.p
+		ps := PathStats{
+			ID:                    int(p.id),
+			RemoteAddr:            pathAddr(p.addr),
+			Addr:                  p.addr,
+			State:                 sn.state,
 			DataBytesSent:         p.stats.dataBytesSent.Load(),
 			DataBytesReceived:     p.stats.dataBytesRecv.Load(),
 			DataFramesSent:        p.stats.dataFramesSent.Load(),
 			DataFramesReceived:    p.stats.dataFramesRecv.Load(),
+			DeliveredBytes:        p.stats.delivered.Load(),
 			DuplicateBytes:        p.stats.dupBytes.Load(),
+			OutOfGrantBytes:       p.stats.oogBytes.Load(),
+			OutOfGrantFrames:      p.stats.oogFrames.Load(),
+			RejectedBytes:         p.stats.rejectedBytes.Load(),
+			RefusedStreams:        p.stats.refusedStreams.Load(),
+			CommandsSent:          p.stats.commandsSent.Load(),
+			CommandsDropped:       p.stats.commandsDropped.Load(),
 			ControlFramesSent:     p.stats.ctrlFramesSent.Load(),
 			ControlFramesReceived: p.stats.ctrlFramesRecv.Load(),
-			QUIC:                  q,
-		})
+		}
+		if sn.err != nil {
+			ps.Err = sn.err
+		}
+		if sn.report != nil {
+			r := *sn.report
+			ps.Reported = &r
+		}
+		if sn.conn != nil {
+			q := sn.conn.ConnectionStats()
+			ps.LocalAddr, ps.RemoteAddr = sn.conn.LocalAddr(), sn.conn.RemoteAddr()
+			ps.SmoothedRTT, ps.MinRTT, ps.QUIC = q.SmoothedRTT, q.MinRTT, q
+		} else if sn.report != nil {
+			ps.SmoothedRTT, ps.MinRTT = sn.report.SmoothedRTT, sn.report.MinRTT
+		}
+		st.Paths = append(st.Paths, ps)
 	}
 	return st
 }

@@ -19,7 +19,9 @@ const smallWrite = 1 << 10
 
 // Stream is a bidirectional logical stream. Read and Write may be used from
 // two goroutines at once; Write and Close must not be called concurrently
-// with each other, nor Read with Read.
+// with each other, nor Read with Read. Reserve and WriteAt (a primary's
+// tools for delegating ranges to secondaries) may be called from any
+// goroutine: they take turns with Write.
 //
 // A stream is finished, and a peer-opened stream's slot returned to the
 // peer, once both directions have ended: the write side by Close or
@@ -63,6 +65,16 @@ type Stream struct {
 	writeDeadline time.Time
 
 	finished bool // both sides ended; the session forgot the stream
+
+	// Multipath, receive side (client).
+	grants   map[PathID]*rangeSet // what each secondary path may write
+	byPath   []wire.PathBytes     // bytes first delivered by each path
+	repDirty bool                 // queued for the next REPORT
+	repDone  bool                 // reported complete; never reported again
+
+	// Multipath, send side (primary).
+	dlv       Delivery      // the client's latest report
+	dlvSignal chan struct{} // closed when dlv changes; nil until waited on
 }
 
 func newStream(s *Session, id StreamID) *Stream {
@@ -76,6 +88,9 @@ func newStream(s *Session, id StreamID) *Stream {
 		writeSignal: make(chan struct{}, 1),
 	}
 	st.recv.SetLimit(st.recvGranted)
+	if !s.isClient {
+		s.tracked[id] = st // newStream runs with s.mu held
+	}
 	return st
 }
 
@@ -156,7 +171,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			continue
 		}
 		st.mu.Unlock()
-		st.wait(st.readSignal, nil, dl)
+		st.wait(st.readSignal, nil, nil, dl)
 		st.mu.Lock()
 	}
 }
@@ -211,6 +226,8 @@ func (st *Stream) delivered(src *source, data []byte) (direct bool, err error) {
 	if dup > 0 {
 		src.p.stats.dupBytes.Add(uint64(dup))
 	}
+	src.p.stats.delivered.Add(uint64(len(data) - dup))
+	st.noteRecvLocked(src.p.id, uint64(len(data)-dup))
 	st.afterReadLocked()
 	return true, nil
 }
@@ -233,7 +250,7 @@ func (st *Stream) afterReadLocked() {
 	st.mu.Unlock()
 	st.s.consumed(credit)
 	if grant != 0 {
-		st.s.paths[0].out.setMaxStreamData(st.id, grant)
+		st.s.p0.out.setMaxStreamData(st.id, grant)
 	}
 	if finished {
 		st.s.streamFinished(st)
@@ -293,8 +310,9 @@ func (st *Stream) toPushLocked() {
 	})
 }
 
-// wait blocks until sig or more fires, the session closes or dl passes.
-func (st *Stream) wait(sig chan struct{}, more <-chan struct{}, dl time.Time) {
+// wait blocks until sig, more or cancel fires, the session closes or dl
+// passes.
+func (st *Stream) wait(sig chan struct{}, more, cancel <-chan struct{}, dl time.Time) {
 	var timeout <-chan time.Time
 	if !dl.IsZero() {
 		t := time.NewTimer(time.Until(dl))
@@ -304,6 +322,7 @@ func (st *Stream) wait(sig chan struct{}, more <-chan struct{}, dl time.Time) {
 	select {
 	case <-sig:
 	case <-more:
+	case <-cancel:
 	case <-timeout:
 	case <-st.s.ctx.Done():
 	}
@@ -366,10 +385,11 @@ func (st *Stream) admit(p *path, h wire.DataHeader) error {
 
 var errSessionWindow = errors.New("data beyond the session receive window")
 
-// dataViolation decides the fate of data that breaks the receive rules
-// (window, final size, fragmentation), and is the one place to do so. On
-// path 0, the primary's, it closes the session. (Secondaries' excess data
-// will be dropped and counted here instead.)
+// dataViolation decides the fate of data from path p that breaks the
+// receive rules (window, final size, fragmentation), and is the one place to
+// do so for path 0, the primary's: it closes the session. Secondaries'
+// data never reaches it: pushGranted drops and counts whatever of theirs
+// breaks a rule or lies outside their grants.
 func (s *Session) dataViolation(p *path, id StreamID, err error) *SessionError {
 	code := ProtocolViolation
 	switch {
@@ -397,6 +417,7 @@ func (st *Stream) push(p *path, off uint64, data []byte, fin bool, c *reassembly
 		st.mu.Unlock()
 		return st.s.dataViolation(p, st.id, err)
 	}
+	st.noteRecvLocked(p.id, uint64(len(data)-dup))
 	credit := st.settleLocked()
 	wake := st.recv.Readable() || st.recv.Done()
 	finished := st.checkRecvLocked()
@@ -404,6 +425,7 @@ func (st *Stream) push(p *path, off uint64, data []byte, fin bool, c *reassembly
 	if dup > 0 {
 		p.stats.dupBytes.Add(uint64(dup))
 	}
+	p.stats.delivered.Add(uint64(len(data) - dup))
 	st.s.consumed(credit)
 	if wake {
 		notify(st.readSignal)
@@ -421,12 +443,12 @@ func (st *Stream) handleReset(code ErrorCode, final uint64) error {
 	if final > old {
 		if err := st.s.chargeRecv(final - old); err != nil {
 			st.mu.Unlock()
-			return st.s.dataViolation(st.s.paths[0], st.id, errSessionWindow)
+			return st.s.dataViolation(st.s.p0, st.id, errSessionWindow)
 		}
 	}
 	if _, err := st.recv.Push(final, nil, true, nil); err != nil {
 		st.mu.Unlock()
-		return st.s.dataViolation(st.s.paths[0], st.id, err)
+		return st.s.dataViolation(st.s.p0, st.id, err)
 	}
 	if !st.recvDone && !st.discarding {
 		st.readErr = &StreamError{StreamID: st.id, Code: code, Remote: true}
@@ -465,7 +487,7 @@ func (st *Stream) CancelRead(code ErrorCode) {
 	st.mu.Unlock()
 	st.s.consumed(credit)
 	if !finKnown {
-		st.s.paths[0].out.push(&wire.StopSending{StreamID: uint64(st.id), Code: uint64(code)})
+		st.s.p0.out.push(&wire.StopSending{StreamID: uint64(st.id), Code: uint64(code)})
 	}
 	notify(st.readSignal)
 	if finished {

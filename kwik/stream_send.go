@@ -1,8 +1,10 @@
 package kwik
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -27,7 +29,7 @@ func (st *Stream) Write(p []byte) (int, error) {
 	}
 	written := 0
 	for written < len(p) {
-		n, off, err := st.reserve(uint64(min(len(p)-written, st.s.maxFrame)))
+		n, off, err := st.reserve(nil, uint64(min(len(p)-written, st.s.maxFrame)))
 		if err != nil {
 			return written, err
 		}
@@ -50,8 +52,12 @@ func (st *Stream) writeErrLocked() error {
 }
 
 // reserve waits for stream and session credit and commits up to n bytes at
-// the returned offset.
-func (st *Stream) reserve(n uint64) (uint64, uint64, error) {
+// the returned offset. ctx may be nil.
+func (st *Stream) reserve(ctx context.Context, n uint64) (uint64, uint64, error) {
+	var cancel <-chan struct{}
+	if ctx != nil {
+		cancel = ctx.Done()
+	}
 	for {
 		st.mu.Lock()
 		if err := st.writeErrLocked(); err != nil {
@@ -75,9 +81,106 @@ func (st *Stream) reserve(n uint64) (uint64, uint64, error) {
 			more = ch
 		}
 		st.mu.Unlock()
-		st.wait(st.writeSignal, more, dl)
+		if ctx != nil && ctx.Err() != nil {
+			return 0, 0, ctx.Err()
+		}
+		st.wait(st.writeSignal, more, cancel, dl)
 	}
 }
+
+// Reserve commits up to n bytes of the stream at its send offset without
+// sending them, and returns their offset and count: a range for a secondary
+// to write under a grant (Session.SendRawData), or for this side to send
+// later with WriteAt. It takes stream and session flow-control credit like
+// Write, so a granted range never exceeds the peer's windows, and blocks
+// until at least one byte of credit is available, ctx is done, the write
+// deadline passes or the session closes. It fails like Write. Reserve and
+// Write take turns: the bytes of one Write stay contiguous. Reserve(ctx, 0)
+// returns the send offset and 0.
+func (st *Stream) Reserve(ctx context.Context, n uint64) (off, got uint64, err error) {
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	if n == 0 {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.sendOff, 0, st.writeErrLocked()
+	}
+	got, off, err = st.reserve(ctx, n)
+	return off, got, err
+}
+
+// SendOffset returns the number of bytes committed so far by Write and
+// Reserve: the offset where the next one starts.
+func (st *Stream) SendOffset() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.sendOff
+}
+
+// SendCredit returns how many bytes Write or Reserve could commit now
+// without blocking: the smaller of the stream's and the session's
+// flow-control credit from the peer. A scheduler reserves (and grants) at
+// most this much ahead.
+func (st *Stream) SendCredit() uint64 {
+	st.mu.Lock()
+	c := st.sendMax - st.sendOff
+	st.mu.Unlock()
+	s := st.s
+	s.fc.Lock()
+	defer s.fc.Unlock()
+	return min(c, s.sendMax-s.sent)
+}
+
+// WriteAt writes p at stream offset off on path 0. The range must lie
+// within the bytes already committed by Write or Reserve (ErrNotReserved
+// otherwise): WriteAt sends a reserved range, or sends again a range that
+// a secondary was granted but did not deliver (the client keeps the first
+// copy of every byte and counts the others as duplicates). It takes no
+// flow-control credit and, unlike Write, works after Close: the peer has
+// the final size and still accepts the missing bytes. It fails with a
+// *StreamError after CancelWrite or the peer's CancelRead and with a
+// *SessionError when the session closes. It implements io.WriterAt.
+func (st *Stream) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("kwik: WriteAt at negative offset %d", off)
+	}
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
+	st.mu.Lock()
+	committed, err, closed := st.sendOff, st.sendErr, st.closed
+	st.mu.Unlock()
+	if err == nil {
+		err = st.s.err()
+	}
+	if err != nil {
+		return 0, err
+	}
+	if uint64(off) > committed || uint64(len(p)) > committed-uint64(off) {
+		return 0, fmt.Errorf("kwik: WriteAt [%d, +%d) on stream %d, committed %d: %w", off, len(p), st.id, committed, ErrNotReserved)
+	}
+	written := 0
+	for written < len(p) {
+		n := min(len(p)-written, st.s.maxFrame)
+		if err := st.writeFrame(uint64(off)+uint64(written), p[written:written+n], false); err != nil {
+			return written, err
+		}
+		written += n
+	}
+	if closed {
+		// After Close the FIN is sent: close the data stream opened for
+		// these bytes too.
+		st.mu.Lock()
+		u := st.uni
+		st.uni = nil
+		st.mu.Unlock()
+		if u != nil {
+			u.Close()
+		}
+	}
+	return written, nil
+}
+
+var _ io.WriterAt = (*Stream)(nil)
 
 // dataStream returns the QUIC stream that carries this stream's data on
 // path 0, opening it on first use.
@@ -89,7 +192,7 @@ func (st *Stream) dataStream() (*quic.SendStream, error) {
 		return u, nil
 	}
 	s := st.s
-	u, err := s.paths[0].conn.OpenUniStreamSync(s.ctx)
+	u, err := s.p0.conn.OpenUniStreamSync(s.ctx)
 	if err != nil {
 		if isConnError(err) {
 			s.closeFromConn(err)
@@ -136,7 +239,7 @@ func (st *Stream) writeFrame(off uint64, data []byte, fin bool) error {
 		return st.writeFailed(err)
 	}
 	st.hdrSent = true
-	ps := &st.s.paths[0].stats
+	ps := &st.s.p0.stats
 	ps.dataFramesSent.Add(1)
 	ps.dataBytesSent.Add(uint64(len(data)))
 	return nil
@@ -188,6 +291,7 @@ func (st *Stream) Close() error {
 	}
 	st.uni.Close()
 	st.mu.Lock()
+	st.uni = nil // a later WriteAt opens another data stream
 	st.sendDone = true
 	finished := st.finishLocked()
 	st.mu.Unlock()
@@ -226,7 +330,14 @@ func (st *Stream) resetSend(serr *StreamError) {
 	if u != nil {
 		u.CancelWrite(quic.StreamErrorCode(serr.Code))
 	}
-	st.s.paths[0].out.push(&wire.ResetStream{StreamID: uint64(st.id), Code: uint64(serr.Code), FinalSize: final})
+	st.s.p0.out.push(&wire.ResetStream{StreamID: uint64(st.id), Code: uint64(serr.Code), FinalSize: final})
+	st.s.untrack(st.id)
+	st.mu.Lock()
+	if st.dlvSignal != nil { // wake WaitDelivered
+		close(st.dlvSignal)
+		st.dlvSignal = nil
+	}
+	st.mu.Unlock()
 	notify(st.writeSignal)
 	if finished {
 		st.s.streamFinished(st)

@@ -15,7 +15,7 @@ import (
 // rawControl writes b on s's control stream of path 0, bypassing the codec.
 func rawControl(t *testing.T, s *Session, b []byte) {
 	t.Helper()
-	if _, err := s.paths[0].ctrl.Write(b); err != nil && !isConnError(err) {
+	if _, err := s.p0.ctrl.Write(b); err != nil && !isConnError(err) {
 		t.Fatal(err)
 	}
 }
@@ -25,7 +25,7 @@ func rawControl(t *testing.T, s *Session, b []byte) {
 // ignored.
 func rawData(t *testing.T, s *Session, b []byte) {
 	t.Helper()
-	u, err := s.paths[0].conn.OpenUniStreamSync(testCtx(t))
+	u, err := s.p0.conn.OpenUniStreamSync(testCtx(t))
 	if err == nil {
 		_, err = u.Write(b)
 		u.Close()

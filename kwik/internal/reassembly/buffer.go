@@ -58,6 +58,7 @@ type Buffer struct {
 	head     int
 	buffered uint64 // bytes in live segments
 	gaps     int    // holes below the end of the last live segment
+	gapLimit int    // during PushBounded: its bound; otherwise 0 (MaxGaps)
 }
 
 // SetLimit sets the offset at which the receive window ends. It may only grow.
@@ -170,6 +171,17 @@ func (b *Buffer) Push(off uint64, data []byte, fin bool, c *Chunk) (dup int, err
 	return dup, nil
 }
 
+// PushBounded is Push with a tighter bound on the holes: it fails with
+// ErrTooFragmented rather than leave more than maxGaps holes (maxGaps is
+// capped at MaxGaps). A receiver uses it for data from a less trusted
+// sender, so that this sender cannot use up the holes others need.
+func (b *Buffer) PushBounded(off uint64, data []byte, fin bool, c *Chunk, maxGaps int) (dup int, err error) {
+	b.gapLimit = max(1, min(maxGaps, MaxGaps))
+	dup, err = b.Push(off, data, fin, c)
+	b.gapLimit = 0
+	return dup, err
+}
+
 // fill stores piece, which exactly covers part of the hole before segs[i],
 // and returns the index just after it.
 func (b *Buffer) fill(i int, off uint64, piece []byte, c *Chunk) (int, error) {
@@ -191,8 +203,12 @@ func (b *Buffer) fill(i int, off uint64, piece []byte, c *Chunk) (int, error) {
 			delta++
 		}
 	}
-	if b.gaps+delta > MaxGaps {
-		return i, fmt.Errorf("%d gaps: %w", b.gaps+delta, ErrTooFragmented)
+	limit := MaxGaps
+	if b.gapLimit > 0 {
+		limit = b.gapLimit
+	}
+	if b.gaps+delta > limit {
+		return i, fmt.Errorf("%d gaps, limit %d: %w", b.gaps+delta, limit, ErrTooFragmented)
 	}
 	b.gaps += delta
 	b.buffered += uint64(len(piece))
@@ -342,6 +358,35 @@ func (b *Buffer) compact() {
 		b.segs = b.segs[:n]
 		b.head = 0
 	}
+}
+
+// Gaps returns the number of holes between the read offset and the end of
+// the last buffered byte. One Push adds at most one hole.
+func (b *Buffer) Gaps() int { return b.gaps }
+
+// Received returns the offset below which every byte has been received
+// (read or buffered), and appends to dst the ranges [start, end) buffered
+// beyond it, in order, at most max of them (the lowest). Adjacent buffered
+// segments form one range. In discard mode nothing is buffered and the
+// offset is the read offset.
+func (b *Buffer) Received(dst [][2]uint64, max int) (uint64, [][2]uint64) {
+	contig := b.readOff
+	i := b.head
+	for ; i < len(b.segs) && b.segs[i].off == contig; i++ {
+		contig = b.segs[i].end()
+	}
+	for ; i < len(b.segs); i++ {
+		s := &b.segs[i]
+		if n := len(dst); n > 0 && dst[n-1][1] == s.off {
+			dst[n-1][1] = s.end()
+			continue
+		}
+		if len(dst) == max {
+			break
+		}
+		dst = append(dst, [2]uint64{s.off, s.end()})
+	}
+	return contig, dst
 }
 
 // Discard drops everything buffered and makes later pushes keep nothing;

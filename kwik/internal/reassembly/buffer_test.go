@@ -3,6 +3,7 @@ package reassembly
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -269,5 +270,63 @@ func TestBufferAdvance(t *testing.T) {
 				t.Fatalf("final size %d, %v", fs, ok)
 			}
 		})
+	}
+}
+
+func TestBufferReceivedAndGaps(t *testing.T) {
+	var b Buffer
+	b.SetLimit(1000)
+	push := func(off uint64, s string) {
+		t.Helper()
+		if _, err := b.Push(off, []byte(s), false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(max int, wantContig uint64, want [][2]uint64, wantGaps int) {
+		t.Helper()
+		contig, got := b.Received(nil, max)
+		if contig != wantContig || !reflect.DeepEqual(got, want) || b.Gaps() != wantGaps {
+			t.Fatalf("Received = %d, %v, gaps %d; want %d, %v, gaps %d", contig, got, b.Gaps(), wantContig, want, wantGaps)
+		}
+	}
+	check(4, 0, nil, 0)
+	push(10, "abc")
+	check(4, 0, [][2]uint64{{10, 13}}, 1)
+	push(13, "de") // adjacent: one range
+	push(20, "x")
+	push(30, "y")
+	check(4, 0, [][2]uint64{{10, 15}, {20, 21}, {30, 31}}, 3)
+	check(2, 0, [][2]uint64{{10, 15}, {20, 21}}, 3)
+	push(0, "0123456789")
+	check(4, 15, [][2]uint64{{20, 21}, {30, 31}}, 2)
+	b.Read(make([]byte, 12))
+	check(4, 15, [][2]uint64{{20, 21}, {30, 31}}, 2)
+	b.Read(make([]byte, 12))
+	check(4, 15, [][2]uint64{{20, 21}, {30, 31}}, 2)
+}
+
+func TestBufferPushBounded(t *testing.T) {
+	var b Buffer
+	b.SetLimit(1000)
+	for i := range 3 {
+		if _, err := b.PushBounded(uint64(10*i+5), []byte{1}, false, nil, 3); err != nil {
+			t.Fatalf("piece %d: %v", i, err)
+		}
+	}
+	// A fourth hole is refused, filling one is not, and plain Push is not
+	// bound by the tighter limit.
+	if _, err := b.PushBounded(40, []byte{1}, false, nil, 3); !errors.Is(err, ErrTooFragmented) {
+		t.Fatalf("fourth hole: err = %v, want ErrTooFragmented", err)
+	}
+	if _, err := b.PushBounded(0, make([]byte, 5), false, nil, 3); err != nil || b.Gaps() != 2 {
+		t.Fatalf("filling a hole: %v, gaps %d", err, b.Gaps())
+	}
+	for i := range 2 {
+		if _, err := b.PushBounded(uint64(100+10*i), []byte{1}, false, nil, 3); (err != nil) != (i == 1) {
+			t.Fatalf("hole %d after the fill: %v", 3+i, err)
+		}
+	}
+	if _, err := b.Push(200, []byte{1}, false, nil); err != nil || b.Gaps() != 4 {
+		t.Fatalf("Push: %v, gaps %d", err, b.Gaps())
 	}
 }

@@ -15,7 +15,7 @@ var (
 	// ErrFrameTooLarge reports a control frame longer than the receiver's limit.
 	ErrFrameTooLarge = errors.New("frame too large")
 	// ErrUnknownFrame reports a control frame type that this version does not
-	// implement (including the types reserved for multipath).
+	// implement.
 	ErrUnknownFrame = errors.New("unknown frame type")
 )
 
@@ -26,8 +26,8 @@ const MaxVarint = quicvarint.Max
 // FrameType is the type number of a control frame.
 type FrameType uint64
 
-// Control frame types. The numbers 0x10 to 0x13 are reserved for the
-// multipath frames of a later version; receiving one is an error for now.
+// Control frame types. 0x00-0x05 manage streams and flow control on every
+// path; 0x10-0x13 are the multipath frames (see multipath.go).
 const (
 	TypeSettings      FrameType = 0x00
 	TypeMaxData       FrameType = 0x01
@@ -36,16 +36,16 @@ const (
 	TypeResetStream   FrameType = 0x04
 	TypeStopSending   FrameType = 0x05
 
-	// TypeAddPath (reserved): the primary tells the client to dial a
-	// secondary and hands it a path token.
+	// TypeAddPath: the primary tells the client to dial a secondary and
+	// hands it a path token, which the client presents to the secondary.
 	TypeAddPath FrameType = 0x10
-	// TypePathStatus (reserved): the client reports a path's state.
+	// TypePathStatus: the client reports a path's state to the primary.
 	TypePathStatus FrameType = 0x11
-	// TypeRawData (reserved): an authenticated command the primary relays
-	// through the client to a secondary, carrying a write grant.
+	// TypeRawData: an authenticated command the primary relays through the
+	// client to a secondary, carrying a write grant.
 	TypeRawData FrameType = 0x12
-	// TypeReport (reserved): per-path acknowledgements and statistics
-	// (delivered ranges, RTT) flowing back to the primary.
+	// TypeReport: per-path statistics and per-stream received ranges,
+	// flowing from the client back to the primary.
 	TypeReport FrameType = 0x13
 )
 
@@ -71,7 +71,8 @@ func (t FrameType) String() string {
 }
 
 // Frame is a decoded control frame: one of *Settings, *MaxData,
-// *MaxStreamData, *MaxStreams, *ResetStream or *StopSending.
+// *MaxStreamData, *MaxStreams, *ResetStream, *StopSending, *AddPath,
+// *PathStatus, *RawData or *Report.
 type Frame interface {
 	Type() FrameType
 	bodyLen() int
@@ -138,6 +139,14 @@ func ParseFrame(typ FrameType, body []byte) (Frame, error) {
 		f = &ResetStream{}
 	case TypeStopSending:
 		f = &StopSending{}
+	case TypeAddPath:
+		f = &AddPath{}
+	case TypePathStatus:
+		f = &PathStatus{}
+	case TypeRawData:
+		f = &RawData{}
+	case TypeReport:
+		f = &Report{}
 	default:
 		return nil, fmt.Errorf("control frame type %v: %w", typ, ErrUnknownFrame)
 	}
