@@ -127,14 +127,24 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, timeout time.Duration) err
 	}
 }
 
-// primary is a running kwik-primary.
-type primary struct {
+// server is a running kwik-primary or kwik-secondary.
+type server struct {
 	*proc
 	addr  string
 	certs string
 }
 
+// primary is a running kwik-primary.
+type primary = server
+
 func startPrimary(t *testing.T, root, certDir string, extra ...string) *primary {
+	t.Helper()
+	return startServer(t, "kwik-primary", root, certDir, extra...)
+}
+
+// startServer runs a kwik server binary exporting root on a free loopback
+// port and waits until it listens.
+func startServer(t *testing.T, binary, root, certDir string, extra ...string) *server {
 	t.Helper()
 	args := append([]string{
 		"--root", root, "--listen", "127.0.0.1:0",
@@ -143,22 +153,22 @@ func startPrimary(t *testing.T, root, certDir string, extra ...string) *primary 
 		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile),
 		"--log-level", "warn",
 	}, extra...)
-	p := start(t, "kwik-primary", args...)
+	p := start(t, binary, args...)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		sc := bufio.NewScanner(strings.NewReader(p.Output()))
 		for sc.Scan() {
 			if addr, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				return &primary{proc: p, addr: addr, certs: certDir}
+				return &server{proc: p, addr: addr, certs: certDir}
 			}
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("kwik-primary exited: %v\n%s", p.err, p.Output())
+			t.Fatalf("%s exited: %v\n%s", binary, p.err, p.Output())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	t.Fatalf("kwik-primary not listening after 20s:\n%s", p.Output())
+	t.Fatalf("%s not listening after 20s:\n%s", binary, p.Output())
 	return nil
 }
 
