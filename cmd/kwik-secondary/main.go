@@ -1,0 +1,108 @@
+// Command kwik-secondary exports a mirror of a kwik-primary's tree: it
+// sends file ranges into clients' streams only when the primary delegates
+// them (SEND_CHUNK commands relayed by the clients), never on its own.
+//
+//	kwik-secondary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE [--advertise HOST:PORT]
+//
+// --cluster-key is the primary's cluster key file. --advertise is the
+// address the primary tells clients to dial (its --secondary flag), spelled
+// the same way: the secondary admits only path tokens issued for it. It
+// defaults to the bound address, and is required when --listen names no
+// host (":4434", "0.0.0.0:4434").
+//
+// Once it listens it prints "listening on HOST:PORT" on standard output (the
+// real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
+// exits 0 after its paths are closed.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/internal/cli"
+	"github.com/kwikfs/kwikfs/kwik"
+	"github.com/kwikfs/kwikfs/server"
+)
+
+func main() {
+	cli.Fail("kwik-secondary", run(os.Args[1:]))
+}
+
+func run(args []string) error {
+	fl := flag.NewFlagSet("kwik-secondary", flag.ContinueOnError)
+	root := fl.String("root", "", "directory to export, a mirror of the primary's (required)")
+	listen := fl.String("listen", "127.0.0.1:4434", "UDP address to listen on")
+	advertise := fl.String("advertise", "", "address clients are told to dial, as the primary's --secondary names it (default: the bound address)")
+	cert := fl.String("cert", "", "server certificate, PEM (required)")
+	key := fl.String("key", "", "server private key, PEM (required)")
+	clusterKey := fl.String("cluster-key", "", "cluster key shared with the primary (required)")
+	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
+	if err := fl.Parse(args); err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if *root == "" || *cert == "" || *key == "" || *clusterKey == "" {
+		fl.Usage()
+		return cli.Usagef("--root, --cert, --key and --cluster-key are required")
+	}
+	if fl.NArg() > 0 {
+		return cli.Usagef("unexpected argument %q", fl.Arg(0))
+	}
+	if *advertise == "" {
+		// Tokens name the address clients dial; a wildcard never is one.
+		host, _, err := net.SplitHostPort(*listen)
+		if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
+			return cli.Usagef("--advertise is required when --listen %q names no host", *listen)
+		}
+	}
+	log, err := cli.NewLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	clusterSecret, err := certgen.ReadClusterKey(*clusterKey)
+	if err != nil {
+		return err
+	}
+	tlsConf, err := kwik.LoadServerTLS(*cert, *key)
+	if err != nil {
+		return err
+	}
+	s, err := server.NewSecondary(*root, &server.SecondaryOptions{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	sec, err := kwik.ListenSecondary(*listen, &kwik.Config{
+		TLSConfig:            tlsConf,
+		Logger:               log,
+		ClusterKey:           clusterSecret,
+		StatelessResetSecret: clusterSecret,
+		AdvertiseAddr:        *advertise,
+	})
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	defer sec.Close()
+	fmt.Printf("listening on %s\n", sec.Addr())
+	log.Info("serving", "root", *root, "listen", sec.Addr().String(), "advertise", sec.AdvertisedAddr())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Closing the secondary at once ends its paths, so that no command
+	// still writing to a client delays the exit.
+	closeOnSignal := context.AfterFunc(ctx, func() { sec.Close() })
+	defer closeOnSignal()
+	if err := s.Serve(ctx, sec); err != nil && ctx.Err() == nil {
+		return err
+	}
+	st := s.Stats()
+	log.Info("stopped", "commands", st.Commands, "completed", st.Completed, "bytes_sent", st.BytesSent,
+		"not_found", st.NotFound, "outside_root", st.OutsideRoot, "short_file", st.ShortFile,
+		"bad_commands", st.BadCommands, "failed", st.Failed)
+	return nil
+}
