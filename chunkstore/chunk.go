@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -30,8 +32,9 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 // if sha256(data) != sum it returns an error wrapping ErrCorrupt and writes
 // nothing. Put is idempotent: when the chunk is already stored it writes
 // nothing and counts Stats.PutDups (a stored chunk is not re-verified here;
-// Get does that). Put does not retain data. With Options.SyncWrites false
-// a machine crash may lose a chunk Put acknowledged, never store part of it.
+// Get does that); concurrent Puts of the same chunk store it once. Put does
+// not retain data. With Options.SyncWrites false a machine crash may lose a
+// chunk Put acknowledged; Get never returns part of one.
 func (s *Store) Put(sum [32]byte, data []byte) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -52,8 +55,8 @@ type Chunk struct {
 	Data []byte
 }
 
-// maxBatchChunks bounds the chunks PutVerified writes in one transaction;
-// a longer batch is written as several.
+// maxBatchChunks bounds the chunks PutVerified writes with one append and
+// one index transaction; a longer batch is written as several.
 const maxBatchChunks = 64
 
 // PutVerified stores chunks whose Data the caller has already checked
@@ -63,12 +66,13 @@ const maxBatchChunks = 64
 // chunk still never leaves the store: Get verifies every chunk it returns,
 // and removes one that fails.
 //
-// The chunks are written together, up to 64 in one Badger transaction,
-// which costs much less than one Put each. Each chunk is idempotent as with
-// Put (one already stored is counted in Stats.PutDups, a chunk listed
-// twice is stored once), and each transaction is atomic: after an error or
-// a crash, the chunks of a transaction are all stored or none is.
-// PutVerified does not retain the chunks or their Data.
+// The chunks are written together, up to 64 with one write to a segment
+// and one Badger transaction, which costs much less than one Put each.
+// Each chunk is idempotent as with Put (one already stored is counted in
+// Stats.PutDups, a chunk listed twice is stored once), and each
+// transaction is atomic: after an error or a crash, the chunks of a
+// transaction are all stored or none is. PutVerified does not retain the
+// chunks or their Data.
 func (s *Store) PutVerified(chunks []Chunk) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -76,14 +80,7 @@ func (s *Store) PutVerified(chunks []Chunk) error {
 	defer s.ops.Done()
 	for len(chunks) > 0 {
 		n := min(len(chunks), maxBatchChunks)
-		err := s.putChunks(chunks[:n])
-		for errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
-			// Small chunks are stored inline and count in full against
-			// Badger's transaction size: write fewer at a time.
-			n /= 2
-			err = s.putChunks(chunks[:n])
-		}
-		if err != nil {
+		if err := s.putChunks(chunks[:n]); err != nil {
 			return fmt.Errorf("chunkstore: put %d chunks: %w", n, err)
 		}
 		chunks = chunks[n:]
@@ -91,23 +88,26 @@ func (s *Store) PutVerified(chunks []Chunk) error {
 	return nil
 }
 
-// putChunks writes the chunks not yet stored in one conflict-checked
-// transaction and counts them.
+// putChunks stores the chunks not yet stored: under writeMu it looks them
+// up in the index, appends the new ones to the active segment with one
+// write (synced first with Options.SyncWrites), then commits their chunk
+// records in one transaction, and counts them. Bytes appended for a
+// transaction that fails are cut off again.
 func (s *Store) putChunks(chunks []Chunk) error {
-	var created []bool // created[k]: chunks[k] is written by this transaction
-	err := s.update(func(txn *badger.Txn) error {
-		created = make([]bool, len(chunks))
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+
+	created := make([]bool, len(chunks)) // created[k]: chunks[k] is stored by this call
+	err := s.db.View(func(txn *badger.Txn) error {
+		seen := make(map[[32]byte]bool, len(chunks))
 		for k, c := range chunks {
-			ck := chunkKey(c.Sum)
-			if _, err := txn.Get(ck); err == nil {
-				continue // stored already, or earlier in this batch
+			if seen[c.Sum] {
+				continue // listed earlier in this batch
+			}
+			seen[c.Sum] = true
+			if _, err := txn.Get(infoKey(c.Sum)); err == nil {
+				continue // stored already
 			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return err
-			}
-			if err := txn.Set(ck, c.Data); err != nil {
-				return err
-			}
-			if err := txn.Set(infoKey(c.Sum), encodeInfo(len(c.Data))); err != nil {
 				return err
 			}
 			created[k] = true
@@ -116,6 +116,46 @@ func (s *Store) putChunks(chunks []Chunk) error {
 	})
 	if err != nil {
 		return err
+	}
+	var (
+		bufs  [][]byte
+		total int64
+	)
+	for k, c := range chunks {
+		if created[k] {
+			bufs = append(bufs, c.Data)
+			total += int64(len(c.Data))
+		}
+	}
+	if len(bufs) > 0 {
+		seg, off, err := s.app.append(bufs, total)
+		if err != nil {
+			return err
+		}
+		if s.afterAppend != nil {
+			s.afterAppend(seg, off, total)
+		}
+		// Only writers, all under writeMu, create chunk records, so no
+		// other transaction can have created these since the lookup;
+		// Deletes only remove records.
+		err = s.db.Update(func(txn *badger.Txn) error {
+			at := off
+			for k, c := range chunks {
+				if !created[k] {
+					continue
+				}
+				n := int64(len(c.Data))
+				if err := txn.Set(infoKey(c.Sum), encodeInfo(location{seg: seg, off: at, n: n})); err != nil {
+					return err
+				}
+				at += n
+			}
+			return nil
+		})
+		if err != nil {
+			s.app.undo(seg, off)
+			return err
+		}
 	}
 	s.count(func(st *Stats) {
 		for k, c := range chunks {
@@ -133,31 +173,34 @@ func (s *Store) putChunks(chunks []Chunk) error {
 }
 
 // Get returns the chunk whose SHA-256 is sum, verified: it hashes the bytes
-// it is about to return. The chunk is read into buf's backing array when
-// cap(buf) is large enough (one copy out of Badger), else into a new slice;
+// it is about to return. The chunk is read with pread straight into buf's
+// backing array when cap(buf) is large enough, else into a new slice;
 // buf's contents are overwritten either way. A missing chunk gives an error
 // wrapping ErrNotFound (counted in Stats.Misses). A stored chunk that does
-// not match sum, or whose value Badger cannot read, is deleted, counted in
-// Stats.Corrupt, and reported with an error wrapping ErrCorrupt: the caller
-// should fetch the chunk again and Put it.
+// not match sum, or whose bytes cannot be read (its segment is damaged,
+// cut short or gone), is deleted, counted in Stats.Corrupt, and reported
+// with an error wrapping ErrCorrupt: the caller should fetch the chunk
+// again and Put it.
 func (s *Store) Get(sum [32]byte, buf []byte) ([]byte, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.ops.Done()
 	var (
-		out     []byte
+		loc     location
 		version uint64
-		readErr error
+		bad     error // why the chunk is unusable: a damaged record, unreadable bytes
 	)
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(sum))
+		item, err := txn.Get(infoKey(sum))
 		if err != nil {
 			return err
 		}
 		version = item.Version()
-		out, readErr = item.ValueCopy(buf[:0])
-		return nil
+		return item.Value(func(v []byte) error {
+			loc, bad = decodeInfo(v)
+			return nil
+		})
 	})
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
@@ -165,19 +208,40 @@ func (s *Store) Get(sum [32]byte, buf []byte) ([]byte, error) {
 		return nil, fmt.Errorf("chunkstore: get chunk %x: %w", sum, ErrNotFound)
 	case err != nil:
 		return nil, fmt.Errorf("chunkstore: get chunk %x: %w", sum, err)
-	case readErr == nil && sha256.Sum256(out) == sum:
+	}
+	var out []byte
+	switch {
+	case bad != nil:
+	case loc.n == 0:
+		out = buf[:0]
+		if out == nil {
+			out = []byte{}
+		}
+	default:
+		out, bad = s.segs.read(loc.seg, loc.off, loc.n, buf)
+		if bad != nil && !errors.Is(bad, io.ErrUnexpectedEOF) && !errors.Is(bad, errNoSegment) && !isIOError(bad) {
+			// Not a sign of damage (say, out of file descriptors):
+			// leave the chunk for a later Get.
+			return nil, fmt.Errorf("chunkstore: get chunk %x: %w", sum, bad)
+		}
+	}
+	if bad == nil && sha256.Sum256(out) == sum {
 		s.count(func(st *Stats) { st.Hits++ })
 		return out, nil
 	}
 	cause := "hash mismatch"
-	if readErr != nil {
-		cause = readErr.Error()
+	if bad != nil {
+		cause = bad.Error()
 	}
 	if err := s.dropCorrupt(sum, version, cause); err != nil {
 		return nil, fmt.Errorf("chunkstore: get chunk %x: %w (removing it: %w)", sum, ErrCorrupt, err)
 	}
 	return nil, fmt.Errorf("chunkstore: get chunk %x: %s: %w", sum, cause, ErrCorrupt)
 }
+
+// isIOError reports whether err is the kernel's report of a failed read
+// of the disk (EIO), which makes the bytes read as good as lost.
+func isIOError(err error) bool { return errors.Is(err, syscall.EIO) }
 
 // dropCorrupt removes the chunk read as version of sum, unless it has been
 // replaced or removed since, and counts it in Stats.Corrupt if this call
@@ -202,7 +266,7 @@ func (s *Store) Has(sum [32]byte) (bool, error) {
 	}
 	defer s.ops.Done()
 	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(chunkKey(sum))
+		_, err := txn.Get(infoKey(sum))
 		return err
 	})
 	switch {
@@ -216,8 +280,10 @@ func (s *Store) Has(sum [32]byte) (bool, error) {
 }
 
 // Delete removes the chunk whose SHA-256 is sum. Deleting a chunk that is
-// not stored is not an error. Its space in Badger's value log is reclaimed
-// by value-log garbage collection, not by Delete.
+// not stored is not an error. Delete drops the chunk's index entry only:
+// its bytes stay in their segment until the segment is compacted (space
+// reclamation belongs with eviction; Open already cuts unreferenced bytes
+// at a segment's end and removes segments left without chunks).
 func (s *Store) Delete(sum [32]byte) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -229,61 +295,38 @@ func (s *Store) Delete(sum [32]byte) error {
 	return nil
 }
 
-// remove deletes the chunk and info records of sum in one conflict-checked
+// remove deletes the chunk record of sum in one conflict-checked
 // transaction and adjusts Chunks and ChunkBytes. With version != 0 it
-// removes the chunk only if its record still has that version. It reports
-// whether it removed a chunk record.
+// removes the record only if it still has that version. It reports
+// whether it removed a record.
 func (s *Store) remove(sum [32]byte, version uint64) (bool, error) {
-	ck, ik := chunkKey(sum), infoKey(sum)
+	ik := infoKey(sum)
 	var (
 		removed bool
-		counted bool  // the info record was counted by countChunks or Put
-		size    int64 // chunk length from the info record, when counted
+		counted bool  // the record was counted by Open or a Put
+		size    int64 // chunk length from the record, when counted
 	)
 	err := s.update(func(txn *badger.Txn) error {
 		removed, counted, size = false, false, 0
-		hasChunk := true
-		item, err := txn.Get(ck)
+		item, err := txn.Get(ik)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
-			hasChunk = false
+			return nil
 		case err != nil:
 			return err
 		case version != 0 && item.Version() != version:
 			return nil // replaced since it was read
 		}
-		if version != 0 && !hasChunk {
-			return nil // removed since it was read
-		}
-		info, err := txn.Get(ik)
-		hasInfo := true
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			hasInfo = false
-		case err != nil:
+		err = item.Value(func(v []byte) error {
+			loc, err := decodeInfo(v)
+			size, counted = loc.n, err == nil
+			return nil
+		})
+		if err != nil {
 			return err
-		default:
-			err = info.Value(func(v []byte) error {
-				n, err := decodeInfo(v)
-				size, counted = n, err == nil
-				return nil
-			})
-			if err != nil {
-				return err
-			}
 		}
-		if hasChunk {
-			if err := txn.Delete(ck); err != nil {
-				return err
-			}
-		}
-		if hasInfo {
-			if err := txn.Delete(ik); err != nil {
-				return err
-			}
-		}
-		removed = hasChunk
-		return nil
+		removed = true
+		return txn.Delete(ik)
 	})
 	if err != nil {
 		return false, err

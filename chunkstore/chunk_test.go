@@ -13,8 +13,8 @@ import (
 
 func TestPutGetRoundTrip(t *testing.T) {
 	s := openTest(t, t.TempDir())
-	// Sizes either side of the value threshold (inline in the LSM tree or in
-	// the value log) and the usual 1 MiB.
+	// Empty, small, around Badger's value threshold (which chunks no longer
+	// meet: their bytes are in segments) and the usual 1 MiB.
 	for i, size := range []int{0, 1, 4096, 32<<10 - 1, 32 << 10, 32<<10 + 1, 1 << 20, 1<<20 + 17} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			data, sum := testChunk(uint64(i), size)
@@ -89,9 +89,12 @@ func TestPutWrongDataIsCorruptAndWritesNothing(t *testing.T) {
 	if got, want := s.Stats(), (Stats{Misses: 1}); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
-	// Nothing at all was written: not even an info record.
-	if n := countKeys(t, s, nsChunk) + countKeys(t, s, nsInfo); n != 0 {
-		t.Fatalf("%d chunk/info keys after a rejected Put, want 0", n)
+	// Nothing at all was written: not even a chunk record or a byte.
+	if n := countKeys(t, s, nsInfo); n != 0 {
+		t.Fatalf("%d chunk records after a rejected Put, want 0", n)
+	}
+	if n := segmentBytes(t, s); n != 0 {
+		t.Fatalf("%d bytes in segments after a rejected Put, want 0", n)
 	}
 }
 

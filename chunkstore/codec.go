@@ -6,11 +6,11 @@ import (
 	"hash/crc32"
 )
 
-// Key namespaces: the first byte of every Badger key.
+// Key namespaces: the first byte of every Badger key. ('c' held chunk
+// bytes in the first layout, formatMagic 1; it is no longer used.)
 const (
-	nsChunk = 'c' // 'c' sum: chunk bytes
-	nsInfo  = 'i' // 'i' sum: chunk info record
-	nsMeta  = 'm' // 'm' key: metadata record
+	nsInfo = 'i' // 'i' sum: chunk record (where the chunk's bytes are)
+	nsMeta = 'm' // 'm' key: metadata record
 )
 
 // MaxMetaKeyLen is the longest metadata key, in bytes, that PutMeta accepts
@@ -18,15 +18,7 @@ const (
 // 65000).
 const MaxMetaKeyLen = 8 << 10
 
-// chunkKey returns the Badger key of the chunk with the given sum.
-func chunkKey(sum [32]byte) []byte {
-	k := make([]byte, 1+len(sum))
-	k[0] = nsChunk
-	copy(k[1:], sum[:])
-	return k
-}
-
-// infoKey returns the Badger key of the info record of the chunk with the
+// infoKey returns the Badger key of the chunk record of the chunk with the
 // given sum.
 func infoKey(sum [32]byte) []byte {
 	k := make([]byte, 1+len(sum))
@@ -43,41 +35,66 @@ func metaKey(key string) []byte {
 	return k
 }
 
-// Chunk info record, version 1:
+// location says where a chunk's bytes are: n bytes at offset off of
+// segment seg.
+type location struct {
+	seg uint32 // segment number, >= 1
+	off int64  // offset of the chunk's first byte in the segment
+	n   int64  // chunk length
+}
+
+// end returns the offset just past the chunk in its segment.
+func (l location) end() int64 { return l.off + l.n }
+
+// Chunk record, version 2 (version 1, formatMagic 1, held only the length;
+// the bytes had a Badger key of their own):
 //
-//	[0]    infoV1
-//	[1:9]  chunk length, uint64 little endian
+//	[0]      infoV2
+//	[1:9]    chunk length, uint64 little endian
+//	[9:13]   segment number, uint32 little endian, >= 1
+//	[13:21]  offset of the chunk in the segment, uint64 little endian
 //
 // A later version appends fields (the access time for LRU eviction) and
-// bumps the format byte.
+// bumps the format byte; touching a chunk then rewrites these 21 bytes,
+// never the chunk.
 const (
-	infoV1  = 1
-	infoLen = 9
+	infoV2  = 2
+	infoLen = 21
+	// maxLocation bounds the length and the offset of a chunk, so that
+	// their sum never overflows an int64.
+	maxLocation = 1 << 62
 )
 
-// encodeInfo returns the info record of a chunk of n bytes.
-func encodeInfo(n int) []byte {
+// encodeInfo returns the chunk record of a chunk stored at l.
+func encodeInfo(l location) []byte {
 	b := make([]byte, infoLen)
-	b[0] = infoV1
-	binary.LittleEndian.PutUint64(b[1:], uint64(n))
+	b[0] = infoV2
+	binary.LittleEndian.PutUint64(b[1:], uint64(l.n))
+	binary.LittleEndian.PutUint32(b[9:], l.seg)
+	binary.LittleEndian.PutUint64(b[13:], uint64(l.off))
 	return b
 }
 
-// decodeInfo returns the chunk length held in info record b. It rejects
-// anything but a well-formed version 1 record with an error wrapping
+// decodeInfo returns the location held in chunk record b. It rejects
+// anything but a well-formed version 2 record with an error wrapping
 // ErrCorrupt.
-func decodeInfo(b []byte) (int64, error) {
+func decodeInfo(b []byte) (location, error) {
 	if len(b) != infoLen {
-		return 0, fmt.Errorf("chunk info of %d bytes, want %d: %w", len(b), infoLen, ErrCorrupt)
+		return location{}, fmt.Errorf("chunk record of %d bytes, want %d: %w", len(b), infoLen, ErrCorrupt)
 	}
-	if b[0] != infoV1 {
-		return 0, fmt.Errorf("chunk info format %d, want %d: %w", b[0], infoV1, ErrCorrupt)
+	if b[0] != infoV2 {
+		return location{}, fmt.Errorf("chunk record format %d, want %d: %w", b[0], infoV2, ErrCorrupt)
 	}
 	n := binary.LittleEndian.Uint64(b[1:])
-	if n > 1<<62 {
-		return 0, fmt.Errorf("chunk info length %d out of range: %w", n, ErrCorrupt)
+	seg := binary.LittleEndian.Uint32(b[9:])
+	off := binary.LittleEndian.Uint64(b[13:])
+	if n > maxLocation || off > maxLocation {
+		return location{}, fmt.Errorf("chunk record length %d, offset %d out of range: %w", n, off, ErrCorrupt)
 	}
-	return int64(n), nil
+	if seg == 0 {
+		return location{}, fmt.Errorf("chunk record names segment 0: %w", ErrCorrupt)
+	}
+	return location{seg: seg, off: int64(off), n: int64(n)}, nil
 }
 
 // Metadata record, version 1:

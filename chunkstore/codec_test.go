@@ -7,31 +7,67 @@ import (
 )
 
 func TestDecodeInfo(t *testing.T) {
+	mib := location{seg: 3, off: 5 << 20, n: 1 << 20}
 	for _, tc := range []struct {
 		name string
 		in   []byte
-		want int64
+		want location
 		err  bool
 	}{
-		{"zero", encodeInfo(0), 0, false},
-		{"1MiB", encodeInfo(1 << 20), 1 << 20, false},
-		{"literal", []byte{1, 0x10, 0x20, 0, 0, 0, 0, 0, 0}, 0x2010, false},
-		{"empty", nil, 0, true},
-		{"short", []byte{1, 0, 0, 0}, 0, true},
-		{"long", append(encodeInfo(5), 0), 0, true},
-		{"unknown format", []byte{2, 5, 0, 0, 0, 0, 0, 0, 0}, 0, true},
-		{"length out of range", []byte{1, 0, 0, 0, 0, 0, 0, 0, 0x80}, 0, true},
+		{"zero length", encodeInfo(location{seg: 1}), location{seg: 1}, false},
+		{"1MiB", encodeInfo(mib), mib, false},
+		{"largest", encodeInfo(location{seg: 1<<32 - 1, off: maxLocation, n: maxLocation}), location{seg: 1<<32 - 1, off: maxLocation, n: maxLocation}, false},
+		{"literal", []byte{2, 0x10, 0x20, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, location{seg: 7, off: 0x100, n: 0x2010}, false},
+		{"empty", nil, location{}, true},
+		{"short", encodeInfo(mib)[:infoLen-1], location{}, true},
+		{"long", append(encodeInfo(mib), 0), location{}, true},
+		{"format 1", []byte{1, 5, 0, 0, 0, 0, 0, 0, 0}, location{}, true},
+		{"unknown format", append([]byte{3}, encodeInfo(mib)[1:]...), location{}, true},
+		{"segment 0", encodeInfo(location{seg: 0, n: 5}), location{}, true},
+		{"length out of range", encodeInfo(location{seg: 1, n: maxLocation + 1}), location{}, true},
+		{"offset out of range", encodeInfo(location{seg: 1, off: -1}), location{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := decodeInfo(tc.in)
 			if tc.err {
 				if !errors.Is(err, ErrCorrupt) {
-					t.Fatalf("decodeInfo(%x) = %d, %v; want ErrCorrupt", tc.in, got, err)
+					t.Fatalf("decodeInfo(%x) = %+v, %v; want ErrCorrupt", tc.in, got, err)
 				}
 				return
 			}
 			if err != nil || got != tc.want {
-				t.Fatalf("decodeInfo(%x) = %d, %v; want %d", tc.in, got, err, tc.want)
+				t.Fatalf("decodeInfo(%x) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSegmentNames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		id   uint32
+		ok   bool
+	}{
+		{"000001.seg", 1, true},
+		{"123456.seg", 123456, true},
+		{"1234567.seg", 1234567, true},
+		{"4294967295.seg", 1<<32 - 1, true},
+		{"000000.seg", 0, false},
+		{"1.seg", 0, false},
+		{"0000001.seg", 0, false},
+		{"000001.seg.tmp", 0, false},
+		{"00000a.seg", 0, false},
+		{"-00001.seg", 0, false},
+		{"4294967296.seg", 0, false},
+		{"000001.vlog", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, ok := parseSegmentName(tc.name)
+			if id != tc.id || ok != tc.ok {
+				t.Fatalf("parseSegmentName(%q) = %d, %v; want %d, %v", tc.name, id, ok, tc.id, tc.ok)
+			}
+			if ok && segmentName(id) != tc.name {
+				t.Fatalf("segmentName(%d) = %q, want %q", id, segmentName(id), tc.name)
 			}
 		})
 	}
@@ -79,29 +115,30 @@ func TestDecodeMeta(t *testing.T) {
 func TestKeysHaveDistinctNamespaces(t *testing.T) {
 	var sum [32]byte
 	sum[0] = nsMeta
-	ck, ik, mk := chunkKey(sum), infoKey(sum), metaKey(string(sum[:]))
-	if ck[0] != nsChunk || ik[0] != nsInfo || mk[0] != nsMeta {
-		t.Fatalf("namespaces %q %q %q", ck[0], ik[0], mk[0])
+	ik, mk := infoKey(sum), metaKey(string(sum[:]))
+	if ik[0] != nsInfo || mk[0] != nsMeta {
+		t.Fatalf("namespaces %q %q", ik[0], mk[0])
 	}
-	if bytes.Equal(ck, mk) || bytes.Equal(ik, mk) || bytes.Equal(ck, ik) {
+	if bytes.Equal(ik, mk) {
 		t.Fatal("keys of different namespaces are equal")
 	}
 }
 
 func FuzzDecodeInfo(f *testing.F) {
-	f.Add(encodeInfo(1 << 20))
+	f.Add(encodeInfo(location{seg: 1, off: 0, n: 1 << 20}))
+	f.Add(encodeInfo(location{seg: 9, off: 255 << 20, n: 17}))
 	f.Add([]byte{})
-	f.Add([]byte{2, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		n, err := decodeInfo(b)
+		loc, err := decodeInfo(b)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
 			}
 			return
 		}
-		if n < 0 || !bytes.Equal(encodeInfo(int(n)), b) {
-			t.Fatalf("decodeInfo(%x) = %d does not re-encode to its input", b, n)
+		if loc.n < 0 || loc.off < 0 || loc.end() < loc.off || loc.seg == 0 || !bytes.Equal(encodeInfo(loc), b) {
+			t.Fatalf("decodeInfo(%x) = %+v: out of range or does not re-encode to its input", b, loc)
 		}
 	})
 }

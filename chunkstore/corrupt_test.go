@@ -22,15 +22,17 @@ func overwrite(t *testing.T, s *Store, k, value []byte) {
 	}
 }
 
+// TestGetCorruptChunkRemovesIt damages a stored chunk's bytes in its
+// segment while the store is open: Get must report it, drop it, count it,
+// and take it again.
 func TestGetCorruptChunkRemovesIt(t *testing.T) {
-	for _, size := range []int{100, 1 << 20} { // inline and in the value log
+	for _, size := range []int{100, 1 << 20} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			s := openTest(t, t.TempDir())
 			data, sum := testChunk(uint64(500+size), size)
 			mustPut(t, s, sum, data)
-			bad := bytes.Clone(data)
-			bad[size/2] ^= 0x40
-			overwrite(t, s, chunkKey(sum), bad)
+			loc, seg := locate(t, s, sum)
+			flipByte(t, seg, loc.off+int64(size/2), 0x40)
 
 			buf := make([]byte, 0, size)
 			if got, err := s.Get(sum, buf); !errors.Is(err, ErrCorrupt) || got != nil {
@@ -39,8 +41,8 @@ func TestGetCorruptChunkRemovesIt(t *testing.T) {
 			if ok, err := s.Has(sum); err != nil || ok {
 				t.Fatalf("Has after corrupt Get = %v, %v; want false, nil", ok, err)
 			}
-			if n := countKeys(t, s, nsChunk) + countKeys(t, s, nsInfo); n != 0 {
-				t.Fatalf("%d chunk/info keys left after corrupt Get, want 0", n)
+			if n := countKeys(t, s, nsInfo); n != 0 {
+				t.Fatalf("%d chunk records left after corrupt Get, want 0", n)
 			}
 			want := Stats{Corrupt: 1, Puts: 1, PutBytes: int64(size)}
 			if got := s.Stats(); got != want {
@@ -58,21 +60,30 @@ func TestGetCorruptChunkRemovesIt(t *testing.T) {
 			if got := s.Stats(); got != want {
 				t.Fatalf("Stats = %+v, want %+v", got, want)
 			}
+			if again, _ := locate(t, s, sum); again.off != loc.end() {
+				t.Fatalf("re-Put stored at offset %d, want %d (appended after the damaged copy)", again.off, loc.end())
+			}
 		})
 	}
 }
 
-func TestConcurrentGetsOfCorruptChunkCountItOnce(t *testing.T) {
+// TestConcurrentGetsOfTornChunkCountItOnce cuts a stored chunk's segment
+// short (a torn chunk): concurrent Gets must never return it, and it is
+// removed and counted once.
+func TestConcurrentGetsOfTornChunkCountItOnce(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	data, sum := testChunk(510, 256<<10)
 	mustPut(t, s, sum, data)
-	overwrite(t, s, chunkKey(sum), data[1:]) // truncated: wrong length, wrong hash
+	loc, seg := locate(t, s, sum)
+	if err := os.Truncate(seg, loc.end()-1); err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			_, err := s.Get(sum, nil)
-			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound) {
-				t.Errorf("Get = %v, want ErrCorrupt or ErrNotFound", err)
+			got, err := s.Get(sum, nil)
+			if got != nil || (!errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound)) {
+				t.Errorf("Get = %d bytes, %v; want nil, ErrCorrupt or ErrNotFound", len(got), err)
 			}
 		})
 	}
@@ -82,21 +93,46 @@ func TestConcurrentGetsOfCorruptChunkCountItOnce(t *testing.T) {
 	}
 }
 
+// TestGetOfChunkInMissingSegmentIsCorrupt removes a segment file under an
+// open store.
+func TestGetOfChunkInMissingSegmentIsCorrupt(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	data, sum := testChunk(512, 4096)
+	mustPut(t, s, sum, data)
+	_, seg := locate(t, s, sum)
+	if err := os.Remove(seg); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(sum, nil); !errors.Is(err, ErrCorrupt) || got != nil {
+		t.Fatalf("Get = %d bytes, %v; want nil, ErrCorrupt", len(got), err)
+	}
+	if got := s.Stats(); got.Corrupt != 1 || got.Chunks != 0 {
+		t.Fatalf("Stats = %+v, want Corrupt 1, Chunks 0", got)
+	}
+}
+
 func TestCorruptRemovalSparesAReplacement(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	data, sum := testChunk(511, 1000)
 	mustPut(t, s, sum, data)
 	// A reader saw version v of the chunk as corrupt, but the chunk has since
 	// been rewritten: the removal must not touch the new version.
-	var v uint64
+	var (
+		v   uint64
+		rec []byte
+	)
 	if err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(sum))
+		item, err := txn.Get(infoKey(sum))
+		if err != nil {
+			return err
+		}
 		v = item.Version()
+		rec, err = item.ValueCopy(nil)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	overwrite(t, s, chunkKey(sum), data)
+	overwrite(t, s, infoKey(sum), rec)
 	if err := s.dropCorrupt(sum, v, "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -108,46 +144,80 @@ func TestCorruptRemovalSparesAReplacement(t *testing.T) {
 	}
 }
 
-// TestCorruptBytesOnDisk flips one bit of a chunk inside Badger's value log
-// file while the store is closed. In a sealed (older) value log file only
-// that chunk is damaged. In the last file, Badger's open-time check finds
-// the bad entry and truncates the file there, which also loses the chunk
-// written after it: Get must report both as corrupt, never return bytes.
+// TestDamagedChunkRecordIsCorrupt plants an unreadable chunk record: Get
+// reports the chunk as corrupt and drops the record.
+func TestDamagedChunkRecordIsCorrupt(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	data, sum := testChunk(513, 1000)
+	mustPut(t, s, sum, data)
+	overwrite(t, s, infoKey(sum), []byte{infoV2, 1, 2})
+	if got, err := s.Get(sum, nil); !errors.Is(err, ErrCorrupt) || got != nil {
+		t.Fatalf("Get = %d bytes, %v; want nil, ErrCorrupt", len(got), err)
+	}
+	if ok, err := s.Has(sum); err != nil || ok {
+		t.Fatalf("Has = %v, %v; want false, nil", ok, err)
+	}
+	if got := s.Stats(); got.Corrupt != 1 {
+		t.Fatalf("Stats = %+v, want Corrupt 1", got)
+	}
+}
+
+// TestRecordPastSegmentEndIsCorrupt plants a chunk record whose length
+// runs far past its segment's end: Get must report it as corrupt without
+// trying to allocate that length.
+func TestRecordPastSegmentEndIsCorrupt(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	data, sum := testChunk(514, 1000)
+	mustPut(t, s, sum, data)
+	loc, _ := locate(t, s, sum)
+	loc.n = 1 << 50
+	overwrite(t, s, infoKey(sum), encodeInfo(loc))
+	if got, err := s.Get(sum, nil); !errors.Is(err, ErrCorrupt) || got != nil {
+		t.Fatalf("Get = %d bytes, %v; want nil, ErrCorrupt", len(got), err)
+	}
+	if got := s.Stats(); got.Corrupt != 1 || got.Chunks != 0 {
+		t.Fatalf("Stats = %+v, want Corrupt 1, Chunks 0", got)
+	}
+}
+
+// TestCorruptBytesOnDisk flips one bit of a chunk inside its segment file
+// while the store is closed, in a sealed segment and in the active one.
+// Only that chunk is damaged: Get reports it as corrupt, never returns its
+// bytes, and the chunk stored after it is intact.
 func TestCorruptBytesOnDisk(t *testing.T) {
 	for _, tc := range []struct {
-		name          string
-		sealed        bool // reopen once so that the chunks' file is no longer the last
-		laterSurvives bool
+		name        string
+		segmentSize int64 // 1 MiB: a and b in segments of their own
 	}{
-		{"sealed value log file", true, true},
-		{"last value log file", false, false},
+		{"sealed segment", 1 << 20},
+		{"active segment", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
+			opts := &Options{Logger: quietLogger(), segmentSize: tc.segmentSize}
 			a, sa := testChunk(520, 1<<20)
 			b, sb := testChunk(521, 1<<20)
-			s, err := Open(dir, &Options{Logger: quietLogger()})
+			s, err := Open(dir, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
 			mustPut(t, s, sa, a)
 			mustPut(t, s, sb, b)
+			la, _ := locate(t, s, sa)
+			lb, _ := locate(t, s, sb)
+			if sealed := la.seg != lb.seg; sealed != (tc.segmentSize != 0) {
+				t.Fatalf("a in segment %d, b in segment %d", la.seg, lb.seg)
+			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if tc.sealed {
-				// Each Open starts a new value log file.
-				s, err := Open(dir, &Options{Logger: quietLogger()})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := s.Close(); err != nil {
-					t.Fatal(err)
-				}
-			}
 			flipChunkBit(t, dir, a)
 
-			s = openTest(t, dir)
+			s, err = Open(dir, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
 			if got := s.Stats(); got.Chunks != 2 {
 				t.Fatalf("Chunks after reopen = %d, want 2", got.Chunks)
 			}
@@ -157,18 +227,10 @@ func TestCorruptBytesOnDisk(t *testing.T) {
 			if ok, err := s.Has(sa); err != nil || ok {
 				t.Fatalf("Has after corrupt Get = %v, %v; want false, nil", ok, err)
 			}
-			got, err := s.Get(sb, nil)
-			want := Stats{Chunks: 1, ChunkBytes: 1 << 20, Hits: 1, Corrupt: 1}
-			if tc.laterSurvives {
-				if err != nil || !bytes.Equal(got, b) {
-					t.Fatalf("Get of undamaged chunk: %v", err)
-				}
-			} else {
-				if !errors.Is(err, ErrCorrupt) || got != nil {
-					t.Fatalf("Get of chunk after the truncation point = %d bytes, %v; want nil, ErrCorrupt", len(got), err)
-				}
-				want = Stats{Corrupt: 2}
+			if got, err := s.Get(sb, nil); err != nil || !bytes.Equal(got, b) {
+				t.Fatalf("Get of undamaged chunk: %v", err)
 			}
+			want := Stats{Chunks: 1, ChunkBytes: 1 << 20, Hits: 1, Corrupt: 1}
 			if got := s.Stats(); got != want {
 				t.Fatalf("Stats = %+v, want %+v", got, want)
 			}
@@ -180,20 +242,27 @@ func TestCorruptBytesOnDisk(t *testing.T) {
 	}
 }
 
-// TestDamagedEntryHeader enlarges the value length in the header of a value
-// log entry. Badger's read path returns early on such an entry without
+// TestDamagedEntryHeader enlarges the value length in the header of a
+// Badger value log entry (a large metadata record; chunks no longer live
+// there). Badger's read path returns early on such an entry without
 // releasing the file's read lock, after which Close would hang forever;
-// VerifyValueChecksum makes it fail the CRC first. Get must report the chunk
-// as corrupt and Close must return.
+// VerifyValueChecksum makes it fail the CRC first (Badger then logs the
+// error and yields an empty value). GetMeta must report the record as
+// corrupt and Close must return.
 func TestDamagedEntryHeader(t *testing.T) {
 	dir := t.TempDir()
-	a, sa := testChunk(530, 1<<20)
-	for range 2 { // the second Open seals the value log file holding a
+	value, _ := testChunk(530, 64<<10)
+	const key = "manifest/big"
+	for round := range 2 { // the second Open seals the value log file holding the record
 		s, err := Open(dir, &Options{Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		mustPut(t, s, sa, a)
+		if round == 0 {
+			if err := s.PutMeta(key, value); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -203,13 +272,14 @@ func TestDamagedEntryHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := bytes.Index(raw, a[:4096])
+	i := bytes.Index(raw, encodeMeta(value))
 	if i < 0 {
-		t.Fatal("chunk not found in 000001.vlog")
+		t.Fatal("record not found in 000001.vlog")
 	}
-	// The entry is header | key (33 bytes) + version (8) | value | CRC; the
-	// header ends with the varint value length and a zero expiry byte.
-	raw[i-41-2] = 0x7f // value length 0x7f<<14 (2 MiB): beyond the entry
+	// The entry is header | key (1+len(key) bytes) + version (8) | value |
+	// CRC; the header ends with the varint value length and a zero expiry
+	// byte.
+	raw[i-(1+len(key)+8)-2] = 0x7f // value length 0x7f<<14 (2 MiB): beyond the entry
 	if err := os.WriteFile(p, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -218,8 +288,8 @@ func TestDamagedEntryHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(sa, nil); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("Get = %v, want ErrCorrupt", err)
+	if got, err := s.GetMeta(key); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("GetMeta of a damaged entry = %d bytes, %v; want ErrCorrupt", len(got), err)
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
@@ -233,16 +303,13 @@ func TestDamagedEntryHeader(t *testing.T) {
 	}
 }
 
-// flipChunkBit finds chunk data in the .vlog files of dir and flips one bit
-// in its middle.
+// flipChunkBit finds chunk data in the segment files of the store in dir
+// and flips one bit in its middle.
 func flipChunkBit(t *testing.T, dir string, data []byte) {
 	t.Helper()
-	vlogs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	segs := segmentFiles(t, dir)
 	damaged := 0
-	for _, p := range vlogs {
+	for _, p := range segs {
 		raw, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -251,15 +318,11 @@ func flipChunkBit(t *testing.T, dir string, data []byte) {
 		if i < 0 {
 			continue
 		}
-		off := i + len(data)/2
-		raw[off] ^= 0x01
-		if err := os.WriteFile(p, raw, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		flipByte(t, p, int64(i+len(data)/2), 0x01)
 		damaged++
 	}
 	if damaged != 1 {
-		t.Fatalf("found the chunk in %d of %d value log files, want 1", damaged, len(vlogs))
+		t.Fatalf("found the chunk in %d of %d segment files, want 1", damaged, len(segs))
 	}
 }
 

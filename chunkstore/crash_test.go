@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -20,8 +21,8 @@ const (
 	crashRoundEnv = "CHUNKSTORE_CRASH_ROUND"
 )
 
-// crashChunk returns chunk i of a crash round: mostly 1 MiB, some small
-// enough to live inline in the LSM tree, some in between.
+// crashChunk returns chunk i of a crash round: mostly 1 MiB, some small,
+// some in between.
 func crashChunk(round, i int) ([]byte, [32]byte) {
 	size := 1 << 20
 	switch i % 4 {
@@ -34,13 +35,19 @@ func crashChunk(round, i int) ([]byte, [32]byte) {
 }
 
 // crashOptions are the options of the child and of the parent's checks:
-// small value log files, so that the child crosses file rotations.
+// small segments, so that the child crosses segment rotations.
 func crashOptions() *Options {
-	return &Options{Logger: quietLogger(), valueLogFileSize: 4 << 20}
+	return &Options{Logger: quietLogger(), segmentSize: 4 << 20}
 }
 
+// crashBlock is the number of chunks a crash child's writer takes at a
+// time: one goroutine Puts them one by one, the other stores them with one
+// PutVerified.
+const crashBlock = 3
+
 // runCrashChild writes chunks and metadata from two goroutines until it is
-// killed, printing "ack <round> <i>" after each Put returns.
+// killed, printing "ack <round> <i>" after chunk i and its record are
+// stored.
 func runCrashChild(dir string, round int) {
 	s, err := Open(dir, crashOptions())
 	if err != nil {
@@ -51,28 +58,45 @@ func runCrashChild(dir string, round int) {
 	next := 0
 	out := bufio.NewWriter(os.Stdout)
 	var wg sync.WaitGroup
-	for range 2 {
+	for w := range 2 {
 		wg.Go(func() {
 			for {
 				mu.Lock()
-				i := next
-				next++
+				first := next
+				next += crashBlock
 				mu.Unlock()
-				if i >= 10000 { // a parent that never kills us
+				if first >= 10000 { // a parent that never kills us
 					return
 				}
-				data, sum := crashChunk(round, i)
-				if err := s.Put(sum, data); err != nil {
+				chunks := make([]Chunk, crashBlock)
+				for k := range chunks {
+					chunks[k].Data, chunks[k].Sum = crashChunk(round, first+k)
+				}
+				var err error
+				if w == 1 {
+					err = s.PutVerified(chunks)
+				} else {
+					for _, c := range chunks {
+						if err = s.Put(c.Sum, c.Data); err != nil {
+							break
+						}
+					}
+				}
+				if err != nil {
 					fmt.Fprintln(os.Stderr, "child put:", err)
 					os.Exit(2)
 				}
-				if err := s.PutMeta(fmt.Sprintf("resume/%d/%d", round, i), sum[:]); err != nil {
-					fmt.Fprintln(os.Stderr, "child put meta:", err)
-					os.Exit(2)
+				for k, c := range chunks {
+					if err := s.PutMeta(fmt.Sprintf("resume/%d/%d", round, first+k), c.Sum[:]); err != nil {
+						fmt.Fprintln(os.Stderr, "child put meta:", err)
+						os.Exit(2)
+					}
 				}
 				mu.Lock()
-				fmt.Fprintf(out, "ack %d %d\n", round, i)
-				err := out.Flush()
+				for k := range chunks {
+					fmt.Fprintf(out, "ack %d %d\n", round, first+k)
+				}
+				err = out.Flush()
 				mu.Unlock()
 				if err != nil {
 					os.Exit(2)
@@ -86,8 +110,9 @@ func runCrashChild(dir string, round int) {
 
 // TestCrashLeavesOnlyWholeChunks SIGKILLs a child process that is writing
 // chunks, four times over the same directory, and checks after each kill
-// that every chunk the child acknowledged is there and that every chunk in
-// the store is whole and verified.
+// that every chunk the child acknowledged is there, that every chunk in
+// the store is whole and verified, and that the unindexed bytes a write cut
+// short left at a segment's end are gone.
 func TestCrashLeavesOnlyWholeChunks(t *testing.T) {
 	if dir := os.Getenv(crashDirEnv); dir != "" {
 		round, _ := strconv.Atoi(os.Getenv(crashRoundEnv))
@@ -142,10 +167,11 @@ func TestCrashLeavesOnlyWholeChunks(t *testing.T) {
 }
 
 // checkAfterCrash opens the store and checks it: acknowledged chunks and
-// records are present and exact, every stored chunk verifies, chunk and
-// info records pair up, and the counters match.
+// records are present and exact, every stored chunk verifies, the counters
+// match, and every segment file ends where its last recorded chunk ends.
 func checkAfterCrash(t *testing.T, dir string, acked map[[2]int]bool) {
 	t.Helper()
+	before := dirBytes(t, dir)
 	s, err := Open(dir, crashOptions())
 	if err != nil {
 		t.Fatalf("reopen after kill: %v", err)
@@ -168,21 +194,20 @@ func checkAfterCrash(t *testing.T, dir string, acked map[[2]int]bool) {
 	}
 
 	// Every chunk in the store, acknowledged or not, is whole.
-	var sums [][32]byte
-	infos := map[[32]byte]bool{}
+	locs := map[[32]byte]location{}
 	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsInfo}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
 			var sum [32]byte
-			switch {
-			case len(k) == 33 && k[0] == nsChunk:
-				copy(sum[:], k[1:])
-				sums = append(sums, sum)
-			case len(k) == 33 && k[0] == nsInfo:
-				copy(sum[:], k[1:])
-				infos[sum] = true
+			copy(sum[:], it.Item().Key()[1:])
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				locs[sum], err = decodeInfo(v)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("chunk record %x: %w", sum[:4], err)
 			}
 		}
 		return nil
@@ -191,23 +216,140 @@ func checkAfterCrash(t *testing.T, dir string, acked map[[2]int]bool) {
 		t.Fatal(err)
 	}
 	var total int64
-	for _, sum := range sums {
+	ends := map[string]int64{} // segment file -> end of its last chunk
+	for sum, loc := range locs {
 		got, err := s.Get(sum, nil)
 		if err != nil {
 			t.Fatalf("stored chunk %x: %v", sum[:4], err)
 		}
 		total += int64(len(got))
-		if !infos[sum] {
-			t.Fatalf("chunk %x has no info record", sum[:4])
-		}
-		delete(infos, sum)
-	}
-	if len(infos) != 0 {
-		t.Fatalf("%d info records without a chunk", len(infos))
+		p := filepath.Join(dir, segmentsDir, segmentName(loc.seg))
+		ends[p] = max(ends[p], loc.end())
 	}
 	st := s.Stats()
-	if st.Corrupt != 0 || st.Chunks != int64(len(sums)) || st.ChunkBytes != total {
-		t.Fatalf("Stats = %+v; want Corrupt 0, Chunks %d, ChunkBytes %d", st, len(sums), total)
+	if st.Corrupt != 0 || st.Chunks != int64(len(locs)) || st.ChunkBytes != total {
+		t.Fatalf("Stats = %+v; want Corrupt 0, Chunks %d, ChunkBytes %d", st, len(locs), total)
 	}
-	t.Logf("after kill: %d chunks stored, %d acknowledged", len(sums), len(acked))
+	segs := segmentFiles(t, dir)
+	for _, p := range segs {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end, ok := ends[p]; !ok || fi.Size() != end {
+			t.Fatalf("segment %s holds %d bytes; its last chunk ends at %d (recorded: %v)", filepath.Base(p), fi.Size(), end, ok)
+		}
+	}
+	t.Logf("after kill: %d chunks stored in %d segments, %d acknowledged; Open cut %d unindexed bytes",
+		len(locs), len(segs), len(acked), before-dirBytes(t, dir))
+}
+
+// dirBytes returns the total size of the segment files of the store in dir.
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	for _, p := range segmentFiles(t, dir) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
+}
+
+// Environment of the torn-write child: the store directory.
+const tornDirEnv = "CHUNKSTORE_TORN_DIR"
+
+// runTornChild stores chunk tornChunk(0), then appends chunk tornChunk(1),
+// cuts it in half as a crash in the middle of the write would, prints
+// "appended" and waits to be killed before it commits the chunk's record.
+func runTornChild(dir string) {
+	s, err := Open(dir, &Options{Logger: quietLogger()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child open:", err)
+		os.Exit(2)
+	}
+	a, sa := tornChunk(0)
+	if err := s.Put(sa, a); err != nil {
+		fmt.Fprintln(os.Stderr, "child put:", err)
+		os.Exit(2)
+	}
+	s.afterAppend = func(seg uint32, off, n int64) {
+		if err := os.Truncate(filepath.Join(s.app.dir, segmentName(seg)), off+n/2); err != nil {
+			fmt.Fprintln(os.Stderr, "child truncate:", err)
+			os.Exit(2)
+		}
+		fmt.Println("appended")
+		select {} // killed here
+	}
+	b, sb := tornChunk(1)
+	s.Put(sb, b)
+	os.Exit(3)
+}
+
+// tornChunk returns chunk i of the torn-write test.
+func tornChunk(i int) ([]byte, [32]byte) { return testChunk(uint64(1200+i), 1<<20) }
+
+// TestKilledMidWriteLeavesNoTornChunk kills a child whose write of a chunk
+// was cut short and whose index entry was never committed: after Open the
+// chunk is absent (never served torn), the torn bytes are cut off, the
+// chunk stored before it is intact, and the torn chunk can be stored again.
+func TestKilledMidWriteLeavesNoTornChunk(t *testing.T) {
+	if dir := os.Getenv(tornDirEnv); dir != "" {
+		runTornChild(dir)
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(exe, "-test.run=^TestKilledMidWriteLeavesNoTornChunk$")
+	cmd.Env = append(os.Environ(), tornDirEnv+"="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || sc.Text() != "appended" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("child said %q, want appended; stderr:\n%s", sc.Text(), stderr.String())
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if got := dirBytes(t, dir); got != 1<<20+1<<19 {
+		t.Fatalf("segments hold %d bytes before reopen, want a chunk and a half", got)
+	}
+
+	s := openTest(t, dir)
+	a, sa := tornChunk(0)
+	b, sb := tornChunk(1)
+	if got, want := s.Stats(), (Stats{Chunks: 1, ChunkBytes: 1 << 20}); got != want {
+		t.Fatalf("Stats after reopen = %+v, want %+v", got, want)
+	}
+	if got := segmentBytes(t, s); got != 1<<20 {
+		t.Fatalf("segments hold %d bytes after reopen, want %d (torn tail cut)", got, 1<<20)
+	}
+	if got, err := s.Get(sb, nil); !errors.Is(err, ErrNotFound) || got != nil {
+		t.Fatalf("Get of the torn chunk = %d bytes, %v; want nil, ErrNotFound", len(got), err)
+	}
+	if got, err := s.Get(sa, nil); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("Get of the chunk before the torn one: %v", err)
+	}
+	mustPut(t, s, sb, b)
+	if got, err := s.Get(sb, nil); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("Get of the torn chunk stored again: %v", err)
+	}
+	if loc, _ := locate(t, s, sb); loc.off != 1<<20 {
+		t.Fatalf("chunk stored again at offset %d, want %d (where the torn bytes were)", loc.off, 1<<20)
+	}
 }

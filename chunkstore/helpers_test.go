@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -64,4 +67,70 @@ func countKeys(t testing.TB, s *Store, ns byte) int {
 		t.Fatalf("count keys %q: %v", ns, err)
 	}
 	return n
+}
+
+// segmentFiles returns the paths of the segment files of the store in dir,
+// in segment order.
+func segmentFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, segmentsDir, "*.seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(paths)
+	return paths
+}
+
+// segmentBytes returns the total size of s's segment files.
+func segmentBytes(t testing.TB, s *Store) int64 {
+	t.Helper()
+	var n int64
+	for _, p := range segmentFiles(t, filepath.Dir(s.app.dir)) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
+}
+
+// locate returns where the chunk record of sum says the chunk is, and the
+// path of its segment file.
+func locate(t testing.TB, s *Store, sum [32]byte) (location, string) {
+	t.Helper()
+	var loc location
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(infoKey(sum))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			loc, err = decodeInfo(v)
+			return err
+		})
+	})
+	if err != nil {
+		t.Fatalf("locate %x: %v", sum[:4], err)
+	}
+	return loc, filepath.Join(s.app.dir, segmentName(loc.seg))
+}
+
+// flipByte xors byte off of file p with mask, in place (an open store
+// reads the change at once: same page cache).
+func flipByte(t testing.TB, p string, off int64, mask byte) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= mask
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
 }

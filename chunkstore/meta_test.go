@@ -87,7 +87,7 @@ func TestMetaAndChunksDoNotCollide(t *testing.T) {
 	data, sum := testChunk(401, 100)
 	mustPut(t, s, sum, data)
 	// Meta keys spelled like the Badger keys of that chunk.
-	for _, k := range []string{string(chunkKey(sum)), string(infoKey(sum)), string(sum[:])} {
+	for _, k := range []string{"c" + string(sum[:]), string(infoKey(sum)), string(sum[:])} {
 		if err := s.PutMeta(k, []byte("meta")); err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +112,7 @@ func TestMetaAndChunksDoNotCollide(t *testing.T) {
 	if err := s.Delete(sum); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := s.GetMeta(string(chunkKey(sum))); err != nil || string(v) != "meta" {
+	if v, err := s.GetMeta(string(infoKey(sum))); err != nil || string(v) != "meta" {
 		t.Fatalf("meta record after chunk Delete = %q, %v", v, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -28,9 +29,11 @@ var (
 )
 
 // formatMagic is stored in Badger's manifest (Options.ExternalMagicVersion);
-// Badger refuses to open a directory written with another value, so a
-// future incompatible layout fails loudly instead of misreading.
-const formatMagic = 1
+// Badger refuses to open a directory written with another value, so an
+// incompatible layout fails loudly instead of misreading. 1: chunk bytes in
+// Badger's value log; 2: chunk bytes in segment files, located by the chunk
+// records.
+const formatMagic = 2
 
 // Options configure Open. The zero value (or a nil *Options) is valid.
 type Options struct {
@@ -38,13 +41,18 @@ type Options struct {
 	// informational chatter at Debug, its warnings at Warn and its errors
 	// at Error. Default slog.Default().
 	Logger *slog.Logger
-	// SyncWrites makes every write fsync before it returns. Default false:
-	// a crash of the machine may lose the last writes, never leave a torn
-	// one (a killed process loses nothing that was acknowledged).
+	// SyncWrites makes every write durable before it returns: a Put or
+	// PutVerified fdatasyncs the segment holding the chunks before it
+	// commits their index entries, and Badger fsyncs every commit. Default
+	// false: a crash of the machine may lose the last writes (Get then
+	// finds them missing or failing their hash, and drops them), never
+	// serve a torn one; a killed process loses nothing acknowledged.
 	SyncWrites bool
 
-	// valueLogFileSize overrides the value log file size (tests only).
-	valueLogFileSize int64
+	// segmentSize overrides defaultSegmentSize (tests only).
+	segmentSize int64
+	// maxOpenSegments overrides defaultMaxOpenSegments (tests only).
+	maxOpenSegments int
 }
 
 // Stats are exact counters of a Store. Chunks and ChunkBytes describe what
@@ -54,7 +62,7 @@ type Stats struct {
 	ChunkBytes  int64 // total length of the chunks stored
 	Hits        int64 // Get calls that returned a verified chunk
 	Misses      int64 // Get calls that returned ErrNotFound
-	Corrupt     int64 // stored chunks that failed verification and were removed
+	Corrupt     int64 // stored chunks that failed verification (or whose bytes Open found lost) and were removed
 	Puts        int64 // Put calls that stored a new chunk
 	PutBytes    int64 // bytes stored by those Put calls
 	PutDups     int64 // Put calls whose chunk was already stored (nothing written)
@@ -64,8 +72,20 @@ type Stats struct {
 // Store is a chunk and metadata cache in one directory. It is safe for
 // concurrent use; see the package documentation.
 type Store struct {
-	db  *badger.DB
-	log *slog.Logger
+	db   *badger.DB
+	log  *slog.Logger
+	segs *readers // read descriptors of the segment files
+
+	// writeMu serializes the writers of chunks: the duplicate check, the
+	// append to the segment and the commit of the index entries of one
+	// batch all happen under it, so identical chunks are appended once and
+	// index entries are committed in the order of their bytes. It guards
+	// app.
+	writeMu sync.Mutex
+	app     appender
+	// afterAppend, when set (tests only, before the Store is shared), runs
+	// under writeMu between a batch's append and its index commit.
+	afterAppend func(seg uint32, off, n int64)
 
 	// gate guards closed. ops counts operations in flight: Add happens only
 	// under gate while closed is false, so Close (which sets closed, then
@@ -80,10 +100,16 @@ type Store struct {
 }
 
 // Open opens the store in dir, creating dir (mode 0700) and an empty store
-// if needed, and counts the chunks already there. A directory is used by
-// one Store at a time: while it is open, a second Open of the same dir, in
-// this process or another, fails with Badger's "Cannot acquire directory
-// lock" error.
+// if needed. It reconciles the index with the segment files: a chunk
+// record whose bytes are missing (the segment is gone or too short, as a
+// machine crash with SyncWrites false can leave it) is removed and counted
+// in Stats.Corrupt; bytes that no record points to at the end of a segment
+// (a write cut short by a crash) are truncated, and a segment that no
+// record points to is removed. Then it counts the chunks. A directory is
+// used by one Store at a time: while it is open, a second Open of the same
+// dir, in this process or another, fails with Badger's "Cannot acquire
+// directory lock" error. A directory written with another layout fails to
+// open with an error naming Badger's "magic" version.
 func Open(dir string, opts *Options) (*Store, error) {
 	var o Options
 	if opts != nil {
@@ -92,6 +118,12 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.segmentSize <= 0 {
+		o.segmentSize = defaultSegmentSize
+	}
+	if o.maxOpenSegments <= 0 {
+		o.maxOpenSegments = defaultMaxOpenSegments
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("chunkstore: create %s: %w", dir, err)
 	}
@@ -99,39 +131,43 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunkstore: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, log: o.Logger}
-	if err := s.countChunks(); err != nil {
+	segDir := filepath.Join(dir, segmentsDir)
+	s := &Store{
+		db:   db,
+		log:  o.Logger,
+		segs: newReaders(segDir, o.maxOpenSegments),
+		app:  appender{dir: segDir, limit: o.segmentSize, sync: o.SyncWrites},
+	}
+	if err := s.recover(); err != nil {
+		s.app.close()
 		db.Close()
 		return nil, fmt.Errorf("chunkstore: open %s: %w", dir, err)
 	}
 	return s, nil
 }
 
-// badgerOptions returns the Badger configuration for a client-side chunk
-// cache on a small machine, and why:
-//   - ValueThreshold 32 KiB: 1 MiB chunks go to the value log, so the LSM
-//     tree holds only keys, value pointers, info records and small metadata;
-//     compactions never rewrite chunk data, and a Get reads the chunk with
-//     one copy out of the memory-mapped value log.
-//   - ValueLogFileSize 256 MiB (default 1 GiB): smaller files are a finer
-//     unit for value-log GC once eviction deletes chunks.
-//   - MemTableSize 16 MiB, NumMemtables 2: the memtable holds pointers, not
-//     chunks (about 200 bytes per chunk), so 16 MiB covers tens of GiB of
-//     chunks; resident memory stays well under 64 MiB.
-//   - Compression None: chunk bytes in the value log are never compressed by
-//     Badger, and SHA-256 keys do not compress, so Snappy would cost CPU for
-//     nothing. Without compression or encryption, table blocks are read from
-//     the mmapped files, so BlockCacheSize 8 MiB (default 256 MiB) only keeps
-//     parsed blocks of hot keys; IndexCacheSize 0 because Badger uses the
-//     index cache for encrypted tables only (plain table indexes stay in
-//     memory, tens of bytes per 4 KiB block).
+// badgerOptions returns the Badger configuration for the index and the
+// metadata of a client-side chunk cache on a small machine, and why:
+//   - ValueThreshold 32 KiB: chunk records (21 bytes) and most metadata
+//     live in the LSM tree; large metadata records (manifests of big
+//     files) go to the value log.
+//   - ValueLogFileSize 64 MiB (default 1 GiB): the value log holds only
+//     large metadata records now, rarely written.
+//   - MemTableSize 16 MiB, NumMemtables 2: a chunk takes about 100 bytes of
+//     memtable, so 16 MiB covers well over 100 GiB of chunks; resident
+//     memory stays well under 64 MiB.
+//   - Compression None: SHA-256 keys and locations do not compress, so
+//     Snappy would cost CPU for nothing. Without compression or
+//     encryption, table blocks are read from the mmapped files, so
+//     BlockCacheSize 8 MiB (default 256 MiB) only keeps parsed blocks of
+//     hot keys; IndexCacheSize 0 because Badger uses the index cache for
+//     encrypted tables only (plain table indexes stay in memory, tens of
+//     bytes per 4 KiB block).
 //   - ChecksumVerificationMode OnBlockRead: a damaged table block is an
 //     error, not garbage (CRC-32C of a 4 KiB block, then cached).
-//   - VerifyValueChecksum true: Get hashes every chunk anyway, but Badger's
-//     value log read path leaks a file lock (and Close then hangs) on an
-//     entry whose header is damaged, unless the entry's CRC-32C is checked
-//     first. The CRC costs a few percent of a Get (hardware CRC-32C against
-//     SHA-256).
+//   - VerifyValueChecksum true: Badger's value log read path leaks a file
+//     lock (and Close then hangs) on an entry whose header is damaged,
+//     unless the entry's CRC-32C is checked first.
 //   - NumCompactors 2 (the least Badger allows with compaction on) for a
 //     2-core machine; NumVersionsToKeep 1; DetectConflicts true (exact
 //     counters rely on it); metrics off (global expvars).
@@ -141,10 +177,7 @@ func badgerOptions(dir string, o Options) badger.Options {
 	bo.SyncWrites = o.SyncWrites
 	bo.NumVersionsToKeep = 1
 	bo.ValueThreshold = 32 << 10
-	bo.ValueLogFileSize = 256 << 20
-	if o.valueLogFileSize > 0 {
-		bo.ValueLogFileSize = o.valueLogFileSize
-	}
+	bo.ValueLogFileSize = 64 << 20
 	bo.MemTableSize = 16 << 20
 	bo.NumMemtables = 2
 	bo.Compression = options.None
@@ -159,42 +192,10 @@ func badgerOptions(dir string, o Options) badger.Options {
 	return bo
 }
 
-// countChunks sets Stats.Chunks and Stats.ChunkBytes from the info records.
-func (s *Store) countChunks() error {
-	var n, bytes int64
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsInfo}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			var size int64
-			err := item.Value(func(v []byte) error {
-				var err error
-				size, err = decodeInfo(v)
-				return err
-			})
-			if errors.Is(err, ErrCorrupt) {
-				s.log.Warn("chunkstore: unreadable chunk info record, chunk not counted",
-					"key", fmt.Sprintf("%x", item.Key()), "err", err)
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("count chunks: %w", err)
-			}
-			n++
-			bytes += size
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	s.stats.Chunks, s.stats.ChunkBytes = n, bytes
-	return nil
-}
-
-// Close waits for operations in flight, then closes Badger (flushing its
-// memtable). Later calls on s return ErrClosed; a second Close returns nil.
+// Close waits for operations in flight, then syncs and closes the active
+// segment, closes the segments' read descriptors and closes Badger
+// (flushing its memtable). Later calls on s return ErrClosed; a second
+// Close returns nil.
 func (s *Store) Close() error {
 	s.gate.Lock()
 	if s.closed {
@@ -204,7 +205,12 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.gate.Unlock()
 	s.ops.Wait()
-	if err := s.db.Close(); err != nil {
+	s.writeMu.Lock()
+	err := s.app.close()
+	s.writeMu.Unlock()
+	s.segs.close()
+	err = errors.Join(err, s.db.Close())
+	if err != nil {
 		return fmt.Errorf("chunkstore: close: %w", err)
 	}
 	return nil

@@ -1,8 +1,12 @@
 package chunkstore
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -61,12 +65,18 @@ func TestBadgerLogGoesToLoggerAtTheRightLevels(t *testing.T) {
 	opts := &Options{Logger: slog.New(h)}
 	dir := t.TempDir()
 	a, sa := testChunk(600, 1<<20)
-	for range 2 { // the second Open seals the value log file holding a
+	big, _ := testChunk(601, 64<<10) // a metadata record in Badger's value log
+	for round := range 2 {           // the second Open seals the value log file holding big
 		s, err := Open(dir, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		mustPut(t, s, sa, a)
+		if round == 0 {
+			mustPut(t, s, sa, a)
+			if err := s.PutMeta("big", big); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -79,20 +89,50 @@ func TestBadgerLogGoesToLoggerAtTheRightLevels(t *testing.T) {
 	}
 
 	flipChunkBit(t, dir, a)
+	p := filepath.Join(dir, "000001.vlog")
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(raw, big[:4096])
+	if i < 0 {
+		t.Fatal("metadata record not found in 000001.vlog")
+	}
+	raw[i+len(big)/2] ^= 1
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Get(sa, nil); err == nil {
-		t.Fatal("Get of a damaged chunk succeeded")
+	// Badger logs the failed read and yields an empty value, which fails
+	// the record's own check.
+	if _, err := s.GetMeta("big"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("GetMeta of a damaged value log entry = %v, want ErrCorrupt", err)
+	}
+	if _, err := s.Get(sa, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Get of a damaged chunk = %v, want ErrCorrupt", err)
 	}
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	if got := levels(rl.recs, "badger"); got[slog.LevelError] == 0 {
 		t.Errorf("badger records by level = %v; want its read error at Error", got)
 	}
-	if got := levels(rl.recs, ""); got[slog.LevelWarn] != 1 {
-		t.Errorf("chunkstore records by level = %v; want one Warn for the removed chunk", got)
+	if got := levels(rl.recs, ""); got[slog.LevelWarn] != 2 {
+		t.Errorf("chunkstore records by level = %v; want two Warns: the removed chunk and record", got)
+	}
+	for _, msg := range []string{"chunkstore: removed corrupt chunk", "chunkstore: removed corrupt metadata record"} {
+		n := 0
+		for _, r := range rl.recs {
+			if r.Message == msg && r.Level == slog.LevelWarn {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d Warn records %q, want 1", n, msg)
+		}
 	}
 }

@@ -45,8 +45,11 @@ func TestPutVerifiedCountsDuplicates(t *testing.T) {
 	if got := s.Stats(); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
-	if n := countKeys(t, s, nsChunk); n != 2 {
-		t.Fatalf("%d chunk keys, want 2", n)
+	if n := countKeys(t, s, nsInfo); n != 2 {
+		t.Fatalf("%d chunk records, want 2", n)
+	}
+	if n := segmentBytes(t, s); n != 1<<20+2000 {
+		t.Fatalf("%d bytes in segments, want %d (each chunk once)", n, 1<<20+2000)
 	}
 }
 
@@ -56,8 +59,7 @@ func TestPutVerifiedLongBatchSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// More chunks than one transaction takes, inline ones big enough to
-	// press on Badger's transaction size too.
+	// More chunks than one transaction takes.
 	const n = 3*maxBatchChunks + 5
 	chunks := make([]Chunk, n)
 	var total int64

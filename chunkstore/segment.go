@@ -1,0 +1,264 @@
+package chunkstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// segmentsDir is the directory, inside the store's directory, that holds
+// the segment files.
+const segmentsDir = "segments"
+
+// Default limits of the segment files.
+const (
+	// defaultSegmentSize is the size past which the appender starts a new
+	// segment: a batch that would take the active segment beyond it goes
+	// to a new one (a single batch larger than this makes a segment of its
+	// own, as large as the batch). Segments are the unit of space
+	// reclamation once eviction arrives.
+	defaultSegmentSize = 256 << 20
+	// defaultMaxOpenSegments bounds the read descriptors kept open.
+	defaultMaxOpenSegments = 64
+)
+
+// segmentName returns the file name of segment id, e.g. "000001.seg".
+func segmentName(id uint32) string { return fmt.Sprintf("%06d.seg", id) }
+
+// parseSegmentName returns the id of a segment file name. It accepts
+// exactly the names segmentName makes.
+func parseSegmentName(name string) (uint32, bool) {
+	digits, ok := strings.CutSuffix(name, ".seg")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(digits, 10, 32)
+	if err != nil || id == 0 || segmentName(uint32(id)) != name {
+		return 0, false
+	}
+	return uint32(id), true
+}
+
+// appender appends chunks to the active segment with positioned writes (no
+// memory mapping: the page cache takes the caller's bytes with one copy and
+// the kernel zero-fills nothing). It is not safe for concurrent use: the
+// Store serializes writers with writeMu.
+type appender struct {
+	dir   string // the segments directory
+	limit int64  // defaultSegmentSize unless a test overrides it
+	sync  bool   // Options.SyncWrites: fdatasync after every append
+
+	f    *os.File // the active segment, open for writing; nil before the first append into segment id
+	id   uint32   // the active segment, or the one the next append creates when f is nil
+	size int64    // bytes in f: where the next append goes
+}
+
+// resume makes segment id, holding size bytes, the active segment when it
+// has room left, so that a reopened store keeps filling it; otherwise the
+// next append starts segment id+1.
+func (a *appender) resume(id uint32, size int64) error {
+	if size >= a.limit {
+		a.id = id + 1
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(a.dir, segmentName(id)), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open segment: %w", err)
+	}
+	a.f, a.id, a.size = f, id, size
+	return nil
+}
+
+// append writes bufs, back to back, at the end of the active segment with
+// one pwritev (a loop on short writes) and returns where the first byte
+// went. total is the sum of their lengths. It starts a new segment first
+// when the batch would take a non-empty active segment beyond the limit.
+// With sync it fdatasyncs the segment before returning. After an error the
+// segment is as before the call (or sealed, if it could not be restored).
+func (a *appender) append(bufs [][]byte, total int64) (seg uint32, off int64, err error) {
+	if a.f != nil && a.size > 0 && a.size+total > a.limit {
+		if err := a.seal(); err != nil {
+			return 0, 0, err
+		}
+	}
+	if a.f == nil {
+		if err := a.create(); err != nil {
+			return 0, 0, err
+		}
+	}
+	off = a.size
+	if err := pwritevAll(a.f, bufs, off); err != nil {
+		a.rollback(off)
+		return 0, 0, fmt.Errorf("append to segment %s: %w", segmentName(a.id), err)
+	}
+	if a.sync {
+		if err := fdatasync(a.f); err != nil {
+			a.rollback(off)
+			return 0, 0, fmt.Errorf("sync segment %s: %w", segmentName(a.id), err)
+		}
+	}
+	a.size = off + total
+	return a.id, off, nil
+}
+
+// undo removes the last append, which went to seg at off, after its index
+// entries could not be committed: the bytes would be unindexed garbage.
+func (a *appender) undo(seg uint32, off int64) {
+	if a.f != nil && a.id == seg && off <= a.size {
+		a.rollback(off)
+	}
+}
+
+// rollback truncates the active segment to off. If it cannot, the segment
+// is sealed (whatever lies past off is unindexed and is cut at the next
+// Open).
+func (a *appender) rollback(off int64) {
+	if err := a.f.Truncate(off); err != nil {
+		a.f.Close()
+		a.f, a.size = nil, 0
+		a.id++
+		return
+	}
+	a.size = off
+}
+
+// seal closes the active segment; the next append starts a new one.
+func (a *appender) seal() error {
+	f := a.f
+	a.f, a.size = nil, 0
+	a.id++
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close segment: %w", err)
+	}
+	return nil
+}
+
+// create starts segment a.id. With sync it also syncs the directory, so
+// that the new file's name survives a machine crash.
+func (a *appender) create() error {
+	p := filepath.Join(a.dir, segmentName(a.id))
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create segment: %w", err)
+	}
+	if a.sync {
+		if err := syncDir(a.dir); err != nil {
+			f.Close()
+			os.Remove(p)
+			return err
+		}
+	}
+	a.f, a.size = f, 0
+	return nil
+}
+
+// close syncs and closes the active segment, if any. The sync makes a
+// cleanly closed store durable whatever Options.SyncWrites says.
+func (a *appender) close() error {
+	if a.f == nil {
+		return nil
+	}
+	f := a.f
+	a.f = nil
+	err := fdatasync(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("close segment %s: %w", segmentName(a.id), err)
+	}
+	return nil
+}
+
+// pwritevAll writes bufs back to back at off with pwritev, looping on
+// short writes.
+func pwritevAll(f *os.File, bufs [][]byte, off int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// Skip empty buffers: they cost an iovec and mean nothing.
+	iovs := make([][]byte, 0, len(bufs))
+	for _, b := range bufs {
+		if len(b) > 0 {
+			iovs = append(iovs, b)
+		}
+	}
+	for len(iovs) > 0 {
+		var (
+			n    int
+			werr error
+		)
+		// Regular files are never registered with the poller, so the
+		// callback runs once.
+		err := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Pwritev(int(fd), iovs, off)
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		if errors.Is(werr, unix.EINTR) {
+			continue
+		}
+		if werr != nil {
+			return werr
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		off += int64(n)
+		for n > 0 {
+			if n >= len(iovs[0]) {
+				n -= len(iovs[0])
+				iovs = iovs[1:]
+				continue
+			}
+			iovs[0] = iovs[0][n:]
+			n = 0
+		}
+	}
+	return nil
+}
+
+// fdatasync flushes f's data (and its size) to the disk.
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			serr = unix.Fdatasync(int(fd))
+			if !errors.Is(serr, unix.EINTR) {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// syncDir fsyncs directory dir, making the names created in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
