@@ -38,8 +38,63 @@
 // context ends or the listener closes, after closing its sessions and
 // waiting for every goroutine it started.
 //
+// # Coordinator (multipath READ)
+//
+// A Primary with PrimaryOptions.Secondaries (and a kwik listener holding the
+// cluster key) keeps, for every session, a path to each secondary: AddPath
+// in the background, added again with backoff (PathRetryInitial doubling
+// to PathRetryMax) when it cannot be added or fails. A READ arriving while
+// a secondary path is up is divided between the paths; otherwise, and
+// always without secondaries, the primary writes the reply itself exactly
+// as before.
+//
+// The reply's status byte is written first; the body is reserved (kwik
+// Stream.Reserve) as the client's windows allow and cut into units: runs of
+// whole chunks sized to the path, rate x UnitTime, between one chunk and
+// MaxUnitChunks, smaller near the end of the reply. Each unit goes to the
+// path with the earliest expected completion, (queued bytes + unit) / rate
+// + RTT/2, provided that path holds less than rate x (RTT + FeedbackDelay)
+// plus one unit assigned and not yet reported delivered; otherwise the unit
+// waits for it (a slow path gets work only when it would finish first). A
+// path's RTT and rate come from the client's reports (kwik PathStats and
+// PathReport): rate samples from report intervals in which the path was
+// busy throughout are averaged, others only raise the estimate. Units of
+// the primary are written by a sender goroutine with WriteAt; units of a
+// secondary are SEND_CHUNK commands (transfer.SendChunk) relayed by
+// SendRawData with a write grant for exactly the unit's range. The write
+// side is closed once every byte is assigned and the primary's units are
+// written.
+//
+// The client's delivery reports (Stream.Delivered) retire units. A unit of
+// a secondary whose path fails, whose command the session refuses, or that
+// is not delivered by its deadline (LateFactor x its expected time +
+// LateSlack) is taken back: the part not yet delivered is assigned again,
+// to another path if there is one. When every byte is assigned, an idle
+// path is given a copy of the missing part of the unit expected to arrive
+// last, if it would arrive sooner from there (tail hedging); the client
+// keeps the first copy. Path 0 units are never reassigned (QUIC retransmits
+// them) but may be hedged. A READ ends when the client reports every byte,
+// fails when the stream or session ends or nothing arrives for
+// WriteTimeout, and is abandoned when the client stops reporting on a
+// closed reply for AbandonAfter.
+//
+// A client that finds a chunk corrupt sends REPORT_CORRUPT
+// (transfer.CorruptReport); each secondary recently given that chunk (a
+// per-session record of the last 1024 assignments) gets a strike. A
+// secondary that delivered nothing of a READ it was given work in, or whose
+// late unit brought nothing, misses once; delivering resets the misses.
+// After MaxStrikes strikes, or MaxStrikes misses in a row, it gets no more
+// work for that file in that session. Primary.CoordinatorStats counts, per
+// server address, assigned, delivered, reassigned and hedged bytes, late
+// units, strikes, misses and paths added and lost.
+//
 // # Locking
 //
 // The manifest cache's mutex guards its LRU list, map and byte count; the
 // counters are atomics; everything else is immutable after construction.
+// A session's coordinator mutex (sessionCoord.mu) guards its path table,
+// the paths' estimates and queues, the strike records and the assignment
+// history; a READ's job state belongs to the goroutine serving it, and its
+// sender's queue to the sender's mutex. No kwik call that blocks is made
+// with sessionCoord.mu held.
 package server

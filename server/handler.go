@@ -36,6 +36,7 @@ type counters struct {
 	outsideRoot    atomic.Int64
 	aborted        atomic.Int64
 	dataBytes      atomic.Int64
+	corruptReports atomic.Int64
 }
 
 // handler serves request streams from a Catalog.
@@ -51,7 +52,10 @@ type handler struct {
 // its write side), writes the reply and closes the stream. It never
 // returns an error: failures become error replies or stream resets, and
 // are counted. When ctx ends, the stream is reset.
-func (h *handler) serve(ctx context.Context, st stream, peer net.Addr) {
+//
+// sc, when not nil, is the session's coordinator: READ replies are then
+// divided between the paths, and REPORT_CORRUPT strikes secondaries.
+func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessionCoord) {
 	release := onDone(ctx, func() {
 		st.CancelRead(transfer.StreamCode(transfer.ErrUnavailable))
 		st.CancelWrite(transfer.StreamCode(transfer.ErrUnavailable))
@@ -71,6 +75,10 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr) {
 		st.CancelWrite(transfer.StreamCode(transfer.ErrBadRequest))
 		return
 	}
+	if transfer.IsCorruptReport(msg) {
+		h.serveCorruptReport(st, peer, msg, sc)
+		return
+	}
 	req, err := transfer.DecodeRequest(msg)
 	h.stats.requests[req.Op%transfer.NumOps].Add(1) // Op is 0 or valid
 	if len(msg) > transfer.MaxRequestLen {
@@ -81,7 +89,7 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr) {
 		return
 	}
 	if req.Op == transfer.OpRead {
-		h.serveRead(ctx, st, peer, &req)
+		h.serveRead(ctx, st, peer, &req, sc)
 		return
 	}
 	reply, err := h.answer(ctx, &req)
@@ -119,7 +127,12 @@ func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.
 // serveRead answers READ: status OK, then the chunks, as the offset
 // contract of package transfer requires. A failure after the status byte
 // resets the stream with the failure's code.
-func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *transfer.Request) {
+//
+// With a coordinator and a secondary path up that has not struck out for
+// the file, the chunks are divided between the paths
+// (sessionCoord.serveRead); otherwise the primary writes them all, in
+// order.
+func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *transfer.Request, sc *sessionCoord) {
 	f, err := h.cat.Open(ctx, req.Path, req.Version)
 	if err != nil {
 		h.replyError(st, peer, req.Op, err)
@@ -135,6 +148,14 @@ func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *
 		h.abort(st, peer, err)
 		return
 	}
+	if kst, ok := st.(*kwik.Stream); ok && sc != nil && sc.anySecondaryFor(req.Path) {
+		n, err := sc.serveRead(ctx, kst, f, req.Path, req.First, req.Count, h.writeTimeout)
+		h.stats.dataBytes.Add(n)
+		if err != nil {
+			h.abort(st, peer, err)
+		}
+		return
+	}
 	n, err := f.WriteChunks(ctx, w, req.First, req.Count)
 	h.stats.dataBytes.Add(n)
 	if err != nil {
@@ -144,6 +165,27 @@ func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *
 	if err := st.Close(); err != nil {
 		h.abort(st, peer, err)
 	}
+}
+
+// serveCorruptReport handles REPORT_CORRUPT: the secondaries that were
+// given the chunk get a strike. It answers with the status byte alone, or
+// with an error reply to a malformed report.
+func (h *handler) serveCorruptReport(st stream, peer net.Addr, msg []byte, sc *sessionCoord) {
+	r, err := transfer.DecodeCorruptReport(msg)
+	if err != nil {
+		h.replyError(st, peer, transfer.OpReportCorrupt, err)
+		return
+	}
+	h.stats.corruptReports.Add(1)
+	struck := 0
+	if sc != nil {
+		sc.stats.mu.Lock()
+		sc.stats.corrupt++
+		sc.stats.mu.Unlock()
+		struck = sc.reportCorrupt(r)
+	}
+	h.log.Debug("client reports a corrupt chunk", "peer", peer, "path", r.Path, "chunk", r.Chunk, "struck", struck)
+	h.write(st, peer, []byte{byte(transfer.StatusOK)})
 }
 
 // replyError answers with an error reply; an attempt to leave the root is

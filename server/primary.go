@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,15 @@ type PrimaryOptions struct {
 	// WriteTimeout bounds how long a reply may make no progress (the client
 	// stopped reading) before the stream is reset. Default 30 s.
 	WriteTimeout time.Duration
+	// Secondaries are the addresses (host:port, as each secondary
+	// advertises itself) of the secondaries that serve a mirror of the
+	// root. Each session keeps a path open to every one of them (the
+	// listener needs a kwik ClusterKey shared with them) and READ replies
+	// are divided between the primary and the secondary paths that are up
+	// (see Coordinator). With none, every reply comes from the primary.
+	Secondaries []string
+	// Coordinator tunes the division of READ replies.
+	Coordinator CoordinatorOptions
 }
 
 // PrimaryStats are exact counters of a Primary since it was created.
@@ -47,19 +57,25 @@ type PrimaryStats struct {
 	// Aborted counts streams reset because the request or the reply could
 	// not be completed.
 	Aborted int64
-	// DataBytes counts file data bytes written in READ replies.
+	// DataBytes counts file data bytes the primary wrote itself in READ
+	// replies (not those delegated to secondaries).
 	DataBytes int64
+	// CorruptReports counts REPORT_CORRUPT requests (well formed) received.
+	CorruptReports int64
 }
 
 // Primary is the primary server: it serves the file protocol of package
 // transfer for the tree below its root to every session of a kwik
 // listener.
 type Primary struct {
-	cat   *Catalog
-	log   *slog.Logger
-	limit int
-	h     *handler
-	stats counters
+	cat         *Catalog
+	log         *slog.Logger
+	limit       int
+	h           *handler
+	stats       counters
+	secondaries []string
+	copts       CoordinatorOptions
+	cstats      coordCounters
 }
 
 // NewPrimary returns a Primary exporting the directory root.
@@ -84,7 +100,8 @@ func NewPrimary(root string, opts *PrimaryOptions) (*Primary, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Primary{cat: cat, log: o.Logger, limit: o.MaxConcurrentRequests}
+	o.Coordinator.fill()
+	p := &Primary{cat: cat, log: o.Logger, limit: o.MaxConcurrentRequests, secondaries: slices.Clone(o.Secondaries), copts: o.Coordinator}
 	p.h = &handler{cat: cat, log: o.Logger, stats: &p.stats, readTimeout: o.RequestTimeout, writeTimeout: o.WriteTimeout}
 	return p, nil
 }
@@ -104,12 +121,17 @@ func (p *Primary) Stats() PrimaryStats {
 		OutsideRoot:    p.stats.outsideRoot.Load(),
 		Aborted:        p.stats.aborted.Load(),
 		DataBytes:      p.stats.dataBytes.Load(),
+		CorruptReports: p.stats.corruptReports.Load(),
 	}
 	for i := range s.Requests {
 		s.Requests[i] = p.stats.requests[i].Load()
 	}
 	return s
 }
+
+// CoordinatorStats returns the counters of the division of READ replies
+// between the primary and its secondaries.
+func (p *Primary) CoordinatorStats() CoordinatorStats { return p.cstats.snapshot() }
 
 // Serve accepts sessions from ln and serves them until ctx is done or ln
 // is closed. Each session's streams are served concurrently, at most
@@ -144,6 +166,11 @@ func (p *Primary) serveSession(ctx context.Context, sess *kwik.Session) {
 	peer := sess.RemoteAddr()
 	p.log.Debug("session accepted", "peer", peer)
 
+	var sc *sessionCoord
+	if len(p.secondaries) > 0 {
+		sc = newSessionCoord(ctx, sess, p.secondaries, &p.copts, p.log, &p.cstats)
+		defer sc.Close()
+	}
 	var g errgroup.Group
 	g.SetLimit(p.limit)
 	var err error
@@ -154,7 +181,7 @@ func (p *Primary) serveSession(ctx context.Context, sess *kwik.Session) {
 			break
 		}
 		g.Go(func() error {
-			p.h.serve(ctx, st, peer)
+			p.h.serve(ctx, st, peer, sc)
 			return nil
 		})
 	}

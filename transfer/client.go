@@ -465,6 +465,7 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		if err := m.Verify(i, data); err != nil {
 			c.corrupt.Add(1)
 			st.CancelRead(CodeCanceled)
+			c.reportCorrupt(ctx, s, path, m.Version, i)
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		c.chunks.Add(1)
@@ -488,6 +489,46 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		// the stream does not matter.
 		st.CancelRead(CodeCanceled)
 		return nil
+	}
+}
+
+// reportTimeout bounds how long a client waits for the answer to a
+// REPORT_CORRUPT.
+const reportTimeout = 2 * time.Second
+
+// reportCorrupt tells the server, best effort, that chunk i of path at
+// version failed verification (REPORT_CORRUPT), so that it can strike the
+// path that delivered it. It waits at most reportTimeout (and never past
+// ctx) for the server's answer; errors are only logged: a server that does
+// not know the request, or is gone, changes nothing for the caller.
+func (c *Client) reportCorrupt(ctx context.Context, s *kwik.Session, path string, version Hash, i int) {
+	b, err := (&CorruptReport{Path: path, Version: version, Chunk: i}).MarshalBinary()
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	st, err := s.OpenStreamSync(ctx)
+	if err != nil {
+		return
+	}
+	release := onDone(ctx, func() {
+		st.CancelRead(CodeCanceled)
+		st.CancelWrite(CodeCanceled)
+	})
+	defer release()
+	if _, err := st.Write(b); err != nil {
+		st.CancelRead(CodeCanceled)
+		return
+	}
+	if err := st.Close(); err != nil {
+		st.CancelRead(CodeCanceled)
+		return
+	}
+	reply, err := io.ReadAll(io.LimitReader(st, MaxErrorReplyLen))
+	if err != nil || len(reply) != 1 || Status(reply[0]) != StatusOK {
+		c.log.Debug("corrupt chunk report not acknowledged", "path", path, "chunk", i, "err", err)
+		st.CancelRead(CodeCanceled)
 	}
 }
 

@@ -22,8 +22,10 @@
 //	READ only: 32 bytes version, uvarint first, uvarint count
 //
 // with Op one of STAT (1), LIST (2), READLINK (3), MANIFEST (4) and READ (5).
-// Op 6 is reserved for SEND_CHUNK (a primary delegating a chunk range to a
-// secondary) and 7 to 15 for later versions. Paths are relative to the
+// Op 6 is SEND_CHUNK (SendChunk: the payload of a command a primary relays
+// to a secondary, never sent by a client), op 7 REPORT_CORRUPT (CorruptReport:
+// a client telling the primary that a chunk failed its hash, so that the
+// path which delivered it gets a strike), and 8 to 15 are reserved. Paths are relative to the
 // exported root, '/'-separated and canonical ("" is the root); absolute
 // paths, ".." elements and NUL bytes are refused with ErrOutsideRoot (see
 // CheckPath).

@@ -1,7 +1,13 @@
 // Command kwik-primary exports a directory tree to kwikfs clients over a
 // kwik session and coordinates every transfer.
 //
-//	kwik-primary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE
+//	kwik-primary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE [--secondary HOST:PORT]...
+//
+// Each --secondary names a kwik-secondary serving a mirror of the root, by
+// the address clients dial (its --advertise address); every client session
+// gets a path to each, and READ replies are divided between the primary and
+// the secondaries up. The cluster key signs the path tokens and the
+// delegated commands.
 //
 // Once it listens it prints "listening on HOST:PORT" on standard output (the
 // real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
@@ -12,8 +18,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
@@ -35,6 +43,8 @@ func run(args []string) error {
 	clusterKey := fl.String("cluster-key", "", "cluster key shared with the secondaries (required)")
 	chunkSize := fl.Uint("chunk-size", 1<<20, "chunk size in bytes for manifests")
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
+	var secondaries addrList
+	fl.Var(&secondaries, "secondary", "HOST:PORT of a secondary, as clients dial it (repeatable)")
 	if err := fl.Parse(args); err != nil {
 		return cli.Usagef("%v", err)
 	}
@@ -60,18 +70,27 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := server.NewPrimary(*root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: uint32(*chunkSize)}, Logger: log})
+	for _, a := range secondaries {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return cli.Usagef("--secondary %q: %v", a, err)
+		}
+	}
+	p, err := server.NewPrimary(*root, &server.PrimaryOptions{
+		Catalog:     server.CatalogOptions{ChunkSize: uint32(*chunkSize)},
+		Logger:      log,
+		Secondaries: secondaries,
+	})
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	ln, err := kwik.Listen(*listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: clusterSecret})
+	ln, err := kwik.Listen(*listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: clusterSecret, ClusterKey: clusterSecret})
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	defer ln.Close()
 	fmt.Printf("listening on %s\n", ln.Addr())
-	log.Info("serving", "root", *root, "listen", ln.Addr().String())
+	log.Info("serving", "root", *root, "listen", ln.Addr().String(), "secondaries", []string(secondaries))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -79,5 +98,15 @@ func run(args []string) error {
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// addrList is a repeatable flag of addresses.
+type addrList []string
+
+func (l *addrList) String() string { return strings.Join(*l, ",") }
+
+func (l *addrList) Set(v string) error {
+	*l = append(*l, v)
 	return nil
 }

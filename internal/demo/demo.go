@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -58,18 +59,38 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := os.MkdirAll(cfg.Mountpoint, 0o755); err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
 	}
-	primary, addr, err := startPrimary(tree, certDir)
+	// Two secondaries mirror the tree (here: the same directory), and the
+	// primary tells every client to add them as paths.
+	var secondaries []string
+	for range 2 {
+		sec, secAddr, err := startServer("kwik-secondary", tree, certDir)
+		if err != nil {
+			return err
+		}
+		defer stopProcess(sec)
+		secondaries = append(secondaries, secAddr)
+	}
+	var extra []string
+	for _, a := range secondaries {
+		extra = append(extra, "--secondary", a)
+	}
+	primary, addr, err := startServer("kwik-primary", tree, certDir, extra...)
 	if err != nil {
 		return err
 	}
 	defer stopProcess(primary)
 
 	mnt := cfg.Mountpoint
+	var watchers sync.WaitGroup
+	defer watchers.Wait()
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
 	ready := func() {
 		fmt.Fprintf(out, `
 kwikfs demo is running.
   primary   %s  exporting %s
   mount     %s  (cache in %s)
+  mirrors   %s  (secondaries: the primary delegates chunks to them)
 
 Try, in another terminal:
   ls -lR %[3]s | head
@@ -78,8 +99,14 @@ Try, in another terminal:
   cp -r %[3]s /tmp/kwikfs-copy && diff -r %[2]s /tmp/kwikfs-copy && echo identical
   bin/kwikfs status %[3]s
 
+While data flows, this window shows how the bytes divide between the servers.
 Press Ctrl-C to unmount and stop everything.
-`, addr, tree, mnt, filepath.Join(cfg.Dir, "cache"))
+`, addr, tree, mnt, filepath.Join(cfg.Dir, "cache"), strings.Join(secondaries, ", "))
+		watchers.Add(1)
+		go func() {
+			defer watchers.Done()
+			watchPaths(watchCtx, mnt, out)
+		}()
 	}
 	err = daemon.Run(ctx, daemon.Config{
 		Primary:    addr,
@@ -92,19 +119,21 @@ Press Ctrl-C to unmount and stop everything.
 	return err
 }
 
-// startPrimary runs kwik-primary (from the directory of this executable, or
-// PATH) on a free loopback port and returns the process and its address.
-func startPrimary(tree, certDir string) (*exec.Cmd, string, error) {
-	bin, err := siblingBinary("kwik-primary")
+// startServer runs a kwik server binary (from the directory of this
+// executable, or PATH) exporting tree on a free loopback port and returns
+// the process and its address.
+func startServer(name, tree, certDir string, extra ...string) (*exec.Cmd, string, error) {
+	bin, err := siblingBinary(name)
 	if err != nil {
 		return nil, "", err
 	}
-	cmd := exec.Command(bin,
+	args := append([]string{
 		"--root", tree, "--listen", "127.0.0.1:0",
 		"--cert", filepath.Join(certDir, certgen.CertFile),
 		"--key", filepath.Join(certDir, certgen.KeyFile),
 		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile),
-		"--log-level", "warn")
+		"--log-level", "warn"}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stdout, err := cmd.StdoutPipe()
@@ -117,10 +146,49 @@ func startPrimary(tree, certDir string) (*exec.Cmd, string, error) {
 	addr, err := readListenAddr(stdout, 10*time.Second)
 	if err != nil {
 		stopProcess(cmd)
-		return nil, "", fmt.Errorf("kwik-primary: %w", err)
+		return nil, "", fmt.Errorf("%s: %w", name, err)
 	}
 	go io.Copy(io.Discard, stdout)
 	return cmd, addr, nil
+}
+
+// watchPaths prints, once a second while file data arrives, how the bytes
+// received so far divide between the paths (primary and secondaries).
+func watchPaths(ctx context.Context, mnt string, out io.Writer) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := daemon.QueryStatus(qctx, mnt)
+		cancel()
+		if err != nil {
+			continue
+		}
+		var total uint64
+		for _, p := range st.Paths {
+			total += p.BytesReceived
+		}
+		if total == last || total == 0 {
+			continue
+		}
+		last = total
+		var parts []string
+		for _, p := range st.Paths {
+			role := "secondary"
+			if p.ID == 0 {
+				role = "primary"
+			}
+			parts = append(parts, fmt.Sprintf("%s %s %4.1f%% (%d MiB)", role, p.Remote,
+				100*float64(p.BytesReceived)/float64(total), p.BytesReceived>>20))
+		}
+		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), strings.Join(parts, " | "))
+	}
 }
 
 // readListenAddr waits for the "listening on ADDR" line a kwik server prints.

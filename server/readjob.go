@@ -1,0 +1,651 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kwikfs/kwikfs/kwik"
+	"github.com/kwikfs/kwikfs/transfer"
+)
+
+// span is a range [start, end) of a READ reply's stream still to assign;
+// a reassigned one avoids the path it was taken from, if another can serve.
+type span struct {
+	start, end uint64
+	avoid      kwik.PathID // 0: none
+}
+
+// unit is a range of a READ reply assigned to one path.
+type unit struct {
+	start, end uint64
+	ps         *pathState
+	expect     time.Time // expected arrival
+	deadline   time.Time // reassigned if not delivered by then
+	twin       *unit     // the other copy of a hedged range, while live
+	hedge      bool      // this unit is a hedge copy
+	live       bool      // counted in ps.queued
+	done       atomic.Bool
+}
+
+// job divides one READ reply between the paths of a session. Its fields
+// are used by the goroutine running it; the pathStates it points to are
+// guarded by sessionCoord.mu.
+type job struct {
+	c        *sessionCoord
+	st       *kwik.Stream
+	f        *File
+	file     string
+	version  transfer.Hash
+	cs       uint64 // chunk size
+	base     uint64 // stream offset of the first chunk
+	fileBase uint64 // file offset of the first chunk
+	total    uint64 // stream offset past the last byte
+	reserved uint64 // stream offset past the reserved bytes
+	next     uint64 // first stream offset never assigned
+	closed   bool   // the write side is closed (everything reserved)
+	pending  []span
+	units    []*unit // live units
+	addrs    map[kwik.PathID]string
+	recv0    map[kwik.PathID]received // secondary paths given work: what they had received before
+	send     *sender
+	failed   map[kwik.PathID]bool // secondary paths whose commands failed
+	missed   map[kwik.PathID]bool // secondary paths with a late unit of which nothing arrived
+	// primaryOnly: the client went silent; the rest goes on path 0 only.
+	primaryOnly bool
+}
+
+// received is a secondary path and the bytes it had received when a job
+// first gave it work.
+type received struct {
+	ps    *pathState
+	bytes uint64
+}
+
+// chunkOf returns the index of the chunk holding stream offset off.
+func (j *job) chunkOf(off uint64) int {
+	return int((j.fileBase + off - j.base) / j.cs)
+}
+
+// run drives the job until the client has every byte. On failure it
+// resets the stream (so that a WriteAt blocked on it returns) before it
+// waits for its goroutines.
+func (j *job) run(ctx context.Context, noProgress time.Duration) (_ int64, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	j.send = newSender(j)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer j.send.stop()
+	defer func() {
+		if err != nil {
+			j.st.CancelWrite(transfer.StreamCode(err))
+		}
+		cancel()
+	}()
+	complete := make(chan error, 1)
+	wg.Go(func() {
+		_, err := j.st.WaitDelivered(ctx, j.total)
+		complete <- err
+	})
+	defer j.releaseAll()
+
+	lastRecv, lastProgress := uint64(0), time.Now()
+	var lastAt time.Time
+	lastSeen := time.Now()
+	tick := time.NewTicker(j.c.o.Poll)
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		if err := j.reserve(ctx); err != nil {
+			return j.send.bytes.Load(), err
+		}
+		d := j.st.Delivered()
+		if d.Received > lastRecv {
+			lastRecv, lastProgress = d.Received, now
+		} else if now.Sub(lastProgress) > noProgress {
+			return j.send.bytes.Load(), fmt.Errorf("read %q: %w for %v: %w", j.file, errNoProgress, noProgress, os.ErrDeadlineExceeded)
+		}
+		if !d.At.Equal(lastAt) {
+			lastAt, lastSeen = d.At, now
+		} else if j.closed && now.Sub(lastSeen) > j.c.o.AbandonAfter {
+			// Once the write side is closed, kwik ignores the client's
+			// STOP_SENDING: silence is the only sign that it gave up. But
+			// silence may also be secondaries that send nothing: first
+			// the primary sends whatever they hold, and only if the
+			// client stays silent after that is the READ abandoned.
+			if j.primaryOnly {
+				return j.send.bytes.Load(), fmt.Errorf("read %q: %w", j.file, errAbandoned)
+			}
+			j.primaryOnly = true
+			lastSeen = now
+			j.c.log.Debug("READ silent; the primary sends the rest", "path", j.file, "received", d.Received, "total", j.total)
+		}
+		changed := j.step(now, &d)
+		select {
+		case err := <-complete:
+			if err != nil {
+				return j.send.bytes.Load(), err
+			}
+			j.finish()
+			return j.send.bytes.Load(), nil
+		case err := <-j.send.errc:
+			return j.send.bytes.Load(), err
+		case <-ctx.Done():
+			return j.send.bytes.Load(), ctx.Err()
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+// reserve commits as much of the reply as the client's windows allow
+// without blocking.
+func (j *job) reserve(ctx context.Context) error {
+	if j.reserved < j.total {
+		if cr := j.st.SendCredit(); cr > 0 {
+			off, got, err := j.st.Reserve(ctx, min(cr, j.total-j.reserved))
+			if err != nil {
+				return err
+			}
+			if off != j.reserved {
+				return fmt.Errorf("read %q: reserved at %d, want %d: %w", j.file, off, j.reserved, transfer.ErrInternal)
+			}
+			j.reserved += got
+		}
+	}
+	return nil
+}
+
+// maybeClose has the sender close the write side once every byte is
+// reserved and assigned, after the primary's units queued before: the
+// FIN follows them on the same data stream (a WriteAt after Close needs a
+// data stream of its own).
+func (j *job) maybeClose() {
+	if !j.closed && j.reserved == j.total && j.next == j.total && len(j.pending) == 0 {
+		j.closed = true
+		j.send.push(nil)
+	}
+}
+
+// covered reports whether d shows [a, b) delivered.
+func covered(d *kwik.Delivery, a, b uint64) bool {
+	if d.Complete || b <= d.Received {
+		return true
+	}
+	for _, r := range d.Ranges {
+		if r.Start <= max(a, d.Received) && b <= r.End {
+			return true
+		}
+	}
+	return false
+}
+
+// missing returns the parts of [a, b) that d does not show delivered
+// (bytes beyond the ranges d lists count as missing).
+func missing(d *kwik.Delivery, a, b uint64) []span {
+	if d.Complete {
+		return nil
+	}
+	a = max(a, d.Received)
+	var out []span
+	for _, r := range d.Ranges {
+		if a >= b {
+			break
+		}
+		if r.End <= a {
+			continue
+		}
+		if r.Start >= b {
+			break
+		}
+		if r.Start > a {
+			out = append(out, span{start: a, end: r.Start})
+		}
+		a = max(a, r.End)
+	}
+	if a < b {
+		out = append(out, span{start: a, end: b})
+	}
+	return out
+}
+
+// step updates the units from the delivery report d, reassigns late ones
+// and ones on lost paths, assigns new units and hedges the tail. It returns
+// a channel closed when a path comes up or goes.
+func (j *job) step(now time.Time, d *kwik.Delivery) <-chan struct{} {
+	c := j.c
+	var sends []*unit
+	var reassigned, late, misses []*unit
+	c.mu.Lock()
+	c.refreshLocked(now)
+	kept := j.units[:0]
+	for _, u := range j.units {
+		switch {
+		case covered(d, u.start, u.end):
+			j.retireLocked(u)
+			continue
+		case !u.ps.up || j.failed[u.ps.id] || (j.primaryOnly && u.ps.id != 0):
+			reassigned = append(reassigned, u)
+		case u.ps.id != 0 && now.After(u.deadline):
+			// Path 0 is never late: QUIC retransmits what it loses, and
+			// sending again on the same path would only add to its load.
+			// Its slow units are hedged instead.
+			late = append(late, u)
+			if ms := missing(d, u.start, u.end); u.ps.id != 0 && len(ms) == 1 && ms[0].start == u.start && ms[0].end == u.end {
+				misses = append(misses, u) // nothing of it arrived
+			}
+		default:
+			kept = append(kept, u)
+			continue
+		}
+		// Take the unit back: whatever of it has not arrived, and is not
+		// on its way from a live twin, is assigned again.
+		twin := u.twin
+		j.retireLocked(u)
+		for _, sp := range missing(d, u.start, u.end) {
+			if t := twin; t != nil && t.live && t.ps.up {
+				sp = subtract(sp, t.start, t.end)
+			}
+			if sp.end > sp.start {
+				sp.avoid = u.ps.id
+				j.pending = append(j.pending, sp)
+			}
+		}
+	}
+	j.units = kept
+	for _, u := range misses {
+		c.strikeRecLocked(u.ps.addr, j.file).misses++
+		if j.missed == nil {
+			j.missed = make(map[kwik.PathID]bool)
+		}
+		j.missed[u.ps.id] = true
+	}
+	sends = j.assignLocked(now, sends)
+	if !c.o.DisableHedging {
+		sends = j.hedgeLocked(now, d, sends)
+	}
+	changed := c.changed
+	c.mu.Unlock()
+
+	for _, u := range reassigned {
+		c.stats.add(u.ps.addr, func(pc *PathCounters) { pc.ReassignedBytes += u.end - u.start })
+	}
+	for _, u := range late {
+		c.stats.add(u.ps.addr, func(pc *PathCounters) { pc.LateUnits++; pc.ReassignedBytes += u.end - u.start })
+	}
+	for _, u := range misses {
+		c.stats.add(u.ps.addr, func(pc *PathCounters) { pc.Misses++ })
+	}
+	for _, u := range sends {
+		j.dispatch(u)
+	}
+	j.maybeClose()
+	return changed
+}
+
+// subtract returns the part of sp before or after [a, b): sp if they do
+// not overlap, the part before a if it overlaps b's side, an empty span if
+// [a, b) covers it. A hedge copy always reaches the end of its original,
+// so only the part before a can remain.
+func subtract(sp span, a, b uint64) span {
+	if b <= sp.start || a >= sp.end {
+		return sp
+	}
+	if a > sp.start {
+		return span{start: sp.start, end: a}
+	}
+	if b < sp.end {
+		return span{start: b, end: sp.end}
+	}
+	return span{start: sp.start, end: sp.start}
+}
+
+// retireLocked ends a unit: it no longer counts in its path's queue.
+func (j *job) retireLocked(u *unit) {
+	if u.live {
+		u.live = false
+		u.ps.queued -= u.end - u.start
+	}
+	u.done.Store(true)
+	if u.twin != nil {
+		u.twin.twin = nil
+		u.twin = nil
+	}
+}
+
+// eligibleLocked returns the paths that may take work for this job.
+func (j *job) eligibleLocked() []*pathState {
+	var ps []*pathState
+	for _, p := range j.c.paths {
+		if p.up && !j.failed[p.id] && !j.c.excludedLocked(p, j.file) && (!j.primaryOnly || p.id == 0) {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// unitLen returns how many bytes from start (at most end) path p gets as
+// one unit: rate x UnitTime in whole chunks, at least one chunk and at most
+// MaxUnitChunks, smaller near the end of the reply so that the paths
+// finish together; the unit ends on a chunk boundary or at end.
+func (j *job) unitLen(p *pathState, start, end uint64, npaths int) uint64 {
+	o := j.c.o
+	chunks := uint64(p.rate * o.UnitTime.Seconds() / float64(j.cs))
+	left := j.total - j.next
+	for _, sp := range j.pending {
+		left += sp.end - sp.start
+	}
+	chunks = min(chunks, left/j.cs/uint64(2*npaths))
+	chunks = max(1, min(chunks, uint64(o.MaxUnitChunks)))
+	// End on a chunk boundary.
+	stop := start + chunks*j.cs
+	stop -= (stop - j.base) % j.cs
+	if stop <= start {
+		stop += j.cs
+	}
+	return min(stop, end) - start
+}
+
+// target is how many bytes path p keeps assigned and undelivered.
+func (j *job) target(p *pathState, unit uint64) uint64 {
+	return uint64(p.rate*(p.rtt+j.c.o.FeedbackDelay).Seconds()) + unit
+}
+
+// assignLocked assigns the pending spans, then the reserved bytes never
+// assigned, each unit to the path that would deliver it first, as long as
+// that path has room.
+func (j *job) assignLocked(now time.Time, sends []*unit) []*unit {
+	paths := j.eligibleLocked()
+	for {
+		var sp span
+		fromPending := len(j.pending) > 0
+		switch {
+		case fromPending:
+			sp = j.pending[0]
+		case j.next < j.reserved:
+			sp = span{start: j.next, end: j.reserved}
+			if j.reserved < j.total && j.reserved-j.next < j.cs && len(j.units) > 0 {
+				// Less than a chunk reserved: wait for the credit that the
+				// units under way will bring, rather than cut a sliver.
+				return sends
+			}
+		default:
+			return sends
+		}
+		var best *pathState
+		var bestLen uint64
+		var bestETA time.Duration
+		for _, p := range paths {
+			if sp.avoid != 0 && p.id == sp.avoid && len(paths) > 1 {
+				continue
+			}
+			n := j.unitLen(p, sp.start, sp.end, len(paths))
+			if eta := p.eta(n); best == nil || eta < bestETA {
+				best, bestLen, bestETA = p, n, eta
+			}
+		}
+		if best == nil {
+			best = j.c.paths[0]
+			bestLen = j.unitLen(best, sp.start, sp.end, 1)
+			bestETA = best.eta(bestLen)
+		}
+		if best.queued > 0 && best.queued >= j.target(best, bestLen) {
+			return sends
+		}
+		u := j.newUnitLocked(best, sp.start, sp.start+bestLen, now, bestETA)
+		sends = append(sends, u)
+		if fromPending {
+			j.pending[0].start += bestLen
+			if j.pending[0].start >= j.pending[0].end {
+				j.pending = j.pending[1:]
+			}
+		} else {
+			j.next += bestLen
+		}
+	}
+}
+
+// newUnitLocked assigns [start, end) to p.
+func (j *job) newUnitLocked(p *pathState, start, end uint64, now time.Time, eta time.Duration) *unit {
+	o := j.c.o
+	u := &unit{
+		start: start, end: end, ps: p, live: true,
+		expect:   now.Add(eta),
+		deadline: now.Add(time.Duration(o.LateFactor*float64(eta)) + o.LateSlack),
+	}
+	p.queued += end - start
+	j.units = append(j.units, u)
+	j.addrs[p.id] = p.addr
+	if p.id != 0 {
+		if _, ok := j.recv0[p.id]; !ok {
+			if j.recv0 == nil {
+				j.recv0 = make(map[kwik.PathID]received)
+			}
+			j.recv0[p.id] = received{p, p.repReceived}
+		}
+		j.c.recordLocked(assignRec{addr: p.addr, file: j.file, version: j.version, first: j.chunkOf(start), last: j.chunkOf(end - 1)})
+	}
+	return u
+}
+
+// hedgeLocked, once every byte is assigned, gives each idle path a copy
+// of the missing part of the unit expected to arrive last, if it would
+// arrive sooner from there.
+func (j *job) hedgeLocked(now time.Time, d *kwik.Delivery, sends []*unit) []*unit {
+	if j.next < j.total || len(j.pending) > 0 {
+		return sends
+	}
+	for _, p := range j.eligibleLocked() {
+		if p.queued > 0 {
+			continue
+		}
+		var last *unit
+		for _, u := range j.units {
+			if u.live && !u.hedge && u.twin == nil && u.ps != p && (last == nil || u.expect.After(last.expect)) {
+				last = u
+			}
+		}
+		if last == nil {
+			return sends
+		}
+		ms := missing(d, last.start, last.end)
+		if len(ms) == 0 {
+			continue
+		}
+		from := ms[0].start
+		eta := p.eta(last.end - from)
+		fd := j.c.o.FeedbackDelay
+		overdue := now.After(last.expect.Add(2 * fd))
+		if !overdue && !now.Add(eta+fd).Before(last.expect) {
+			continue
+		}
+		h := j.newUnitLocked(p, from, last.end, now, eta)
+		h.hedge = true
+		h.twin, last.twin = last, h
+		sends = append(sends, h)
+	}
+	return sends
+}
+
+// dispatch sends a unit: on path 0 through the sender, on a secondary path
+// as a SEND_CHUNK command. A command the session refuses marks the path
+// failed for this job; the unit is reassigned at the next step.
+func (j *job) dispatch(u *unit) {
+	n := u.end - u.start
+	chunks := uint64(j.chunkOf(u.end-1) - j.chunkOf(u.start) + 1)
+	j.c.stats.add(u.ps.addr, func(pc *PathCounters) {
+		pc.AssignedBytes += n
+		pc.AssignedChunks += chunks
+		if u.hedge {
+			pc.HedgedBytes += n
+		}
+	})
+	if u.ps.id == 0 {
+		j.send.push(u)
+		return
+	}
+	cmd := transfer.SendChunk{Path: j.file, Version: j.version, FileOffset: j.fileBase + u.start - j.base}
+	payload, err := cmd.MarshalBinary()
+	if err == nil {
+		err = j.c.sess.SendRawData(u.ps.id, kwik.Grant{StreamID: j.st.StreamID(), Offset: u.start, Length: n}, payload)
+	}
+	if err != nil {
+		j.c.log.Debug("delegation refused", "secondary", u.ps.addr, "path", u.ps.id, "err", err)
+		if j.failed == nil {
+			j.failed = make(map[kwik.PathID]bool)
+		}
+		j.failed[u.ps.id] = true
+	}
+}
+
+// finish counts what each path delivered once the client has everything.
+// A secondary that was given work and sent nothing at all meanwhile (its
+// units were hedged or reassigned in time) misses once for the file; one
+// that delivered has its misses forgotten. One whose bytes all arrived
+// second (it lost hedging races) is neither.
+func (j *job) finish() {
+	d := j.st.Delivered()
+	var missedNow []string
+	j.c.mu.Lock()
+	j.c.refreshLocked(time.Now())
+	for id, r0 := range j.recv0 {
+		rec := j.c.strikeRecLocked(r0.ps.addr, j.file)
+		switch {
+		case d.ByPath[id] > 0:
+			rec.misses = 0
+		case !j.missed[id] && r0.ps.repReceived == r0.bytes:
+			rec.misses++
+			missedNow = append(missedNow, r0.ps.addr)
+		}
+	}
+	j.c.mu.Unlock()
+	for _, addr := range missedNow {
+		j.c.stats.add(addr, func(pc *PathCounters) { pc.Misses++ })
+	}
+	for id, addr := range j.addrs {
+		n := d.ByPath[id]
+		if id == 0 && n > 0 {
+			n-- // the status byte
+		}
+		j.c.stats.add(addr, func(pc *PathCounters) { pc.DeliveredBytes += n })
+	}
+}
+
+// releaseAll retires the units still live when the job ends.
+func (j *job) releaseAll() {
+	j.c.mu.Lock()
+	defer j.c.mu.Unlock()
+	for _, u := range j.units {
+		j.retireLocked(u)
+	}
+	j.units = nil
+}
+
+// sender writes a job's path-0 units with WriteAt, in order, from its own
+// goroutine, skipping those delivered meanwhile by another path; a nil
+// unit in the queue closes the stream's write side.
+type sender struct {
+	j     *job
+	bytes atomic.Int64 // file bytes written
+	errc  chan error   // receives the first write error
+	wg    sync.WaitGroup
+
+	mu sync.Mutex
+	// guarded by mu:
+	queue   []*unit
+	stopped bool
+	wake    chan struct{}
+}
+
+func newSender(j *job) *sender {
+	s := &sender{j: j, errc: make(chan error, 1), wake: make(chan struct{}, 1)}
+	s.wg.Go(s.run)
+	return s
+}
+
+func (s *sender) push(u *unit) {
+	s.mu.Lock()
+	s.queue = append(s.queue, u)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the sender and waits for it. A WriteAt in progress completes
+// or fails with the stream.
+func (s *sender) stop() {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	s.wg.Wait()
+}
+
+func (s *sender) run() {
+	bp := s.j.f.c.bufs.Get().(*[]byte)
+	defer s.j.f.c.bufs.Put(bp)
+	for {
+		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			return
+		}
+		var u *unit
+		ok := len(s.queue) > 0
+		if ok {
+			u = s.queue[0]
+			s.queue = s.queue[1:]
+		}
+		s.mu.Unlock()
+		if !ok {
+			<-s.wake
+			continue
+		}
+		var err error
+		if u == nil {
+			err = s.j.st.Close()
+		} else {
+			err = s.write(u, *bp)
+		}
+		if err != nil {
+			s.errc <- err
+			return
+		}
+	}
+}
+
+// write sends the unit's bytes on path 0, a buffer at a time, unless it
+// has been delivered by another path meanwhile.
+func (s *sender) write(u *unit, buf []byte) error {
+	j := s.j
+	for off := u.start; off < u.end; {
+		if u.done.Load() {
+			return nil
+		}
+		n := min(uint64(len(buf)), u.end-off)
+		fileOff := int64(j.fileBase + off - j.base)
+		got, err := j.f.f.ReadAt(buf[:n], fileOff)
+		if uint64(got) < n {
+			if err == io.EOF {
+				return fmt.Errorf("read %q at %d: file shrank: %w", j.file, fileOff, transfer.ErrStale)
+			}
+			return j.f.c.mapErr("read", j.file, err)
+		}
+		if _, err := j.st.WriteAt(buf[:n], int64(off)); err != nil {
+			return fmt.Errorf("read %q: send at %d: %w", j.file, off, err)
+		}
+		s.bytes.Add(int64(n))
+		off += n
+	}
+	return nil
+}
