@@ -31,7 +31,7 @@ vet:
 
 # Every test, -race included, integration (real binaries, real mounts) too.
 test: deps vet
-	$(GO) test -race -timeout 18m $(PKGS)
+	$(GO) test -race -count=1 -timeout 18m $(PKGS)
 
 unit: vet
 	$(GO) test -race -timeout 10m $$($(GO) list ./... | grep -v /integration)
