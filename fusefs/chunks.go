@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -177,15 +178,26 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead b
 
 	// Whatever this fetch queued for the Store is written once it ends.
 	defer f.writer.kick()
-	f.count.fetchCalls.Add(1)
 	first := run[0].idx
-	err := f.remote.ReadChunks(ctx, path, m, first, len(run), func(i int, data []byte) error {
-		if err := fr.accept(ctx, i, data); err != nil {
-			return err
+	var err error
+	for attempt := 0; ; attempt++ {
+		f.count.fetchCalls.Add(1)
+		from := first + fr.delivered()
+		err = f.remote.ReadChunks(ctx, path, m, from, first+len(run)-from, func(i int, data []byte) error {
+			if err := fr.accept(ctx, i, data); err != nil {
+				return err
+			}
+			// Outside fr.mu, so that the idle timer can still fail the run.
+			return f.writer.waitRoom(ctx)
+		})
+		// A chunk that failed its hash came from a bad source (a stale or
+		// damaged mirror); the Remote has reported it, and the next attempt
+		// is served by other paths. The chunks before it are kept.
+		if err == nil || !errors.Is(err, transfer.ErrCorrupt) || attempt == corruptRetries || ctx.Err() != nil {
+			break
 		}
-		// Outside fr.mu, so that the idle timer can still fail the run.
-		return f.writer.waitRoom(ctx)
-	})
+		f.count.corruptRefetches.Add(1)
+	}
 	fr.idle.Stop()
 	fr.mu.Lock()
 	defer fr.mu.Unlock()
@@ -201,6 +213,18 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead b
 	if err != nil {
 		fr.failLocked(err)
 	}
+}
+
+// corruptRetries is how many times a fetch asks again for the rest of its
+// run after a chunk failed its hash. The primary stops giving a path work for
+// a file after three such reports, so the last attempt comes from elsewhere.
+const corruptRetries = 4
+
+// delivered returns how many chunks of the run have been accepted.
+func (fr *fetchRun) delivered() int {
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	return fr.next
 }
 
 // fetchRun is the state of one fetch.

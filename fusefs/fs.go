@@ -138,8 +138,12 @@ type Stats struct {
 	// ChunksFetched and BytesFetched count file data received from the
 	// Remote and accepted (verified and handed to readers).
 	ChunksFetched, BytesFetched int64
-	// FetchCalls counts ReadChunks calls; FetchErrors those that failed.
+	// FetchCalls counts ReadChunks calls; FetchErrors the fetches that
+	// failed (their waiting readers got an error).
 	FetchCalls, FetchErrors int64
+	// CorruptRefetches counts ReadChunks calls repeated because a chunk
+	// failed its hash.
+	CorruptRefetches int64
 	// StoreHits counts chunks loaded from the Store.
 	StoreHits int64
 	// MemoryHits counts chunks found in the memory cache.
@@ -172,6 +176,7 @@ type Stats struct {
 
 type counters struct {
 	chunksFetched, bytesFetched, fetchCalls, fetchErrors atomic.Int64
+	corruptRefetches                                     atomic.Int64
 	storeHits, memoryHits, flightJoins, readAheadChunks  atomic.Int64
 	lists, manifests, stats, staleMeta                   atomic.Int64
 }
@@ -416,25 +421,26 @@ func (f *FS) Stats() Stats {
 	bytes, chunks := f.mem.Used()
 	w := f.writer.counts()
 	return Stats{
-		ChunksStored:    w.written,
-		StoreErrors:     w.failed,
-		StoreWrites:     w.writes,
-		PendingChunks:   w.pending,
-		PendingBytes:    w.bytes,
-		ChunksFetched:   c.chunksFetched.Load(),
-		BytesFetched:    c.bytesFetched.Load(),
-		FetchCalls:      c.fetchCalls.Load(),
-		FetchErrors:     c.fetchErrors.Load(),
-		StoreHits:       c.storeHits.Load(),
-		MemoryHits:      c.memoryHits.Load(),
-		FlightJoins:     c.flightJoins.Load(),
-		ReadAheadChunks: c.readAheadChunks.Load(),
-		ListCalls:       c.lists.Load(),
-		ManifestCalls:   c.manifests.Load(),
-		StatCalls:       c.stats.Load(),
-		StaleMeta:       c.staleMeta.Load(),
-		MemoryBytes:     bytes,
-		MemoryChunks:    chunks,
+		ChunksStored:     w.written,
+		StoreErrors:      w.failed,
+		StoreWrites:      w.writes,
+		PendingChunks:    w.pending,
+		PendingBytes:     w.bytes,
+		ChunksFetched:    c.chunksFetched.Load(),
+		BytesFetched:     c.bytesFetched.Load(),
+		FetchCalls:       c.fetchCalls.Load(),
+		FetchErrors:      c.fetchErrors.Load(),
+		CorruptRefetches: c.corruptRefetches.Load(),
+		StoreHits:        c.storeHits.Load(),
+		MemoryHits:       c.memoryHits.Load(),
+		FlightJoins:      c.flightJoins.Load(),
+		ReadAheadChunks:  c.readAheadChunks.Load(),
+		ListCalls:        c.lists.Load(),
+		ManifestCalls:    c.manifests.Load(),
+		StatCalls:        c.stats.Load(),
+		StaleMeta:        c.staleMeta.Load(),
+		MemoryBytes:      bytes,
+		MemoryChunks:     chunks,
 	}
 }
 
