@@ -44,7 +44,7 @@ demo: deps build
 
 # Throughput report: ratios measured in the same run (see README).
 bench: deps build
-	$(GO) run ./integration/cmd/kwikbench
+	$(GO) run ./integration/kwikbench && $(GO) run ./integration/kwikbench --multipath
 
 # A short run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 15s

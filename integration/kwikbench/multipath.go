@@ -1,0 +1,394 @@
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kwikfs/kwikfs/integration/linkemu"
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"golang.org/x/sys/unix"
+)
+
+// mpCase is one row group of the multipath table (issue 3): the links in
+// front of the primary (links[0]) and of each secondary (links[1:]), and the
+// efficiency the multipath read must reach. neverSlower replaces the
+// efficiency target by "multipath goodput >= best single-path goodput".
+type mpCase struct {
+	name        string
+	links       []linkemu.Config
+	target      float64
+	neverSlower bool
+}
+
+func link(mbit int64, rtt time.Duration, loss float64) linkemu.Config {
+	return linkemu.Config{RateBitsPerSec: mbit * 1_000_000, Delay: rtt / 2, Loss: loss, Seed: 1}
+}
+
+func mpCases() []mpCase {
+	fast := link(100, 10*time.Millisecond, 0)
+	lossy := link(100, 10*time.Millisecond, 0.01)
+	return []mpCase{
+		{name: "2 equal paths", links: []linkemu.Config{fast, fast}, target: 0.95},
+		{name: "3 equal paths", links: []linkemu.Config{fast, fast, fast}, target: 0.93},
+		{name: "100M/10ms + 25M/40ms", links: []linkemu.Config{fast, link(25, 40*time.Millisecond, 0)}, target: 0.90},
+		{name: "100M/10ms + 10M/200ms", links: []linkemu.Config{fast, link(10, 200*time.Millisecond, 0)}, neverSlower: true},
+		{name: "2 equal paths, 1% loss", links: []linkemu.Config{lossy, lossy}, target: 0.85},
+	}
+}
+
+func linkName(c linkemu.Config) string {
+	s := fmt.Sprintf("%dM/%s", c.RateBitsPerSec/1_000_000, 2*c.Delay)
+	if c.Loss > 0 {
+		s += fmt.Sprintf("/%g%%", c.Loss*100)
+	}
+	return s
+}
+
+// mpResult is what one cold read through a mount measured.
+type mpResult struct {
+	mbps     float64
+	hwmKiB   int64     // VmHWM of the kwikfs mount process after the read
+	dupBytes uint64    // sum of Paths[].DuplicateBytes
+	perPath  []uint64  // Paths[].BytesReceived, in path order
+	rtts     []float64 // Paths[].RTTMillis (smoothed RTT) after the read
+	// relayLate is the worst mean lateness of a relay's server-to-client
+	// deliveries (a starved relay makes the link burstier than configured);
+	// queueDrops counts datagrams dropped by the relays' bottleneck queues.
+	relayLate  time.Duration
+	queueDrops uint64
+	fetchErrs  int64
+}
+
+// runMultipath prints the issue-3 table: for every case, the goodput of each
+// link alone (a primary without secondaries behind that link), the goodput
+// of all links together (a primary and secondaries, each behind its own
+// relay), and the efficiency multipath / sum of singles. Single-path
+// goodputs of identical links are measured once per run and shared.
+func runMultipath(binDir string, size int64, runs int, only string) error {
+	work, err := os.MkdirTemp("", "kwikbench-mp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	tree := filepath.Join(work, "tree")
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		return err
+	}
+	if err := writeRandomFile(filepath.Join(tree, "big.bin"), size); err != nil {
+		return err
+	}
+	certDir := filepath.Join(work, "certs")
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		return err
+	}
+	if err := b.WriteDir(certDir); err != nil {
+		return err
+	}
+	env := &mpEnv{bin: binDir, work: work, tree: tree, certs: certDir, size: size, runs: max(runs, 1)}
+
+	singles := map[string]mpResult{}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "multipath case (%d MiB cold read, median of %d)\tsingle-path MB/s\tmultipath MB/s\tefficiency\ttarget\tmet\tduplicate %%\tbytes per path (MiB)\tsRTT per path (ms)\trelay mean late ms\tqueue drops\tclient VmHWM MiB\t\n", size>>20, env.runs)
+	for _, c := range mpCases() {
+		if only != "" && !strings.Contains(c.name, only) {
+			continue
+		}
+		var single []float64
+		var sum, best float64
+		for _, l := range c.links {
+			key := linkName(l)
+			r, ok := singles[key]
+			if !ok {
+				fmt.Fprintf(os.Stderr, "single path %s ...\n", key)
+				r, err = env.median([]linkemu.Config{l})
+				if err != nil {
+					return fmt.Errorf("single path %s: %w", key, err)
+				}
+				singles[key] = r
+			}
+			single = append(single, r.mbps)
+			sum += r.mbps
+			best = max(best, r.mbps)
+		}
+		fmt.Fprintf(os.Stderr, "multipath %s ...\n", c.name)
+		m, err := env.median(c.links)
+		if err != nil {
+			return fmt.Errorf("multipath %s: %w", c.name, err)
+		}
+		var singleText, perPath, rtts []string
+		for i, v := range single {
+			singleText = append(singleText, fmt.Sprintf("%s %.1f", linkName(c.links[i]), v))
+		}
+		for _, v := range m.perPath {
+			perPath = append(perPath, fmt.Sprintf("%.1f", float64(v)/(1<<20)))
+		}
+		for _, v := range m.rtts {
+			rtts = append(rtts, fmt.Sprintf("%.0f", v))
+		}
+		eff := m.mbps / sum
+		target, met := fmt.Sprintf(">= %.2f", c.target), eff >= c.target
+		if c.neverSlower {
+			target, met = fmt.Sprintf(">= best single %.1f MB/s", best), m.mbps >= best
+		}
+		errNote := ""
+		if m.fetchErrs > 0 {
+			errNote = fmt.Sprintf(" (%d fetch errors)", m.fetchErrs)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%.1f\t%.3f\t%s\t%s\t%.2f\t%s\t%s\t%.2f\t%d\t%.1f%s\t\n", c.name, strings.Join(singleText, " + "),
+			m.mbps, eff, target, yesNo(met), 100*float64(m.dupBytes)/float64(size), strings.Join(perPath, " / "), strings.Join(rtts, " / "),
+			float64(m.relayLate.Microseconds())/1000, m.queueDrops,
+			float64(m.hwmKiB)/1024, errNote)
+	}
+	return w.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "NO"
+}
+
+// mpEnv holds what every measurement shares: binaries, the exported tree
+// (which the secondaries mirror by exporting the same directory) and certs.
+type mpEnv struct {
+	bin, work, tree, certs string
+	size                   int64
+	runs                   int // reads per figure; the median is reported
+	n                      int
+}
+
+// median measures links e.runs times and returns the run with the median
+// goodput (its memory and duplicate figures come from that same run).
+func (e *mpEnv) median(links []linkemu.Config) (mpResult, error) {
+	var rs []mpResult
+	for range e.runs {
+		r, err := e.measure(links)
+		if err != nil {
+			return mpResult{}, err
+		}
+		rs = append(rs, r)
+	}
+	slices.SortFunc(rs, func(a, b mpResult) int { return cmp.Compare(a.mbps, b.mbps) })
+	return rs[len(rs)/2], nil
+}
+
+// measure starts one relay per link, a kwik-primary behind links[0] with a
+// kwik-secondary behind each further link, mounts the primary's relay with
+// a fresh cache and reads the file once.
+func (e *mpEnv) measure(links []linkemu.Config) (mpResult, error) {
+	var cleanup []func()
+	defer func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+	var relays []*linkemu.Relay
+	var targets []string // where each relay forwards to: its server's --listen
+	for i, l := range links {
+		port, err := freeUDPPort()
+		if err != nil {
+			return mpResult{}, err
+		}
+		target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		targets = append(targets, target)
+		r, err := linkemu.New(target, l)
+		if err != nil {
+			return mpResult{}, fmt.Errorf("relay %d: %w", i, err)
+		}
+		cleanup = append(cleanup, func() { r.Close() })
+		relays = append(relays, r)
+		if i == 0 {
+			continue // the primary starts last, once it can name the secondaries
+		}
+		stop, err := e.startServer("kwik-secondary", target, "--advertise", r.Addr())
+		if err != nil {
+			return mpResult{}, err
+		}
+		cleanup = append(cleanup, stop)
+	}
+	args := []string{}
+	for _, r := range relays[1:] {
+		args = append(args, "--secondary", r.Addr())
+	}
+	stop, err := e.startServer("kwik-primary", targets[0], args...)
+	if err != nil {
+		return mpResult{}, err
+	}
+	cleanup = append(cleanup, stop)
+	e.n++
+	res, err := e.coldRead(relays[0].Addr(), filepath.Join(e.work, fmt.Sprintf("mpcache-%d", e.n)), len(links))
+	if err != nil {
+		return mpResult{}, err
+	}
+	for _, r := range relays {
+		st := r.Stats()
+		for _, d := range []linkemu.DirStats{st.ClientToServer, st.ServerToClient} {
+			res.queueDrops += d.DroppedQueue.Packets
+			if d.Forwarded.Packets > 0 {
+				res.relayLate = max(res.relayLate, d.TotalLate/time.Duration(d.Forwarded.Packets))
+			}
+		}
+	}
+	return res, nil
+}
+
+// startServer starts a kwik-primary or kwik-secondary listening on listen
+// and waits for its "listening on" line; the returned func stops it.
+func (e *mpEnv) startServer(name, listen string, extra ...string) (func(), error) {
+	args := append([]string{"--root", e.tree, "--listen", listen,
+		"--cert", filepath.Join(e.certs, certgen.CertFile), "--key", filepath.Join(e.certs, certgen.KeyFile),
+		"--cluster-key", filepath.Join(e.certs, certgen.ClusterKeyFile), "--log-level", "warn"}, extra...)
+	cmd := exec.Command(filepath.Join(e.bin, name), args...)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "listening on ") {
+		stop()
+		return nil, fmt.Errorf("%s: no listening line (%q): %v", name, line, err)
+	}
+	go io.Copy(io.Discard, stdout)
+	return stop, nil
+}
+
+// mountStatus is the part of `kwikfs status --json` the table uses.
+type mountStatus struct {
+	Paths []struct {
+		BytesReceived uint64  `json:"bytes_received"`
+		Duplicates    uint64  `json:"duplicate_bytes"`
+		RTTMillis     float64 `json:"rtt_ms"`
+	} `json:"paths"`
+	FS struct {
+		FetchErrors int64
+	} `json:"fs"`
+}
+
+// coldRead mounts addr with an empty cache, waits for wantPaths paths to be
+// up (so the multipath read does not start on the primary alone), reads
+// big.bin once and collects the mount's status and peak memory.
+func (e *mpEnv) coldRead(addr, cache string, wantPaths int) (mpResult, error) {
+	defer os.RemoveAll(cache)
+	mnt, err := os.MkdirTemp(e.work, "mnt-")
+	if err != nil {
+		return mpResult{}, err
+	}
+	defer os.Remove(mnt)
+	m := exec.Command(filepath.Join(e.bin, "kwikfs"), "mount", "--primary", addr,
+		"--ca", filepath.Join(e.certs, certgen.CAFile), "--cache", cache, "--log-level", "warn", mnt)
+	m.Stderr = os.Stderr
+	m.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := m.Start(); err != nil {
+		return mpResult{}, err
+	}
+	defer func() {
+		m.Process.Signal(syscall.SIGINT)
+		m.Wait()
+		unix.Unmount(mnt, unix.MNT_DETACH)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		buf := make([]byte, 256)
+		if _, err := unix.Getxattr(mnt, "user.kwikfs.control", buf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return mpResult{}, fmt.Errorf("mount at %s not up after 20s", mnt)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The session (and its secondary paths) comes up on the first request;
+	// a stat of the file makes it, then the paths get a moment to join.
+	if _, err := os.Stat(filepath.Join(mnt, "big.bin")); err != nil {
+		return mpResult{}, err
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st, err := e.status(mnt)
+		if err != nil {
+			return mpResult{}, err
+		}
+		if len(st.Paths) >= wantPaths {
+			break
+		}
+		if time.Now().After(deadline) {
+			return mpResult{}, fmt.Errorf("only %d of %d paths up after 10s", len(st.Paths), wantPaths)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mbps, err := readFile(filepath.Join(mnt, "big.bin"))
+	if err != nil {
+		return mpResult{}, err
+	}
+	st, err := e.status(mnt)
+	if err != nil {
+		return mpResult{}, err
+	}
+	hwm, err := vmHWM(m.Process.Pid)
+	if err != nil {
+		return mpResult{}, err
+	}
+	r := mpResult{mbps: mbps, hwmKiB: hwm, fetchErrs: st.FS.FetchErrors}
+	for _, p := range st.Paths {
+		r.dupBytes += p.Duplicates
+		r.perPath = append(r.perPath, p.BytesReceived)
+		r.rtts = append(r.rtts, p.RTTMillis)
+	}
+	return r, nil
+}
+
+func (e *mpEnv) status(mnt string) (*mountStatus, error) {
+	out, err := exec.Command(filepath.Join(e.bin, "kwikfs"), "status", "--json", mnt).Output()
+	if err != nil {
+		return nil, fmt.Errorf("kwikfs status: %w", err)
+	}
+	var st mountStatus
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("kwikfs status: %w", err)
+	}
+	return &st, nil
+}
+
+// vmHWM returns the peak resident set size of process pid in KiB.
+func vmHWM(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
+func freeUDPPort() (int, error) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
