@@ -24,7 +24,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
@@ -36,46 +35,25 @@ func main() {
 
 func run(args []string) error {
 	fl := flag.NewFlagSet("kwik-primary", flag.ContinueOnError)
-	root := fl.String("root", "", "directory to export (required)")
-	listen := fl.String("listen", "127.0.0.1:4433", "UDP address to listen on")
-	cert := fl.String("cert", "", "server certificate, PEM (required)")
-	key := fl.String("key", "", "server private key, PEM (required)")
-	clusterKey := fl.String("cluster-key", "", "cluster key shared with the secondaries (required)")
+	var sf cli.ServerFlags
+	sf.Register(fl, "directory to export", "127.0.0.1:4433")
 	chunkSize := fl.Uint("chunk-size", 1<<20, "chunk size in bytes for manifests")
-	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
 	var secondaries addrList
 	fl.Var(&secondaries, "secondary", "HOST:PORT of a secondary, as clients dial it (repeatable)")
-	if err := fl.Parse(args); err != nil {
-		return cli.Usagef("%v", err)
-	}
-	if *root == "" || *cert == "" || *key == "" || *clusterKey == "" {
-		fl.Usage()
-		return cli.Usagef("--root, --cert, --key and --cluster-key are required")
-	}
-	if fl.NArg() > 0 {
-		return cli.Usagef("unexpected argument %q", fl.Arg(0))
+	setup, err := sf.Parse(fl, args)
+	if err != nil {
+		return err
 	}
 	if *chunkSize < 4096 || *chunkSize > 16<<20 {
 		return cli.Usagef("--chunk-size must be between 4 KiB and 16 MiB")
 	}
-	log, err := cli.NewLogger(*logLevel)
-	if err != nil {
-		return err
-	}
-	clusterSecret, err := certgen.ReadClusterKey(*clusterKey)
-	if err != nil {
-		return err
-	}
-	tlsConf, err := kwik.LoadServerTLS(*cert, *key)
-	if err != nil {
-		return err
-	}
+	log, tlsConf, clusterSecret := setup.Logger, setup.TLS, setup.ClusterKey
 	for _, a := range secondaries {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return cli.Usagef("--secondary %q: %v", a, err)
 		}
 	}
-	p, err := server.NewPrimary(*root, &server.PrimaryOptions{
+	p, err := server.NewPrimary(sf.Root, &server.PrimaryOptions{
 		Catalog:     server.CatalogOptions{ChunkSize: uint32(*chunkSize)},
 		Logger:      log,
 		Secondaries: secondaries,
@@ -84,13 +62,13 @@ func run(args []string) error {
 		return err
 	}
 	defer p.Close()
-	ln, err := kwik.Listen(*listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: clusterSecret, ClusterKey: clusterSecret})
+	ln, err := kwik.Listen(sf.Listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: clusterSecret, ClusterKey: clusterSecret})
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *listen, err)
+		return fmt.Errorf("listen on %s: %w", sf.Listen, err)
 	}
 	defer ln.Close()
 	fmt.Printf("listening on %s\n", ln.Addr())
-	log.Info("serving", "root", *root, "listen", ln.Addr().String(), "secondaries", []string(secondaries))
+	log.Info("serving", "root", sf.Root, "listen", ln.Addr().String(), "secondaries", []string(secondaries))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -24,7 +24,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
@@ -36,48 +35,27 @@ func main() {
 
 func run(args []string) error {
 	fl := flag.NewFlagSet("kwik-secondary", flag.ContinueOnError)
-	root := fl.String("root", "", "directory to export, a mirror of the primary's (required)")
-	listen := fl.String("listen", "127.0.0.1:4434", "UDP address to listen on")
+	var sf cli.ServerFlags
+	sf.Register(fl, "directory to export, a mirror of the primary's", "127.0.0.1:4434")
 	advertise := fl.String("advertise", "", "address clients are told to dial, as the primary's --secondary names it (default: the bound address)")
-	cert := fl.String("cert", "", "server certificate, PEM (required)")
-	key := fl.String("key", "", "server private key, PEM (required)")
-	clusterKey := fl.String("cluster-key", "", "cluster key shared with the primary (required)")
-	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
-	if err := fl.Parse(args); err != nil {
-		return cli.Usagef("%v", err)
-	}
-	if *root == "" || *cert == "" || *key == "" || *clusterKey == "" {
-		fl.Usage()
-		return cli.Usagef("--root, --cert, --key and --cluster-key are required")
-	}
-	if fl.NArg() > 0 {
-		return cli.Usagef("unexpected argument %q", fl.Arg(0))
+	setup, err := sf.Parse(fl, args)
+	if err != nil {
+		return err
 	}
 	if *advertise == "" {
 		// Tokens name the address clients dial; a wildcard never is one.
-		host, _, err := net.SplitHostPort(*listen)
+		host, _, err := net.SplitHostPort(sf.Listen)
 		if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
-			return cli.Usagef("--advertise is required when --listen %q names no host", *listen)
+			return cli.Usagef("--advertise is required when --listen %q names no host", sf.Listen)
 		}
 	}
-	log, err := cli.NewLogger(*logLevel)
-	if err != nil {
-		return err
-	}
-	clusterSecret, err := certgen.ReadClusterKey(*clusterKey)
-	if err != nil {
-		return err
-	}
-	tlsConf, err := kwik.LoadServerTLS(*cert, *key)
-	if err != nil {
-		return err
-	}
-	s, err := server.NewSecondary(*root, &server.SecondaryOptions{Logger: log})
+	log, tlsConf, clusterSecret := setup.Logger, setup.TLS, setup.ClusterKey
+	s, err := server.NewSecondary(sf.Root, &server.SecondaryOptions{Logger: log})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	sec, err := kwik.ListenSecondary(*listen, &kwik.Config{
+	sec, err := kwik.ListenSecondary(sf.Listen, &kwik.Config{
 		TLSConfig:            tlsConf,
 		Logger:               log,
 		ClusterKey:           clusterSecret,
@@ -85,11 +63,11 @@ func run(args []string) error {
 		AdvertiseAddr:        *advertise,
 	})
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *listen, err)
+		return fmt.Errorf("listen on %s: %w", sf.Listen, err)
 	}
 	defer sec.Close()
 	fmt.Printf("listening on %s\n", sec.Addr())
-	log.Info("serving", "root", *root, "listen", sec.Addr().String(), "advertise", sec.AdvertisedAddr())
+	log.Info("serving", "root", sf.Root, "listen", sec.Addr().String(), "advertise", sec.AdvertisedAddr())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
