@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/ctxwatch"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/transfer"
 )
@@ -56,7 +57,7 @@ type handler struct {
 // sc, when not nil, is the session's coordinator: READ replies are then
 // divided between the paths, and REPORT_CORRUPT strikes secondaries.
 func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessionCoord) {
-	release := onDone(ctx, func() {
+	release := ctxwatch.OnDone(ctx, func() {
 		st.CancelRead(transfer.StreamCode(transfer.ErrUnavailable))
 		st.CancelWrite(transfer.StreamCode(transfer.ErrUnavailable))
 	})
@@ -247,20 +248,4 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
-}
-
-// onDone runs f once ctx is done, in a goroutine of its own, until the
-// returned release is called. release stops f from starting and, when f has
-// started already, waits for it to return.
-func onDone(ctx context.Context, f func()) (release func()) {
-	done := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(done)
-		f()
-	})
-	return func() {
-		if !stop() {
-			<-done
-		}
-	}
 }

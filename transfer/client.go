@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/ctxwatch"
 	"github.com/kwikfs/kwikfs/kwik"
 )
 
@@ -312,7 +313,7 @@ func (c *Client) request(ctx context.Context, s *kwik.Session, req *Request) (*k
 		return nil, nil, c.streamErr(ctx, s, name, err)
 	}
 	c.requests.Add(1)
-	release := onDone(ctx, func() {
+	release := ctxwatch.OnDone(ctx, func() {
 		st.CancelRead(CodeCanceled)
 		st.CancelWrite(CodeCanceled)
 	})
@@ -512,7 +513,7 @@ func (c *Client) reportCorrupt(ctx context.Context, s *kwik.Session, path string
 	if err != nil {
 		return
 	}
-	release := onDone(ctx, func() {
+	release := ctxwatch.OnDone(ctx, func() {
 		st.CancelRead(CodeCanceled)
 		st.CancelWrite(CodeCanceled)
 	})

@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"context"
 	"errors"
 
 	"github.com/kwikfs/kwikfs/kwik"
@@ -28,21 +27,4 @@ func streamCodeError(err error) error {
 		return &RemoteError{Status: s, Message: "reply aborted: " + s.Err().Error()}
 	}
 	return err
-}
-
-// onDone runs f once ctx is done, in a goroutine of its own, until the
-// returned release is called. release stops f from starting and, when f has
-// started already, waits for it to return, so that no goroutine outlives
-// the caller.
-func onDone(ctx context.Context, f func()) (release func()) {
-	done := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(done)
-		f()
-	})
-	return func() {
-		if !stop() {
-			<-done
-		}
-	}
 }
