@@ -319,6 +319,14 @@ func TestPrimaryServeStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Write([]byte{byte(transfer.OpStat)})
+	// Dial returns once the handshake is done, which can be before Serve has
+	// taken the session from the listener; cancel only once it is served.
+	for p.Stats().ActiveSessions != 1 {
+		if dctx.Err() != nil {
+			t.Fatal("server never accepted the session")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve = %v, want nil after cancel", err)
