@@ -24,6 +24,11 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// A test that re-runs this binary as a child process (to kill it) sets
+	// helperEnv: the child runs that helper instead of the tests.
+	if name := os.Getenv(helperEnv); name != "" {
+		os.Exit(runHelper(name))
+	}
 	dir, err := os.MkdirTemp("", "kwikfs-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -26,6 +26,7 @@ const (
 	DefaultTokenLifetime        = time.Minute
 	DefaultMaxPaths             = 8
 	DefaultReportInterval       = 20 * time.Millisecond
+	DefaultMaxSessions          = 256
 )
 
 // maxPaths bounds Config.MaxPaths, so that a client's REPORT stays small.
@@ -65,6 +66,25 @@ type Config struct {
 	// sender uses the smaller of both sides' values. Default 256 KiB,
 	// minimum 1 KiB.
 	MaxDataFramePayload int
+
+	// MaxSessions, on a listener (Listen), bounds the sessions open at
+	// once: handed to Accept or waiting for it, and not yet closed. On a
+	// secondary (ListenSecondary) it bounds the open paths. A connection
+	// beyond it is closed at once with SessionLimitError and the message
+	// "session limit of N reached"; the dialler's Dial (or AddPath) fails
+	// with that *SessionError. Default 256; negative means no limit.
+	// Ignored by Dial.
+	MaxSessions int
+	// FrameTimeout bounds how long a control frame may take to arrive
+	// once its first byte has, and how long a new data stream may take to
+	// deliver its stream header and first frame header. A peer that starts
+	// a control frame and never finishes it, or opens data streams and sends
+	// nothing on them (while keeping the connection alive), has its session
+	// (or its secondary path) closed with ProtocolViolation. Waiting between
+	// control frames, and for the payload of a frame, is not bounded here.
+	// Default: IdleTimeout, so that a frame cut in two by a network outage
+	// ends the session no sooner than the outage itself would.
+	FrameTimeout time.Duration
 
 	// StatelessResetSecret, on a listener, lets it reset at once the
 	// sessions of an earlier run that peers still hold: a restarted server
@@ -146,6 +166,8 @@ func (c *Config) resolve() (*Config, error) {
 	setDefault(&r.TokenLifetime, DefaultTokenLifetime)
 	setDefault(&r.MaxPaths, DefaultMaxPaths)
 	setDefault(&r.ReportInterval, DefaultReportInterval)
+	setDefault(&r.MaxSessions, DefaultMaxSessions)
+	setDefault(&r.FrameTimeout, r.IdleTimeout)
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -170,6 +192,8 @@ func (c *Config) resolve() (*Config, error) {
 		return nil, fmt.Errorf("kwik: MaxPaths %d outside [0, %d]", r.MaxPaths, maxPaths)
 	case r.TokenLifetime < 0 || r.ReportInterval < 0:
 		return nil, errors.New("kwik: negative TokenLifetime or ReportInterval")
+	case r.FrameTimeout < 0:
+		return nil, errors.New("kwik: negative FrameTimeout")
 	}
 	return &r, nil
 }

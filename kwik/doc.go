@@ -72,7 +72,9 @@
 // secondary. The secondary delivers a command (AcceptCommand) only if its
 // MAC verifies over the bytes received, it names the session and path the
 // path was admitted for, its sequence number exceeds the last one accepted
-// on the path and it has not expired; otherwise it counts and drops it. It
+// on the path and it has not expired; otherwise it counts and drops it, and
+// after 8 commands on a path refused for any reason but expiry (which an
+// honest client never causes) it closes the path with ProtocolViolation. It
 // answers with data frames for the granted range (Command.Write, WriteAt).
 //
 // On the primary, Stream.Reserve commits a range of the stream (taking
@@ -120,6 +122,20 @@
 // limit. A client keeps at most MaxPaths secondary paths and 1024 granted
 // ranges per stream and path; every multipath decoder bounds what it
 // accepts.
+//
+// A listener holds at most MaxSessions sessions (default 256) and a
+// secondary at most MaxSessions paths; a connection beyond the limit is
+// closed at once with SessionLimitError ("session limit of N reached"),
+// which the dialler's Dial or AddPath returns. A control frame must arrive
+// whole within FrameTimeout (default IdleTimeout, 30 s) of its first byte,
+// and a new data stream must bring its headers within FrameTimeout; a
+// session that breaks either is closed with ProtocolViolation. So a peer
+// makes a session hold at most: its receive windows of data (QUIC's
+// windows, sized to kwik's, bound the bytes waiting in QUIC),
+// MaxIncomingStreams logical streams, one control frame of
+// MaxControlFrameSize and, for at most FrameTimeout, data streams without
+// headers; a Write blocked on the peer's credit holds only the caller's
+// buffer (SetWriteDeadline bounds the wait).
 //
 // A primary that sends beyond a window or a final size, an oversized or
 // malformed frame, or too many streams has its session closed with a

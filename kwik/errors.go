@@ -23,6 +23,7 @@ const (
 	FrameSizeError    ErrorCode = 0x5 // a frame over the receiver's limit
 	FinalSizeError    ErrorCode = 0x6 // data beyond or contradicting a final size
 	PathRefused       ErrorCode = 0x7 // a secondary or client refused a path
+	SessionLimitError ErrorCode = 0x8 // a listener or secondary at its MaxSessions refused the connection
 )
 
 var codeNames = map[ErrorCode]string{
@@ -34,6 +35,7 @@ var codeNames = map[ErrorCode]string{
 	FrameSizeError:    "FRAME_SIZE_ERROR",
 	FinalSizeError:    "FINAL_SIZE_ERROR",
 	PathRefused:       "PATH_REFUSED",
+	SessionLimitError: "SESSION_LIMIT_ERROR",
 }
 
 // String returns the code's name, or its number in hex.

@@ -24,6 +24,7 @@ type Listener struct {
 	wg      sync.WaitGroup // the accept loop and session setups
 	pending chan struct{}  // semaphore of maxPendingSessions
 	queue   chan *Session  // sessions set up, handed over by Accept
+	limit   *sessionLimit  // Config.MaxSessions
 
 	closeOnce sync.Once
 }
@@ -32,6 +33,7 @@ type Listener struct {
 // 0 picks one): it is the primary's side. conf.TLSConfig must hold the
 // server certificate. With conf.ClusterKey, its sessions may add secondary
 // paths (Session.AddPath) and delegate ranges to them (Session.SendRawData).
+// At most conf.MaxSessions sessions are open at once (see Config).
 func Listen(addr string, conf *Config) (*Listener, error) {
 	c, err := conf.resolve()
 	if err != nil {
@@ -63,6 +65,7 @@ func Listen(addr string, conf *Config) (*Listener, error) {
 		cancel:  cancel,
 		pending: make(chan struct{}, maxPendingSessions),
 		queue:   make(chan *Session),
+		limit:   newSessionLimit(c.MaxSessions),
 	}
 	l.wg.Go(l.acceptLoop)
 	return l, nil
@@ -87,6 +90,11 @@ func (l *Listener) acceptLoop() {
 		}
 		l.wg.Go(func() {
 			defer func() { <-l.pending }()
+			if !l.limit.acquire() {
+				l.limit.refuse(conn, l.conf.Logger)
+				l.tr.release()
+				return
+			}
 			l.setup(conn)
 		})
 	}
@@ -99,9 +107,13 @@ func (l *Listener) setup(conn *quic.Conn) {
 	s, err := setupSession(ctx, conn, l.tr, l.conf, false)
 	cancel()
 	if err != nil {
+		l.limit.release()
 		l.conf.Logger.Info("kwik: session setup failed", "remote", conn.RemoteAddr().String(), "err", err)
 		return
 	}
+	// The slot is free again as soon as the session closes, however it
+	// closes (the callback only counts).
+	context.AfterFunc(s.ctx, l.limit.release)
 	select {
 	case l.queue <- s:
 	case <-l.ctx.Done():
@@ -122,6 +134,10 @@ func (l *Listener) Accept(ctx context.Context) (*Session, error) {
 		return nil, fmt.Errorf("kwik: listener: %w", ErrClosed)
 	}
 }
+
+// Sessions returns the number of sessions that count against
+// Config.MaxSessions: set up or being set up, and not yet closed.
+func (l *Listener) Sessions() int { return l.limit.open() }
 
 // Addr returns the listener's UDP address.
 func (l *Listener) Addr() net.Addr { return l.tr.conn.LocalAddr() }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -110,7 +111,7 @@ func (p *path) readControl() {
 	s := p.s
 	var buf []byte
 	for {
-		f, nbuf, err := wire.ReadControlFrame(p.cr, s.conf.MaxControlFrameSize, buf)
+		f, nbuf, err := readControlFrameTimed(p.ctrl, p.cr, s.conf.MaxControlFrameSize, s.conf.FrameTimeout, buf)
 		buf = nbuf
 		if err != nil {
 			if p.ctx.Err() != nil {
@@ -138,6 +139,8 @@ func controlReadError(err error) *SessionError {
 	switch {
 	case errors.Is(err, wire.ErrFrameTooLarge):
 		return &SessionError{Code: FrameSizeError, Message: err.Error()}
+	case errors.Is(err, errFrameTimeout):
+		return &SessionError{Code: ProtocolViolation, Message: err.Error()}
 	case errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrUnknownFrame):
 		return &SessionError{Code: ProtocolViolation, Message: err.Error()}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
@@ -211,10 +214,13 @@ func (p *path) acceptData() {
 func (p *path) readData(rs *quic.ReceiveStream) {
 	s := p.s
 	src := newSource(p, rs)
+	// The headers must come within FrameTimeout (see headerTimeout); the
+	// deadline is cleared before the stream is handed over.
+	rs.SetReadDeadline(time.Now().Add(s.conf.FrameTimeout))
 	id, err := wire.ReadStreamHeader(src.br)
 	if err != nil {
 		if err = src.sourceError(noEOF(err)); err != errSourceEnded {
-			s.closeWith(asSessionError(err))
+			s.closeWith(headerTimeout(s, err))
 		}
 		return
 	}
@@ -228,10 +234,11 @@ func (p *path) readData(rs *quic.ReceiveStream) {
 	// an invalid frame past a stream the application does not read.
 	if err := src.header(st); err != nil {
 		if err != errSourceEnded {
-			s.closeWith(asSessionError(err))
+			s.closeWith(headerTimeout(s, err))
 		}
 		return
 	}
+	rs.SetReadDeadline(time.Time{})
 	if st != nil && !st.attach(src) {
 		return
 	}

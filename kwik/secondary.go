@@ -40,6 +40,7 @@ type Secondary struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the accept loop and every path's goroutine
 	pending   chan struct{}  // semaphore of maxPendingSessions
+	limit     *sessionLimit  // Config.MaxSessions: open paths
 	cmds      chan *Command  // verified commands, handed over by AcceptCommand
 	closeOnce sync.Once
 
@@ -87,7 +88,8 @@ type SecondaryStats struct {
 // (host:port; port 0 picks one). conf.TLSConfig must hold the server
 // certificate (clients verify it like the primary's) and conf.ClusterKey the
 // cluster key the primary signs with. Tokens must name conf.AdvertiseAddr,
-// or by default the bound address.
+// or by default the bound address. At most conf.MaxSessions paths are open
+// at once (see Config).
 func ListenSecondary(addr string, conf *Config) (*Secondary, error) {
 	c, err := conf.resolve()
 	if err != nil {
@@ -119,6 +121,7 @@ func ListenSecondary(addr string, conf *Config) (*Secondary, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		pending: make(chan struct{}, maxPendingSessions),
+		limit:   newSessionLimit(c.MaxSessions),
 		cmds:    make(chan *Command),
 		used:    make(map[[2]uint64]uint64),
 		paths:   make(map[*secPath]struct{}),
@@ -209,6 +212,12 @@ func (sec *Secondary) acceptLoop() {
 
 // serve admits conn as a path and then serves it until it ends.
 func (sec *Secondary) serve(conn *quic.Conn) {
+	if !sec.limit.acquire() {
+		<-sec.pending
+		sec.limit.refuse(conn, sec.log)
+		return
+	}
+	defer sec.limit.release()
 	p, err := sec.admit(conn)
 	<-sec.pending
 	if err != nil {
@@ -377,9 +386,15 @@ func (p *secPath) readCommands() {
 	stop := context.AfterFunc(p.ctx, func() { p.ctrl.SetReadDeadline(time.Now()) })
 	defer stop()
 	var buf []byte
+	bad := 0 // commands refused as malformed, forged, misdirected or replayed
 	for {
-		f, nbuf, err := wire.ReadControlFrame(p.br, sec.conf.MaxControlFrameSize, buf)
+		f, nbuf, err := readControlFrameTimed(p.ctrl, p.br, sec.conf.MaxControlFrameSize, sec.conf.FrameTimeout, buf)
 		buf = nbuf
+		if err == nil && p.ctx.Err() != nil {
+			// The path ended while a frame was read, and its deadline
+			// (set by stop's callback) may have been cleared.
+			return
+		}
 		if err != nil {
 			if p.ctx.Err() == nil && !isConnError(err) {
 				se := controlReadError(err)
@@ -395,6 +410,13 @@ func (p *secPath) readCommands() {
 		c, err := p.verify(rd)
 		if err != nil {
 			sec.log.Warn("kwik: command refused", "session", p.sessionID, "path", p.id, "err", err)
+			if !errors.Is(err, errCommandExpired) {
+				if bad++; bad >= maxBadCommands {
+					p.conn.CloseWithError(quic.ApplicationErrorCode(ProtocolViolation),
+						fmt.Sprintf("%d relayed commands refused, the last: %v", bad, err))
+					return
+				}
+			}
 			continue
 		}
 		sec.stats.cmdAccepted.Add(1)

@@ -179,10 +179,10 @@ func setupSessionImpl(ctx context.Context, conn *quic.Conn, tr *transport, conf 
 		ctrl, err = conn.AcceptStream(ctx)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kwik: open control stream: %w", err)
+		return nil, fmt.Errorf("kwik: open control stream: %w", connError(err))
 	}
 	if err := writeFrames(ctrl, localSettings(conf)); err != nil {
-		return nil, fmt.Errorf("kwik: send SETTINGS: %w", err)
+		return nil, fmt.Errorf("kwik: send SETTINGS: %w", connError(err))
 	}
 	br := bufio.NewReaderSize(ctrl, 512)
 	f, err := readFirstFrame(ctx, ctrl, br, conf, "SETTINGS")

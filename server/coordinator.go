@@ -21,6 +21,10 @@ type CoordinatorOptions struct {
 	UnitTime time.Duration
 	// MaxUnitChunks bounds a unit. Default 16.
 	MaxUnitChunks int
+	// MinUnitBytes is the smallest unit, and the granule of a unit
+	// smaller than a chunk (given to a path too slow to send a chunk in
+	// UnitTime). Default 64 KiB.
+	MinUnitBytes uint64
 	// InitialRate is the rate, in bytes per second, assumed for a path
 	// before the client has reported on it. Default 12.5 MB/s (100 Mbit/s).
 	InitialRate float64
@@ -61,6 +65,9 @@ func (o *CoordinatorOptions) fill() {
 	}
 	if o.MaxUnitChunks <= 0 {
 		o.MaxUnitChunks = 16
+	}
+	if o.MinUnitBytes == 0 {
+		o.MinUnitBytes = 64 << 10
 	}
 	if o.InitialRate <= 0 {
 		o.InitialRate = 12.5e6
@@ -178,19 +185,90 @@ type pathState struct {
 	up   bool
 	down chan struct{}
 
-	rate   float64       // bytes per second
+	rate   float64       // bytes per second: the largest recent window sample
+	avg    float64       // bytes per second: a moving average of the window samples
 	rtt    time.Duration // smoothed
+	cmdRTT time.Duration // a secondary's commands travel over path 0 first: its RTT
 	queued uint64        // bytes assigned and not yet seen delivered, over all READs
 
 	repAt        time.Time // the client's last report on the path
 	repDelivered uint64
 	repReceived  uint64 // bytes received on the path, duplicates included
 	busy         bool   // queued > 0 when that report was processed
+
+	// The rate window being measured: since winStart, winBytes delivered,
+	// and whether the path had work queued at every report (winBusy).
+	winStart time.Time
+	winBytes uint64
+	winBusy  bool
+	samples  [rateSamples]float64 // the last windows' rates; 0 = none
+	sampleAt int                  // where the next sample goes
+	measured bool                 // a rate window has been measured
 }
 
-// eta is when a unit of u bytes assigned now would arrive.
+// Rate estimation: the delivery reports of a path are summed into windows
+// of at least rateWindow, and the path's rate is the largest of the last
+// rateSamples windows in which it was busy throughout. The maximum, not a
+// mean: a window in which commands or feedback lagged and the link idled
+// reads low, and a mean of such windows would shrink the work kept queued
+// on the path, which makes it idle more (a spiral down). A link cannot
+// deliver faster than it can, so the maximum does not overshoot by more
+// than a window's burst.
+const (
+	rateWindow  = 100 * time.Millisecond
+	rateSamples = 5
+)
+
+// addSample records the rate of a finished window. A window in which the
+// path was not busy throughout only bounds the rate from below: it counts
+// only if it is above the current estimate.
+//
+// Alongside, avg is a moving average of the busy windows, which is what a
+// path that is not kept saturated (its congestion window shrinks when it
+// idles, more so on a long RTT) actually delivers. The maximum sizes the
+// work kept queued (target); the average predicts arrival (eta), so that a
+// path is given work only where it really delivers in time.
+//
+// The first window replaces InitialRate, a guess, whether or not the path
+// was busy throughout (until then it has at most unmeasuredQueue bytes
+// queued, so it may not be): if it reads low, later windows raise rate.
+func (p *pathState) addSample(rate float64, busy bool) {
+	if !p.measured {
+		p.measured = true
+		p.samples[0], p.sampleAt = rate, 1
+		p.rate = max(rate, minRate)
+		p.avg = p.rate
+		return
+	}
+	if busy {
+		p.avg = max(0.75*p.avg+0.25*rate, minRate)
+	}
+	if !busy && rate <= p.rate {
+		return
+	}
+	p.samples[p.sampleAt] = rate
+	p.sampleAt = (p.sampleAt + 1) % rateSamples
+	p.rate = max(slices.Max(p.samples[:]), minRate)
+}
+
+// unmeasuredQueue bounds the work queued on a path before its first rate
+// window: InitialRate is a guess, and a slow path given work for the guess
+// would hold the reader up for seconds.
+const unmeasuredQueue = 512 << 10
+
+// minRate is the lowest rate a path is estimated at.
+const minRate = 64 << 10
+
+// eta is when a unit of u bytes assigned now would arrive: after the
+// bytes queued before it, plus the one-way delay of the data and, for a
+// secondary, of the command (to the client over path 0, then on to the
+// secondary over its own path).
 func (p *pathState) eta(u uint64) time.Duration {
-	return time.Duration(float64(p.queued+u)/p.rate*float64(time.Second)) + p.rtt/2
+	d := p.rtt / 2
+	if p.id != 0 {
+		d += p.cmdRTT/2 + p.rtt/2
+	}
+	return time.Duration(float64(p.queued+u)/p.avg*float64(time.Second)) + d
 }
 
 // fileKey names the strikes of one secondary for one file.
@@ -203,6 +281,7 @@ type strikeRec struct{ strikes, misses int }
 // file at a version, to strike it when one of them proves corrupt.
 type assignRec struct {
 	addr        string
+	path        kwik.PathID
 	file        string
 	version     transfer.Hash
 	first, last int
@@ -228,11 +307,16 @@ type sessionCoord struct {
 	mu sync.Mutex
 	// guarded by mu:
 	paths    map[kwik.PathID]*pathState // path 0 and the secondary paths up
+	jobs     map[*job]struct{}          // the READ replies being divided
 	strikes  map[fileKey]*strikeRec
 	history  []assignRec // ring of the last maxHistory secondary assignments
 	histNext int
 	statsAt  time.Time     // when the paths' figures were last refreshed
 	changed  chan struct{} // closed and replaced when a path comes up or goes
+
+	// tally counts what each path delivered and its strikes, for
+	// PATH_REPORT (pathreport.go); it has a lock of its own.
+	tally pathTally
 }
 
 // newSessionCoord starts keeping paths to secondaries open for sess.
@@ -242,8 +326,9 @@ func newSessionCoord(ctx context.Context, sess *kwik.Session, secondaries []stri
 	stop := context.AfterFunc(sess.Context(), cancel)
 	c := &sessionCoord{
 		o: o, sess: sess, log: log, stats: stats, cancel: cancel,
-		paths:   map[kwik.PathID]*pathState{0: {id: 0, up: true, rate: o.InitialRate}},
+		paths:   map[kwik.PathID]*pathState{0: {id: 0, up: true, rate: o.InitialRate, avg: o.InitialRate}},
 		strikes: make(map[fileKey]*strikeRec),
+		jobs:    make(map[*job]struct{}),
 		changed: make(chan struct{}),
 	}
 	c.wg.Go(func() {
@@ -317,7 +402,7 @@ func (c *sessionCoord) watchEvents(ctx context.Context) {
 // pathUp records a path AddPath reported up. If the client has reported it
 // gone meanwhile, the returned state is down already.
 func (c *sessionCoord) pathUp(id kwik.PathID, addr string) *pathState {
-	ps := &pathState{id: id, addr: addr, up: true, down: make(chan struct{}), rate: c.o.InitialRate}
+	ps := &pathState{id: id, addr: addr, up: true, down: make(chan struct{}), rate: c.o.InitialRate, avg: c.o.InitialRate}
 	stillUp := false
 	for _, p := range c.sess.Stats().Paths {
 		if kwik.PathID(p.ID) == id {
@@ -390,20 +475,22 @@ func (c *sessionCoord) refreshLocked(now time.Time) {
 		case r != nil && r.SmoothedRTT > 0:
 			ps.rtt = r.SmoothedRTT
 		}
+		if s.ID != 0 {
+			ps.cmdRTT = c.paths[0].rtt
+		}
 		if r == nil || !r.At.After(ps.repAt) {
 			continue
 		}
-		if !ps.repAt.IsZero() && r.DeliveredBytes > ps.repDelivered {
-			dt := r.At.Sub(ps.repAt).Seconds()
-			sample := float64(r.DeliveredBytes-ps.repDelivered) / dt
-			if ps.busy && ps.queued > 0 {
-				// Busy the whole interval: an unbiased sample.
-				ps.rate = 0.75*ps.rate + 0.25*sample
-			} else {
-				// Idle part of the interval: a lower bound only.
-				ps.rate = max(ps.rate, sample)
+		switch {
+		case ps.repAt.IsZero():
+			ps.winStart, ps.winBytes, ps.winBusy = r.At, 0, ps.queued > 0
+		case r.DeliveredBytes >= ps.repDelivered:
+			ps.winBytes += r.DeliveredBytes - ps.repDelivered
+			ps.winBusy = ps.winBusy && ps.busy && ps.queued > 0
+			if dt := r.At.Sub(ps.winStart); dt >= rateWindow {
+				ps.addSample(float64(ps.winBytes)/dt.Seconds(), ps.winBusy)
+				ps.winStart, ps.winBytes, ps.winBusy = r.At, 0, ps.queued > 0
 			}
-			ps.rate = max(ps.rate, 64<<10)
 		}
 		ps.repAt, ps.repDelivered, ps.repReceived = r.At, r.DeliveredBytes, r.ReceivedBytes
 		ps.busy = ps.queued > 0
@@ -455,6 +542,7 @@ func (c *sessionCoord) reportCorrupt(r *transfer.CorruptReport) int {
 		if h.file == r.Path && h.version == r.Version && h.first <= r.Chunk && r.Chunk <= h.last && !slices.Contains(struck, h.addr) {
 			struck = append(struck, h.addr)
 			c.strikeRecLocked(h.addr, r.Path).strikes++
+			c.tally.strike(h.path)
 		}
 	}
 	c.mu.Unlock()
@@ -490,5 +578,18 @@ func (c *sessionCoord) serveRead(ctx context.Context, st *kwik.Stream, f *File, 
 		total: start + body, reserved: start, next: start,
 		addrs: map[kwik.PathID]string{0: ""},
 	}
+	c.mu.Lock()
+	c.jobs[j] = struct{}{}
+	c.mu.Unlock()
 	return j.run(ctx, noProgress)
+}
+
+// backlogLocked returns the bytes of the session's READ replies not
+// assigned to a path yet.
+func (c *sessionCoord) backlogLocked() uint64 {
+	var n uint64
+	for j := range c.jobs {
+		n += j.left()
+	}
+	return n
 }

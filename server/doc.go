@@ -88,6 +88,23 @@
 // server address, assigned, delivered, reassigned and hedged bytes, late
 // units, strikes, misses and paths added and lost.
 //
+// # Path report
+//
+// PATH_REPORT (transfer.OpPathReport) answers a client with the primary's
+// account of every path of its session (pathreport.go): kwik's state and
+// RTT, the coordinator's rate estimate and bytes in flight while the path
+// is up, and the session's tally of delivered bytes, chunks and strikes.
+// A divided READ is credited once the client has every byte: each path
+// gets the body bytes it delivered first (kwik Delivery.ByPath) and its
+// share of the reply's chunks, those bytes in whole chunks with the chunks
+// left over (a short last chunk, one split by a hedge or a sub-chunk unit)
+// going to the largest remainders, so that each chunk of the reply counts
+// for exactly one path. A READ the primary sends alone counts for path 0
+// once written whole. A READ that fails credits nothing, and a chunk found
+// corrupt after its reply completed counts again when fetched anew. Strikes
+// go to the path named in the assignment history. The tally has its own
+// mutex, taken after sessionCoord.mu when both are held.
+//
 // # Locking
 //
 // The manifest cache's mutex guards its LRU list, map and byte count; the

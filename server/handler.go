@@ -55,8 +55,9 @@ type handler struct {
 // are counted. When ctx ends, the stream is reset.
 //
 // sc, when not nil, is the session's coordinator: READ replies are then
-// divided between the paths, and REPORT_CORRUPT strikes secondaries.
-func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessionCoord) {
+// divided between the paths, and REPORT_CORRUPT strikes secondaries. rep
+// answers PATH_REPORT and counts the READ replies the primary sends alone.
+func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessionCoord, rep *sessionReport) {
 	release := ctxwatch.OnDone(ctx, func() {
 		st.CancelRead(transfer.StreamCode(transfer.ErrUnavailable))
 		st.CancelWrite(transfer.StreamCode(transfer.ErrUnavailable))
@@ -80,6 +81,10 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 		h.serveCorruptReport(st, peer, msg, sc)
 		return
 	}
+	if transfer.IsPathReportRequest(msg) {
+		h.servePathReport(st, peer, msg, rep)
+		return
+	}
 	req, err := transfer.DecodeRequest(msg)
 	h.stats.requests[req.Op%transfer.NumOps].Add(1) // Op is 0 or valid
 	if len(msg) > transfer.MaxRequestLen {
@@ -90,7 +95,7 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 		return
 	}
 	if req.Op == transfer.OpRead {
-		h.serveRead(ctx, st, peer, &req, sc)
+		h.serveRead(ctx, st, peer, &req, sc, rep)
 		return
 	}
 	reply, err := h.answer(ctx, &req)
@@ -133,7 +138,7 @@ func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.
 // the file, the chunks are divided between the paths
 // (sessionCoord.serveRead); otherwise the primary writes them all, in
 // order.
-func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *transfer.Request, sc *sessionCoord) {
+func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *transfer.Request, sc *sessionCoord, rep *sessionReport) {
 	f, err := h.cat.Open(ctx, req.Path, req.Version)
 	if err != nil {
 		h.replyError(st, peer, req.Op, err)
@@ -165,6 +170,11 @@ func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *
 	}
 	if err := st.Close(); err != nil {
 		h.abort(st, peer, err)
+		return
+	}
+	if rep != nil {
+		// Sent whole on path 0: every chunk is the primary's.
+		rep.tally.add(0, uint64(n), uint64(req.Count))
 	}
 }
 

@@ -23,7 +23,9 @@ type PrimaryOptions struct {
 	// Logger receives request and session logs. Default slog.Default().
 	Logger *slog.Logger
 	// MaxConcurrentRequests bounds the requests one session has in progress;
-	// further streams wait in kwik until one finishes. Default 64.
+	// further streams wait in kwik (at most the listener's
+	// kwik.Config.MaxIncomingStreams per session) until one finishes.
+	// Default 64 (see limits.go for what a session can hold).
 	MaxConcurrentRequests int
 	// RequestTimeout bounds how long a client may take to send a request
 	// and end its write side. Default 10 s.
@@ -88,13 +90,13 @@ func NewPrimary(root string, opts *PrimaryOptions) (*Primary, error) {
 		o.Logger = slog.Default()
 	}
 	if o.MaxConcurrentRequests <= 0 {
-		o.MaxConcurrentRequests = 64
+		o.MaxConcurrentRequests = DefaultMaxConcurrentRequests
 	}
 	if o.RequestTimeout <= 0 {
-		o.RequestTimeout = 10 * time.Second
+		o.RequestTimeout = DefaultRequestTimeout
 	}
 	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = 30 * time.Second
+		o.WriteTimeout = DefaultWriteTimeout
 	}
 	cat, err := NewCatalog(root, &o.Catalog)
 	if err != nil {
@@ -171,6 +173,7 @@ func (p *Primary) serveSession(ctx context.Context, sess *kwik.Session) {
 		sc = newSessionCoord(ctx, sess, p.secondaries, &p.copts, p.log, &p.cstats)
 		defer sc.Close()
 	}
+	rep := newSessionReport(sess, sc)
 	var g errgroup.Group
 	g.SetLimit(p.limit)
 	var err error
@@ -181,7 +184,7 @@ func (p *Primary) serveSession(ctx context.Context, sess *kwik.Session) {
 			break
 		}
 		g.Go(func() error {
-			p.h.serve(ctx, st, peer, sc)
+			p.h.serve(ctx, st, peer, sc, rep)
 			return nil
 		})
 	}

@@ -29,6 +29,7 @@ type unit struct {
 	twin       *unit     // the other copy of a hedged range, while live
 	hedge      bool      // this unit is a hedge copy
 	live       bool      // counted in ps.queued
+	recv0      uint64    // bytes the path had received when the unit was assigned
 	done       atomic.Bool
 }
 
@@ -236,8 +237,13 @@ func (j *job) step(now time.Time, d *kwik.Delivery) <-chan struct{} {
 			// sending again on the same path would only add to its load.
 			// Its slow units are hedged instead.
 			late = append(late, u)
-			if ms := missing(d, u.start, u.end); u.ps.id != 0 && len(ms) == 1 && ms[0].start == u.start && ms[0].end == u.end {
-				misses = append(misses, u) // nothing of it arrived
+			// A miss: nothing of the unit arrived, and nothing at all
+			// on its path since it was assigned. A path that sends but
+			// whose bytes the client no longer counts for this reply (it
+			// stopped reading it after a corrupt chunk) has not missed.
+			ms := missing(d, u.start, u.end)
+			if len(ms) == 1 && ms[0].start == u.start && ms[0].end == u.end && u.ps.repReceived == u.recv0 {
+				misses = append(misses, u)
 			}
 		default:
 			kept = append(kept, u)
@@ -330,35 +336,65 @@ func (j *job) eligibleLocked() []*pathState {
 }
 
 // unitLen returns how many bytes from start (at most end) path p gets as
-// one unit: rate x UnitTime in whole chunks, at least one chunk and at most
-// MaxUnitChunks, smaller near the end of the reply so that the paths
-// finish together; the unit ends on a chunk boundary or at end.
+// one unit: what it sends in about UnitTime at its measured rate. A path
+// that sends at least a chunk in that time gets whole chunks (at most
+// MaxUnitChunks, fewer near the end of the reply so that the paths finish
+// together), ending on a chunk boundary. A slower path gets part of a chunk
+// (at least MinUnitBytes, in multiples of it), never crossing a chunk
+// boundary, so that its unit arrives about as soon as a faster path's
+// would: a unit of a whole chunk would make it too slow to ever be chosen.
 func (j *job) unitLen(p *pathState, start, end uint64, npaths int) uint64 {
 	o := j.c.o
-	chunks := uint64(p.rate * o.UnitTime.Seconds() / float64(j.cs))
-	left := j.total - j.next
-	for _, sp := range j.pending {
-		left += sp.end - sp.start
+	want := p.rate * o.UnitTime.Seconds()
+	// The chunk boundary after start.
+	boundary := start + j.cs - (start-j.base)%j.cs
+	if want < float64(j.cs) {
+		n := max(uint64(want)/o.MinUnitBytes, 1) * o.MinUnitBytes
+		return min(start+n, boundary, end) - start
 	}
+	chunks := uint64(want / float64(j.cs))
+	left := j.left()
 	chunks = min(chunks, left/j.cs/uint64(2*npaths))
 	chunks = max(1, min(chunks, uint64(o.MaxUnitChunks)))
 	// End on a chunk boundary.
 	stop := start + chunks*j.cs
 	stop -= (stop - j.base) % j.cs
 	if stop <= start {
-		stop += j.cs
+		stop = boundary
 	}
 	return min(stop, end) - start
 }
 
-// target is how many bytes path p keeps assigned and undelivered.
+// left returns the bytes of the reply not assigned yet: never assigned,
+// or taken back and pending. The caller holds sessionCoord.mu (or is the
+// job's own goroutine).
+func (j *job) left() uint64 {
+	n := j.total - j.next
+	for _, sp := range j.pending {
+		n += sp.end - sp.start
+	}
+	return n
+}
+
+// target is how many bytes path p keeps assigned and undelivered: a unit,
+// plus what it sends between the moment its last byte arrives at the client
+// and the first byte of the next unit does: the client's report (up to
+// FeedbackDelay late) reaches the primary, whose next command (relayed by
+// the client, for a secondary) reaches the server, whose data reaches the
+// client. Less, and the path idles between units; the gap is doubled
+// because queueing on the way, and jitter, make it longer than the smoothed
+// RTTs say.
 func (j *job) target(p *pathState, unit uint64) uint64 {
-	return uint64(p.rate*(p.rtt+j.c.o.FeedbackDelay).Seconds()) + unit
+	t := uint64(2*p.rate*(p.rtt+p.cmdRTT+j.c.o.FeedbackDelay).Seconds()) + unit
+	if !p.measured {
+		t = min(t, max(unmeasuredQueue, unit))
+	}
+	return t
 }
 
 // assignLocked assigns the pending spans, then the reserved bytes never
-// assigned, each unit to the path that would deliver it first, as long as
-// that path has room.
+// assigned, one unit at a time to the path chooseLocked picks, until it
+// picks none.
 func (j *job) assignLocked(now time.Time, sends []*unit) []*unit {
 	paths := j.eligibleLocked()
 	for {
@@ -377,24 +413,8 @@ func (j *job) assignLocked(now time.Time, sends []*unit) []*unit {
 		default:
 			return sends
 		}
-		var best *pathState
-		var bestLen uint64
-		var bestETA time.Duration
-		for _, p := range paths {
-			if sp.avoid != 0 && p.id == sp.avoid && len(paths) > 1 {
-				continue
-			}
-			n := j.unitLen(p, sp.start, sp.end, len(paths))
-			if eta := p.eta(n); best == nil || eta < bestETA {
-				best, bestLen, bestETA = p, n, eta
-			}
-		}
+		best, bestLen, bestETA := j.chooseLocked(paths, sp)
 		if best == nil {
-			best = j.c.paths[0]
-			bestLen = j.unitLen(best, sp.start, sp.end, 1)
-			bestETA = best.eta(bestLen)
-		}
-		if best.queued > 0 && best.queued >= j.target(best, bestLen) {
 			return sends
 		}
 		u := j.newUnitLocked(best, sp.start, sp.start+bestLen, now, bestETA)
@@ -410,11 +430,65 @@ func (j *job) assignLocked(now time.Time, sends []*unit) []*unit {
 	}
 }
 
+// chooseLocked picks the path for the next unit of span sp: the path that
+// would deliver its unit first among those with room (fewer than target
+// bytes queued). When a path without room would deliver sooner, waiting for
+// it may beat a slower path: the slower one gets the unit only if it
+// delivers it before the faster paths could get through the session's
+// backlog (earliest completion first, as in ECF), else no path is picked
+// and the unit waits. With no eligible path at all, path 0 takes it.
+func (j *job) chooseLocked(paths []*pathState, sp span) (best *pathState, n uint64, eta time.Duration) {
+	if len(paths) == 0 {
+		p := j.c.paths[0]
+		n = j.unitLen(p, sp.start, sp.end, 1)
+		return p, n, p.eta(n)
+	}
+	var fastestETA time.Duration
+	var fastest *pathState
+	for _, p := range paths {
+		if sp.avoid != 0 && p.id == sp.avoid && len(paths) > 1 {
+			continue
+		}
+		pn := j.unitLen(p, sp.start, sp.end, len(paths))
+		pe := p.eta(pn)
+		if fastest == nil || pe < fastestETA {
+			fastest, fastestETA = p, pe
+		}
+		if p.queued > 0 && p.queued >= j.target(p, pn) {
+			continue // no room
+		}
+		if best == nil || pe < eta {
+			best, n, eta = p, pn, pe
+		}
+	}
+	if best == nil || best == fastest {
+		return best, n, eta
+	}
+	// The paths that would deliver sooner than best but have no room:
+	// how long they take to send what they hold and the whole backlog.
+	var queued uint64
+	var rate float64
+	for _, p := range paths {
+		if p != best && p.eta(j.unitLen(p, sp.start, sp.end, len(paths))) < eta {
+			queued += p.queued
+			rate += p.rate
+		}
+	}
+	if rate == 0 { // only ties: best is as early as any
+		return best, n, eta
+	}
+	drain := time.Duration(float64(queued+j.c.backlogLocked()) / rate * float64(time.Second))
+	if eta > drain {
+		return nil, 0, 0
+	}
+	return best, n, eta
+}
+
 // newUnitLocked assigns [start, end) to p.
 func (j *job) newUnitLocked(p *pathState, start, end uint64, now time.Time, eta time.Duration) *unit {
 	o := j.c.o
 	u := &unit{
-		start: start, end: end, ps: p, live: true,
+		start: start, end: end, ps: p, live: true, recv0: p.repReceived,
 		expect:   now.Add(eta),
 		deadline: now.Add(time.Duration(o.LateFactor*float64(eta)) + o.LateSlack),
 	}
@@ -428,7 +502,7 @@ func (j *job) newUnitLocked(p *pathState, start, end uint64, now time.Time, eta 
 			}
 			j.recv0[p.id] = received{p, p.repReceived}
 		}
-		j.c.recordLocked(assignRec{addr: p.addr, file: j.file, version: j.version, first: j.chunkOf(start), last: j.chunkOf(end - 1)})
+		j.c.recordLocked(assignRec{addr: p.addr, path: p.id, file: j.file, version: j.version, first: j.chunkOf(start), last: j.chunkOf(end - 1)})
 	}
 	return u
 }
@@ -527,6 +601,7 @@ func (j *job) finish() {
 	for _, addr := range missedNow {
 		j.c.stats.add(addr, func(pc *PathCounters) { pc.Misses++ })
 	}
+	j.tallyDelivered(&d)
 	for id, addr := range j.addrs {
 		n := d.ByPath[id]
 		if id == 0 && n > 0 {
@@ -536,10 +611,12 @@ func (j *job) finish() {
 	}
 }
 
-// releaseAll retires the units still live when the job ends.
+// releaseAll retires the units still live when the job ends and removes
+// the job from the session's backlog.
 func (j *job) releaseAll() {
 	j.c.mu.Lock()
 	defer j.c.mu.Unlock()
+	delete(j.c.jobs, j)
 	for _, u := range j.units {
 		j.retireLocked(u)
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/kwikfs/kwikfs/kwik"
 )
@@ -69,11 +70,15 @@ func TestUnitLen(t *testing.T) {
 		npaths     int
 		want       uint64
 	}{
-		{"slow path gets one chunk", 1e6, 1, 1 + 100*cs, 2, cs},
+		{"slow path gets MinUnitBytes", 1e6, 1, 1 + 100*cs, 2, 64 << 10},
+		{"slower than a chunk per UnitTime: whole granules", 4e6, 1, 1 + 100*cs, 2, 192 << 10},
+		{"part of a chunk stops at the boundary", 4e6, 1 + cs - 100<<10, 1 + 100*cs, 2, 100 << 10},
+		{"part of a chunk stops at end", 4e6, 1, 1 + 10<<10, 2, 10 << 10},
 		{"rate x 50 ms", 100 * cs, 1, 1 + 100*cs, 1, 5 * cs},
 		{"at most MaxUnitChunks", 1000 * cs, 1, 1 + 100*cs, 1, 16 * cs},
 		{"cut at end", 100 * cs, 1, 1 + 3*cs, 1, 3 * cs},
-		{"mid-chunk start ends on a boundary", 1e6, 1 + cs/2, 1 + 100*cs, 1, cs / 2},
+		{"mid-chunk start ends on a boundary", 100 * cs, 1 + cs/2, 1 + 100*cs, 1, 4*cs + cs/2},
+		{"one chunk per UnitTime from mid-chunk", 20 * cs, 1 + cs/2, 1 + 100*cs, 1, cs / 2},
 	}
 	for _, tc := range tests {
 		p := &pathState{rate: tc.rate}
@@ -85,5 +90,47 @@ func TestUnitLen(t *testing.T) {
 	j.next = 1 + 96*cs
 	if got := j.unitLen(&pathState{rate: 1000 * cs}, j.next, j.total, 2); got != cs {
 		t.Errorf("tail unitLen = %d, want one chunk", got)
+	}
+}
+
+func TestChooseWaitsForFasterPathUnlessBacklogIsLong(t *testing.T) {
+	o := CoordinatorOptions{}
+	o.fill()
+	const cs = 1 << 20
+	fast := &pathState{id: 0, rate: 12.5e6, avg: 12.5e6, rtt: 10 * time.Millisecond}
+	slow := &pathState{id: 1, rate: 1e6, avg: 1e6, rtt: 40 * time.Millisecond}
+	c := &sessionCoord{o: &o, paths: map[kwik.PathID]*pathState{0: fast, 1: slow}, jobs: map[*job]struct{}{}}
+	j := &job{c: c, cs: cs, base: 1, next: 1}
+	c.jobs[j] = struct{}{}
+	paths := []*pathState{fast, slow}
+
+	// Both have room: the one that delivers first, the fast path.
+	j.total = 1 + 64*cs
+	if p, _, _ := j.chooseLocked(paths, span{start: 1, end: j.total}); p != fast {
+		t.Fatalf("both idle: chose path %v, want the fast one", p)
+	}
+	// The fast path is full and 64 MiB wait: it needs about 5 s for them,
+	// the slow path delivers its 64 KiB unit in about 105 ms (one RTT for
+	// the command and the data, plus 65 ms to send).
+	fast.queued = 2 * cs
+	p, n, _ := j.chooseLocked(paths, span{start: 1, end: j.total})
+	if p != slow || n != 64<<10 {
+		t.Fatalf("fast full, long backlog: chose %v with %d bytes, want the slow path with 64 KiB", p, n)
+	}
+	// Only 64 KiB wait and the fast path is full with 512 KiB it sends in
+	// about 47 ms: it delivers the unit after that sooner than the slow
+	// path would (about 105 ms), so no path takes it yet.
+	j.total = 1 + 64<<10
+	fast.queued = 512 << 10
+	fast.rtt = 0
+	o.FeedbackDelay = 1
+	if p, _, _ := j.chooseLocked(paths, span{start: 1, end: j.total}); p != nil {
+		t.Fatalf("fast full, tiny backlog: chose path %v, want none (wait for the fast path)", p.id)
+	}
+	// Ties (nobody faster with no room) never divide by zero.
+	slow.rate, slow.avg, slow.rtt = fast.rate, fast.avg, fast.rtt
+	fast.queued = 0
+	if p, _, _ := j.chooseLocked(paths, span{start: 1, end: j.total}); p == nil {
+		t.Fatal("equal idle paths: chose none")
 	}
 }

@@ -69,6 +69,12 @@ func (d *decoder) uvarint(what string) uint64 {
 		d.fail(fmt.Errorf("%s: bad or truncated varint: %w", what, ErrBadRequest))
 		return 0
 	}
+	if n > 1 && d.b[n-1] == 0 {
+		// Padded with a zero group: every value has one encoding, so
+		// that a decoded message re-encodes to the same bytes.
+		d.fail(fmt.Errorf("%s: non-minimal varint: %w", what, ErrBadRequest))
+		return 0
+	}
 	d.b = d.b[n:]
 	return v
 }
@@ -80,6 +86,12 @@ func (d *decoder) varint(what string) int64 {
 	v, n := binary.Varint(d.b)
 	if n <= 0 {
 		d.fail(fmt.Errorf("%s: bad or truncated varint: %w", what, ErrBadRequest))
+		return 0
+	}
+	if n > 1 && d.b[n-1] == 0 {
+		// Padded with a zero group: every value has one encoding, so
+		// that a decoded message re-encodes to the same bytes.
+		d.fail(fmt.Errorf("%s: non-minimal varint: %w", what, ErrBadRequest))
 		return 0
 	}
 	d.b = d.b[n:]

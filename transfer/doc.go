@@ -25,7 +25,9 @@
 // Op 6 is SEND_CHUNK (SendChunk: the payload of a command a primary relays
 // to a secondary, never sent by a client), op 7 REPORT_CORRUPT (CorruptReport:
 // a client telling the primary that a chunk failed its hash, so that the
-// path which delivered it gets a strike), and 8 to 15 are reserved. Paths are relative to the
+// path which delivered it gets a strike), op 8 PATH_REPORT (the request is
+// that byte alone; the reply lists the primary's account of every path of
+// the session, see PathReport), and 9 to 15 are reserved. Paths are relative to the
 // exported root, '/'-separated and canonical ("" is the root); absolute
 // paths, ".." elements and NUL bytes are refused with ErrOutsideRoot (see
 // CheckPath).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -86,13 +87,38 @@ func printStatus(st *daemon.Status) {
 	w.Flush()
 	if len(st.Paths) > 0 {
 		fmt.Println()
-		w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "path\tserver\tRTT\treceived\tduplicates\n")
-		for _, p := range st.Paths {
-			fmt.Fprintf(w, "%d\t%s\t%.2f ms\t%s\t%s\n", p.ID, p.Remote, p.RTTMillis, humanBytes(int64(p.BytesReceived)), humanBytes(int64(p.Duplicates)))
-		}
-		w.Flush()
+		printPaths(os.Stdout, st)
 	}
+}
+
+// printPaths prints one row per path of the session. Figures only the
+// primary knows (rate, chunks, strikes, in flight) show "-" when it did not
+// report them, and a note says why.
+func printPaths(out io.Writer, st *daemon.Status) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "path\tserver\tstate\tRTT\trate\tdelivered\tchunks\tstrikes\tin flight\tduplicates\t\n")
+	for _, p := range st.Paths {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%.1f ms\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			p.ID, p.Remote, p.State, p.RTTMillis,
+			optional(p.RateBytesPerSec, func(v uint64) string { return humanBytes(int64(v)) + "/s" }),
+			humanBytes(int64(p.BytesDelivered)),
+			optional(p.ChunksDelivered, func(v uint64) string { return fmt.Sprint(v) }),
+			optional(p.Strikes, func(v uint64) string { return fmt.Sprint(v) }),
+			optional(p.InFlightBytes, func(v uint64) string { return humanBytes(int64(v)) }),
+			humanBytes(int64(p.Duplicates)))
+	}
+	w.Flush()
+	if st.PathReportError != "" {
+		fmt.Fprintf(out, "(rate, chunks, strikes and in flight unknown: %s)\n", st.PathReportError)
+	}
+}
+
+// optional formats *v, or "-" when v is nil.
+func optional(v *uint64, f func(uint64) string) string {
+	if v == nil {
+		return "-"
+	}
+	return f(*v)
 }
 
 func humanBytes(n int64) string {

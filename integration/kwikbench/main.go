@@ -67,10 +67,11 @@ func main() {
 	mpSize := flag.Int64("mp-size", 256<<20, "bytes of the file read in each multipath-table measurement")
 	mpRuns := flag.Int("mp-runs", 1, "reads per multipath-table figure (the median is reported)")
 	mpCase := flag.String("mp-case", "", "run only the multipath cases whose name contains this text")
+	mpTrace := flag.Bool("mp-trace", false, "print each path's MB/s every 250 ms during multipath reads")
 	flag.Parse()
 	var err error
 	if *multipath {
-		err = runMultipath(*binDir, *mpSize, *mpRuns, *mpCase)
+		err = runMultipath(*binDir, *mpSize, *mpRuns, *mpCase, *mpTrace)
 	} else {
 		err = run(*binDir, *size, *runs)
 	}

@@ -77,7 +77,7 @@ type mpResult struct {
 // of all links together (a primary and secondaries, each behind its own
 // relay), and the efficiency multipath / sum of singles. Single-path
 // goodputs of identical links are measured once per run and shared.
-func runMultipath(binDir string, size int64, runs int, only string) error {
+func runMultipath(binDir string, size int64, runs int, only string, trace bool) error {
 	work, err := os.MkdirTemp("", "kwikbench-mp-")
 	if err != nil {
 		return err
@@ -98,7 +98,7 @@ func runMultipath(binDir string, size int64, runs int, only string) error {
 	if err := b.WriteDir(certDir); err != nil {
 		return err
 	}
-	env := &mpEnv{bin: binDir, work: work, tree: tree, certs: certDir, size: size, runs: max(runs, 1)}
+	env := &mpEnv{bin: binDir, work: work, tree: tree, certs: certDir, size: size, runs: max(runs, 1), trace: trace}
 
 	singles := map[string]mpResult{}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
@@ -168,7 +168,8 @@ func yesNo(b bool) string {
 type mpEnv struct {
 	bin, work, tree, certs string
 	size                   int64
-	runs                   int // reads per figure; the median is reported
+	runs                   int  // reads per figure; the median is reported
+	trace                  bool // print each relay's server-to-client MB/s every 250 ms
 	n                      int
 }
 
@@ -231,6 +232,10 @@ func (e *mpEnv) measure(links []linkemu.Config) (mpResult, error) {
 	}
 	cleanup = append(cleanup, stop)
 	e.n++
+	if e.trace {
+		stopTrace := traceRelays(relays)
+		cleanup = append(cleanup, stopTrace)
+	}
 	res, err := e.coldRead(relays[0].Addr(), filepath.Join(e.work, fmt.Sprintf("mpcache-%d", e.n)), len(links))
 	if err != nil {
 		return mpResult{}, err
@@ -391,4 +396,34 @@ func freeUDPPort() (int, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+// traceRelays prints, every 250 ms until the returned func is called, the
+// MB/s each relay forwarded from its server to the client: where a path sat
+// idle shows as a dip in its column.
+func traceRelays(relays []*linkemu.Relay) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		const every = 250 * time.Millisecond
+		t := time.NewTicker(every)
+		defer t.Stop()
+		last := make([]uint64, len(relays))
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			line := fmt.Sprintf("%6.2fs", float64(i+1)*every.Seconds())
+			for k, r := range relays {
+				b := r.Stats().ServerToClient.Forwarded.Bytes
+				line += fmt.Sprintf(" %6.1f", float64(b-last[k])/every.Seconds()/1e6)
+				last[k] = b
+			}
+			fmt.Fprintln(os.Stderr, line)
+		}
+	}()
+	return func() { close(done); <-finished }
 }

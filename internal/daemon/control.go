@@ -23,15 +23,19 @@ import (
 // Status is what the control socket's GET /status returns as JSON and what
 // `kwikfs status` prints.
 type Status struct {
-	Mountpoint string               `json:"mountpoint"`
-	Primary    string               `json:"primary"`
-	Cache      string               `json:"cache"`
-	Uptime     float64              `json:"uptime_seconds"`
-	Connected  bool                 `json:"connected"`
-	Paths      []PathStatus         `json:"paths"`
-	Client     transfer.ClientStats `json:"client"`
-	FS         fusefs.Stats         `json:"fs"`
-	Store      chunkstore.Stats     `json:"store"`
+	Mountpoint string       `json:"mountpoint"`
+	Primary    string       `json:"primary"`
+	Cache      string       `json:"cache"`
+	Uptime     float64      `json:"uptime_seconds"`
+	Connected  bool         `json:"connected"`
+	Paths      []PathStatus `json:"paths"`
+	// PathReportError says why the paths' coordinator fields are absent:
+	// the primary did not answer PATH_REPORT in time, refused it, or the
+	// daemon holds no session. Empty when it answered.
+	PathReportError string               `json:"path_report_error,omitempty"`
+	Client          transfer.ClientStats `json:"client"`
+	FS              fusefs.Stats         `json:"fs"`
+	Store           chunkstore.Stats     `json:"store"`
 }
 
 type statusSource struct {
@@ -42,37 +46,21 @@ type statusSource struct {
 	fs                         *fusefs.FS
 }
 
-// PathStatus describes one path of the mount's session.
-type PathStatus struct {
-	ID            int     `json:"id"`
-	Remote        string  `json:"remote"`
-	RTTMillis     float64 `json:"rtt_ms"`
-	BytesReceived uint64  `json:"bytes_received"`
-	Duplicates    uint64  `json:"duplicate_bytes"`
-}
-
-func (s *statusSource) status() Status {
-	var paths []PathStatus
-	ss, connected := s.client.SessionStats()
-	for _, p := range ss.Paths {
-		paths = append(paths, PathStatus{
-			ID:            p.ID,
-			Remote:        p.RemoteAddr.String(),
-			RTTMillis:     float64(p.SmoothedRTT.Microseconds()) / 1000,
-			BytesReceived: p.DataBytesReceived,
-			Duplicates:    p.DuplicateBytes,
-		})
-	}
+// status gathers the daemon's status; it asks the primary for its account
+// of the paths (see pathStatus), waiting at most PathReportTimeout.
+func (s *statusSource) status(ctx context.Context) Status {
+	paths, connected, reportErr := s.pathStatus(ctx)
 	return Status{
-		Connected:  connected,
-		Paths:      paths,
-		Mountpoint: s.mountpoint,
-		Primary:    s.primary,
-		Cache:      s.cache,
-		Uptime:     time.Since(s.started).Seconds(),
-		Client:     s.client.Stats(),
-		FS:         s.fs.Stats(),
-		Store:      s.store.Stats(),
+		Connected:       connected,
+		Paths:           paths,
+		PathReportError: reportErr,
+		Mountpoint:      s.mountpoint,
+		Primary:         s.primary,
+		Cache:           s.cache,
+		Uptime:          time.Since(s.started).Seconds(),
+		Client:          s.client.Stats(),
+		FS:              s.fs.Stats(),
+		Store:           s.store.Stats(),
 	}
 }
 
@@ -106,7 +94,7 @@ func startControl(path string, src *statusSource, log *slog.Logger) (*control, e
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(src.status()); err != nil {
+		if err := enc.Encode(src.status(r.Context())); err != nil {
 			log.Debug("control: write status", "err", err)
 		}
 	})

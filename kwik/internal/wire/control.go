@@ -386,3 +386,17 @@ func (f *StopSending) parseBody(b []byte) error {
 	f.StreamID, f.Code = p.varint(), p.varint()
 	return p.done()
 }
+
+// ControlFrameLen returns the total length, header and body, of the control
+// frame that b starts with, and false if b does not hold its whole header.
+func ControlFrameLen(b []byte) (uint64, bool) {
+	_, tn, err := quicvarint.Parse(b)
+	if err != nil {
+		return 0, false
+	}
+	l, ln, err := quicvarint.Parse(b[tn:])
+	if err != nil {
+		return 0, false
+	}
+	return uint64(tn+ln) + l, true
+}

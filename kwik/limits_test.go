@@ -1,0 +1,417 @@
+package kwik
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/quicvarint"
+
+	"github.com/kwikfs/kwikfs/kwik/internal/wire"
+)
+
+// heapInuse returns the bytes in in-use heap spans after a collection.
+func heapInuse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
+}
+
+// checkHeapGrowth fails the test if the heap grew by more than bound since
+// base, and logs the growth.
+func checkHeapGrowth(t *testing.T, what string, base, bound int64) {
+	t.Helper()
+	grown := heapInuse() - base
+	t.Logf("%s: heap grew by %d KiB (bound %d KiB)", what, grown>>10, bound>>10)
+	if grown > bound {
+		t.Fatalf("%s: heap grew by %d KiB, more than %d KiB", what, grown>>10, bound>>10)
+	}
+}
+
+// goodCopy starts a normal client's copy on a session of its own to l,
+// while a hostile session attacks: size bytes of pattern sent and echoed
+// back, hashed on the fly. The returned function waits for the copy and
+// fails the test unless every byte came back intact.
+func goodCopy(t *testing.T, l *Listener, size int) func() {
+	t.Helper()
+	_, cliTLS := testTLS(t)
+	cli, srv := dialAccept(t, l, &Config{TLSConfig: cliTLS, Logger: quietLogger()})
+	echo(srv)
+	ctx := testCtx(t)
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			st, err := cli.OpenStreamSync(ctx)
+			if err != nil {
+				return err
+			}
+			st.SetDeadline(time.Now().Add(20 * time.Second))
+			werr := make(chan error, 1)
+			go func() {
+				const piece = 64 << 10
+				for off := 0; off < size; off += piece {
+					if _, err := st.Write(pattern(uint64(off), min(piece, size-off))); err != nil {
+						werr <- err
+						return
+					}
+				}
+				werr <- st.Close()
+			}()
+			h := sha256.New()
+			n, err := io.Copy(h, st)
+			if err != nil {
+				return fmt.Errorf("read echo after %d bytes: %w", n, err)
+			}
+			if err := <-werr; err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+			if n != int64(size) || !sameSum(h, sha256.Sum256(pattern(0, size))) {
+				return fmt.Errorf("echo of %d bytes: got %d bytes, digest mismatch", size, n)
+			}
+			return nil
+		}()
+	}()
+	return func() {
+		t.Helper()
+		if err := <-done; err != nil {
+			t.Fatalf("normal client: %v", err)
+		}
+	}
+}
+
+func sameSum(h hash.Hash, want [32]byte) bool {
+	var got [32]byte
+	h.Sum(got[:0])
+	return got == want
+}
+
+// checkClosed checks that the hostile session was closed by the server
+// with code and message, and that the client saw exactly that.
+func checkClosed(t *testing.T, p *pair, code ErrorCode, msg string) {
+	t.Helper()
+	srvErr := closeCause(t, p.srv)
+	if srvErr.Code != code || srvErr.Remote || srvErr.Message != msg {
+		t.Fatalf("server closed with %v, want local %v: %s", srvErr, code, msg)
+	}
+	cliErr := closeCause(t, p.cli)
+	if cliErr.Code != code || !cliErr.Remote || cliErr.Message != msg {
+		t.Fatalf("client sees %v, want remote %v: %s", cliErr, code, msg)
+	}
+}
+
+func TestListenerRefusesSessionsBeyondMaxSessions(t *testing.T) {
+	p := newPair(t, func(srv, _ *Config) { srv.MaxSessions = 2 })
+	echo(p.srv)
+	_, cliTLS := testTLS(t)
+	cc := &Config{TLSConfig: cliTLS, Logger: quietLogger()}
+	second, secondSrv := dialAccept(t, p.l, cc)
+	echo(secondSrv)
+	if n := p.l.Sessions(); n != 2 {
+		t.Fatalf("Sessions() = %d, want 2", n)
+	}
+
+	start := time.Now()
+	s, err := Dial(testCtx(t), p.l.Addr().String(), cc)
+	if err == nil {
+		s.Close()
+		t.Fatal("a third session was set up")
+	}
+	var se *SessionError
+	if !errors.As(err, &se) || se.Code != SessionLimitError || !se.Remote || se.Message != "session limit of 2 reached" {
+		t.Fatalf("Dial beyond the limit: %v, want a remote SESSION_LIMIT_ERROR", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("refusal took %v", d)
+	}
+	if n := p.l.Sessions(); n != 2 {
+		t.Fatalf("Sessions() = %d after a refusal, want 2", n)
+	}
+	if got, err := roundTrip(testCtx(t), p.cli, []byte("first")); err != nil || string(got) != "first" {
+		t.Fatalf("first session: %q, %v", got, err)
+	}
+
+	// A closed session frees its slot.
+	second.Close()
+	waitFor(t, "the closed session's slot", func() bool { return p.l.Sessions() == 1 })
+	third, thirdSrv := dialAccept(t, p.l, cc)
+	echo(thirdSrv)
+	if got, err := roundTrip(testCtx(t), third, []byte("third")); err != nil || string(got) != "third" {
+		t.Fatalf("session after a slot freed: %q, %v", got, err)
+	}
+}
+
+func TestSecondaryRefusesPathsBeyondMaxSessions(t *testing.T) {
+	c := newCluster(t, 1, func(_, sec, _ *Config) { sec.MaxSessions = 1 })
+	sec := c.secs[0]
+	first := c.addPaths(t)[0]
+	_, err := c.srv.AddPath(testCtx(t), sec.AdvertisedAddr())
+	var pe *PathError
+	if !errors.As(err, &pe) || pe.Code != SessionLimitError || pe.Message != "session limit of 1 reached" {
+		t.Fatalf("second path to a secondary with MaxSessions 1: %v", err)
+	}
+	if st := pathStats(t, c.cli, first); st.State != PathUp {
+		t.Fatalf("first path %v", st.State)
+	}
+	if st := sec.Stats(); st.PathsOpen != 1 || st.PathsAdmitted != 1 {
+		t.Fatalf("secondary stats %+v", st)
+	}
+}
+
+// TestHostileClientOpensThousandsOfStreams opens every stream the server
+// allows, each with data the server application never reads, then one
+// more: the server holds a bounded amount of memory for them and closes
+// the session with STREAM_LIMIT_ERROR; a normal client copying at the same
+// time is unaffected.
+func TestHostileClientOpensThousandsOfStreams(t *testing.T) {
+	const streams = DefaultMaxIncomingStreams
+	p := newPair(t, nil) // the server never accepts the streams
+	base := heapInuse()
+	check := goodCopy(t, p.l, 8<<20)
+	for i := range streams {
+		rawData(t, p.cli, dataFrames(uint64(2*i), frame{data: make([]byte, 4096)}))
+	}
+	waitFor(t, "every stream on the server", func() bool {
+		p.srv.mu.Lock()
+		defer p.srv.mu.Unlock()
+		return len(p.srv.streams) == streams
+	})
+	check()
+	// Measured in one process: both ends of the streams, 4 KiB of data
+	// each and their QUIC state: about 12 KiB per stream in all.
+	checkHeapGrowth(t, fmt.Sprintf("%d open streams", streams), base, streams*20<<10)
+
+	rawData(t, p.cli, dataFrames(2*streams, frame{data: []byte("x")}))
+	checkClosed(t, p, StreamLimitError, fmt.Sprintf("stream %d beyond the limit of %d streams", 2*streams, streams))
+}
+
+// TestHostileClientOpensEmptyDataStreams opens thousands of data streams
+// and never sends their headers: the server closes the session after
+// FrameTimeout, instead of holding a goroutine per stream for as long as
+// the client keeps the connection alive.
+func TestHostileClientOpensEmptyDataStreams(t *testing.T) {
+	const streams = 2000
+	p := newPair(t, func(srv, _ *Config) { srv.FrameTimeout = 2 * time.Second })
+	base := heapInuse()
+	check := goodCopy(t, p.l, 8<<20)
+	for range streams {
+		u, err := p.cli.p0.conn.OpenUniStreamSync(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.Write([]byte{0x40}); err != nil { // half a stream header
+			t.Fatal(err)
+		}
+	}
+	check()
+	// Measured in one process: both ends' QUIC streams and the server's
+	// reader of each, about 7 KiB per stream.
+	checkHeapGrowth(t, fmt.Sprintf("%d streams without headers", streams), base, streams*16<<10)
+	checkClosed(t, p, ProtocolViolation, "data stream without its headers after 2s")
+}
+
+// TestHostileClientSendsEndlessControlFrame starts a control frame and
+// never finishes it: the server closes the session after FrameTimeout.
+func TestHostileClientSendsEndlessControlFrame(t *testing.T) {
+	p := newPair(t, func(srv, _ *Config) { srv.FrameTimeout = time.Second })
+	base := heapInuse()
+	check := goodCopy(t, p.l, 8<<20)
+	b := quicvarint.Append(nil, uint64(wire.TypeMaxData))
+	b = quicvarint.Append(b, DefaultMaxControlFrameSize) // the largest body allowed
+	rawControl(t, p.cli, append(b, make([]byte, 100)...))
+	check()
+	// The server holds at most one control frame body.
+	checkHeapGrowth(t, "an endless control frame", base, 4<<20)
+	checkClosed(t, p, ProtocolViolation, "control frame not completed in time: 1s")
+}
+
+// TestSecondaryClosesPathThatReplaysCommands relays a genuine command and
+// then replays it again and again: the secondary serves it once, counts
+// the copies and, at the eighth, closes the path with PROTOCOL_VIOLATION.
+// Another client's transfer through the same secondary completes.
+func TestSecondaryClosesPathThatReplaysCommands(t *testing.T) {
+	const size = 4 << 20
+	c := newCluster(t, 1, nil)
+	sec := c.secs[0]
+	serveCommands(t, sec, func(cmd *Command) {
+		g := cmd.Grant()
+		_, err := cmd.Write(pattern(g.Offset, int(g.Length)))
+		// The hostile client's path may close under the write.
+		if err != nil && cmd.SessionID() != c.srv.id {
+			t.Errorf("secondary write of %+v: %v", g, err)
+		}
+	})
+	hostile := c.addPaths(t)[0]
+	base := heapInuse()
+
+	// A normal client, with a path of its own to the secondary, fetches a
+	// stream half of which the secondary sends.
+	_, cliTLS := testTLS(t)
+	good, goodSrv := dialAccept(t, c.l, &Config{TLSConfig: cliTLS, Logger: quietLogger()})
+	gid, err := goodSrv.AddPath(testCtx(t), sec.AdvertisedAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodDone := make(chan error, 1)
+	go func() {
+		st, err := good.OpenStreamSync(testCtx(t))
+		if err == nil {
+			_, err = st.Write([]byte("get"))
+		}
+		if err == nil {
+			err = st.Close()
+		}
+		if err != nil {
+			goodDone <- err
+			return
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, st)
+		if err == nil && (n != size || !sameSum(h, sha256.Sum256(pattern(0, size)))) {
+			err = fmt.Errorf("got %d bytes, digest mismatch", n)
+		}
+		goodDone <- err
+	}()
+	gst, err := goodSrv.AcceptStream(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(gst); err != nil {
+		t.Fatal(err)
+	}
+
+	// The hostile client relays a genuine command, then replays it while
+	// the normal transfer runs.
+	_, srv := c.request(t)
+	g := Grant{StreamID: srv.StreamID(), Offset: reserve(t, srv, 100), Length: 100}
+	genuine := c.command(hostile, 1, time.Now().Add(time.Minute), g, string(make([]byte, 32<<10)), nil)
+	for range maxBadCommands + 8 {
+		c.pushCommand(t, hostile, genuine)
+	}
+
+	const unit = 256 << 10
+	for off := uint64(0); off < size; off += unit {
+		o := reserve(t, gst, unit)
+		if (off/unit)%2 == 0 {
+			if err := goodSrv.SendRawData(gid, Grant{StreamID: gst.StreamID(), Offset: o, Length: unit}, []byte("unit")); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := gst.WriteAt(pattern(o, unit), int64(o)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := gst.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	ev, err := c.cli.NextPathEvent(testCtx(t))
+	for err == nil && ev.State == PathUp {
+		ev, err = c.cli.NextPathEvent(testCtx(t))
+	}
+	want := fmt.Sprintf("%d relayed commands refused, the last: command replayed: sequence number 1 after 1", maxBadCommands)
+	var pe *PathError
+	if err != nil || ev.Path != hostile || ev.State != PathFailed || !errors.As(ev.Err, &pe) ||
+		pe.Code != ProtocolViolation || !pe.Remote || pe.Message != want {
+		t.Fatalf("hostile client's path event %+v (%v), %v; want failed with PROTOCOL_VIOLATION: %s", ev, ev.Err, err, want)
+	}
+	if err := <-goodDone; err != nil {
+		t.Fatalf("normal client: %v", err)
+	}
+	if ps := pathStats(t, good, gid); ps.State != PathUp || ps.DeliveredBytes != size/2 {
+		t.Fatalf("normal client's secondary path: %v, %d bytes delivered; want up, %d", ps.State, ps.DeliveredBytes, size/2)
+	}
+	if st := sec.Stats(); st.CommandsReplayed != maxBadCommands || st.CommandsAccepted != 1+size/unit/2 {
+		t.Fatalf("secondary stats %+v; want %d replayed, %d accepted", st, maxBadCommands, 1+size/unit/2)
+	}
+	if c.cli.Context().Err() != nil {
+		t.Fatal("the hostile client's session ended with its path")
+	}
+	// The secondary kept nothing of the replays: at most one control frame.
+	checkHeapGrowth(t, "replayed commands", base, 4<<20)
+}
+
+// TestShortTokenLifetime gives tokens and commands a short lifetime and
+// moves the secondary's clock past it: a command issued before is refused
+// as expired (the path stays up), and a new path cannot be added.
+func TestShortTokenLifetime(t *testing.T) {
+	const lifetime = 2 * time.Second
+	var skew atomic.Int64 // added to the secondary's clock
+	c := newCluster(t, 1, func(prim, sec, _ *Config) {
+		prim.TokenLifetime = lifetime
+		sec.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	})
+	accepted := make(chan string, 4)
+	serveCommands(t, c.secs[0], func(cmd *Command) { accepted <- string(cmd.Payload()) })
+	id := c.addPaths(t)[0]
+	_, srv := c.request(t)
+	g := Grant{StreamID: srv.StreamID(), Offset: reserve(t, srv, 100), Length: 100}
+	if err := c.srv.SendRawData(id, g, []byte("fresh")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-accepted:
+		if got != "fresh" {
+			t.Fatalf("accepted %q", got)
+		}
+	case <-testCtx(t).Done():
+		t.Fatal("fresh command not accepted")
+	}
+
+	skew.Store(int64(lifetime + time.Second))
+	if err := c.srv.SendRawData(id, g, []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the late command refused", func() bool { return c.secs[0].Stats().CommandsExpired == 1 })
+	if st := pathStats(t, c.cli, id); st.State != PathUp {
+		t.Fatalf("path %v after an expired command", st.State)
+	}
+	if _, err := c.srv.AddPath(testCtx(t), c.secs[0].AdvertisedAddr()); !errors.Is(err, ErrTokenExpired) {
+		t.Fatalf("AddPath with the secondary's clock past the token lifetime: %v, want ErrTokenExpired", err)
+	}
+	select {
+	case got := <-accepted:
+		t.Fatalf("expired command %q accepted", got)
+	default:
+	}
+	if st := c.secs[0].Stats(); st.CommandsAccepted != 1 || st.TokensExpired != 1 {
+		t.Fatalf("secondary stats %+v", st)
+	}
+}
+
+func TestLimitDefaults(t *testing.T) {
+	srvTLS, _ := testTLS(t)
+	c, err := (&Config{TLSConfig: srvTLS}).resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxSessions != 256 || c.FrameTimeout != 30*time.Second {
+		t.Fatalf("MaxSessions %d, FrameTimeout %v; want 256, 30s", c.MaxSessions, c.FrameTimeout)
+	}
+	if c, err := (&Config{TLSConfig: srvTLS, IdleTimeout: time.Minute}).resolve(); err != nil || c.FrameTimeout != time.Minute {
+		t.Fatalf("FrameTimeout %v with a 1-minute IdleTimeout, want the same", c.FrameTimeout)
+	}
+	if _, err := (&Config{TLSConfig: srvTLS, FrameTimeout: -1}).resolve(); err == nil {
+		t.Fatal("negative FrameTimeout accepted")
+	}
+	unlimited := newSessionLimit(-1)
+	for range 1000 {
+		if !unlimited.acquire() {
+			t.Fatal("MaxSessions < 0 refused a session")
+		}
+	}
+	one := newSessionLimit(1)
+	if !one.acquire() || one.acquire() {
+		t.Fatal("MaxSessions 1: want one slot")
+	}
+	one.release()
+	if !one.acquire() || one.open() != 1 {
+		t.Fatal("a released slot was not reused")
+	}
+}
