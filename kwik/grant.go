@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/kwikfs/kwikfs/kwik/internal/reassembly"
 	"github.com/kwikfs/kwikfs/kwik/internal/wire"
@@ -105,6 +106,7 @@ func (st *Stream) addGrant(id PathID, g wire.Grant) error {
 func (st *Stream) pushGranted(p *path, off uint64, data []byte, c *reassembly.Chunk) (outside bool) {
 	s := st.s
 	var oog, rejected, dups, accepted uint64
+	at := time.Now()
 	st.mu.Lock()
 	st.grants[p.id].clip(off, off+uint64(len(data)), func(a, b uint64, in bool) {
 		if !in {
@@ -121,6 +123,7 @@ func (st *Stream) pushGranted(p *path, off uint64, data []byte, c *reassembly.Ch
 			rejected += n
 			return
 		}
+		ready := a <= st.recv.ReadOffset()
 		dup, err := st.recv.PushBounded(a, piece, false, c, secondaryMaxGaps)
 		if err != nil {
 			// ErrTooFragmented: the buffer's highest offset has moved and is
@@ -133,6 +136,9 @@ func (st *Stream) pushGranted(p *path, off uint64, data []byte, c *reassembly.Ch
 		}
 		dups += uint64(dup)
 		accepted += n - uint64(dup)
+		if uint64(dup) < n && !st.discarding {
+			st.noteArrivalLocked(b, at, ready)
+		}
 	})
 	var credit uint64
 	var wake, finished bool

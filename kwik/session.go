@@ -39,7 +39,9 @@ type Session struct {
 	keys     *clusterKeys  // primary with a ClusterKey; nil otherwise
 
 	p0 *path // path 0, to the primary; immutable
-	tr *transport
+
+	readLat readLatency // client: waits of received frames in reassembly
+	tr      *transport
 
 	ctx      context.Context // canceled when the session closes
 	cancel   context.CancelCauseFunc

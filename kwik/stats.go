@@ -14,6 +14,9 @@ import (
 // 16 most recent).
 type SessionStats struct {
 	Paths []PathStats
+	// ReadLatency is how long received data frames waited for Read on a
+	// client (zero on a server, which receives only requests).
+	ReadLatency LatencyStats
 }
 
 // PathStats describes one path. Data counters count payload bytes of data
@@ -100,7 +103,7 @@ func (s *Session) Stats() SessionStats {
 	s.pathMu.Unlock()
 	slices.SortFunc(snaps[1:], func(a, b snap) int { return cmp.Compare(a.p.id, b.p.id) })
 
-	st := SessionStats{Paths: make([]PathStats, 0, len(snaps))}
+	st := SessionStats{Paths: make([]PathStats, 0, len(snaps)), ReadLatency: s.readLat.stats()}
 	for _, sn := range snaps {
 		p := sn.p
 		ps := PathStats{

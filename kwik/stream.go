@@ -53,6 +53,7 @@ type Stream struct {
 	pushMode     bool          // sources are drained by goroutines; never reverts
 	pulling      bool          // Read is reading src
 	pullDone     chan struct{} // cap 1: pulling became false in push mode
+	arrivals     []arrival     // frames in the reassembly buffer, by end offset
 
 	// Send side.
 	sendOff       uint64           // bytes committed to frames
@@ -116,6 +117,9 @@ func (st *Stream) Read(p []byte) (int, error) {
 				return 0, nil
 			}
 			n := st.recv.Read(p)
+			if len(st.arrivals) > 0 {
+				st.countReadLocked(time.Now())
+			}
 			st.afterReadLocked() // unlocks
 			return n, nil
 		}
@@ -404,7 +408,9 @@ func (s *Session) dataViolation(p *path, id StreamID, err error) *SessionError {
 // push stores a piece of a data frame that arrived on path p. c, if not nil,
 // holds data (see reassembly.Buffer.Push).
 func (st *Stream) push(p *path, off uint64, data []byte, fin bool, c *reassembly.Chunk) error {
+	at := time.Now()
 	st.mu.Lock()
+	ready := off <= st.recv.ReadOffset()
 	old := st.recv.Highest()
 	if end := off + uint64(len(data)); end > old {
 		if err := st.s.chargeRecv(end - old); err != nil {
@@ -418,6 +424,9 @@ func (st *Stream) push(p *path, off uint64, data []byte, fin bool, c *reassembly
 		return st.s.dataViolation(p, st.id, err)
 	}
 	st.noteRecvLocked(p.id, uint64(len(data)-dup))
+	if dup < len(data) && !st.discarding {
+		st.noteArrivalLocked(off+uint64(len(data)), at, ready)
+	}
 	credit := st.settleLocked()
 	wake := st.recv.Readable() || st.recv.Done()
 	finished := st.checkRecvLocked()
@@ -453,6 +462,7 @@ func (st *Stream) handleReset(code ErrorCode, final uint64) error {
 	if !st.recvDone && !st.discarding {
 		st.readErr = &StreamError{StreamID: st.id, Code: code, Remote: true}
 		st.discarding = true
+		st.arrivals = nil
 		st.recv.Discard()
 		st.toPushLocked()
 	}
@@ -479,6 +489,7 @@ func (st *Stream) CancelRead(code ErrorCode) {
 	}
 	st.readErr = &StreamError{StreamID: st.id, Code: code}
 	st.discarding = true
+	st.arrivals = nil
 	st.recv.Discard()
 	st.toPushLocked()
 	_, finKnown := st.recv.FinalSize()

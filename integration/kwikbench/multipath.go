@@ -70,6 +70,10 @@ type mpResult struct {
 	relayLate  time.Duration
 	queueDrops uint64
 	fetchErrs  int64
+	// Aggregation latency (frame arrival to Read), p99 in ms: of frames
+	// readable on arrival, and of all frames (these also waited for
+	// earlier bytes on slower paths); -1 when not reported.
+	readyP99, allP99 float64
 }
 
 // runMultipath prints the issue-3 table: for every case, the goodput of each
@@ -102,7 +106,7 @@ func runMultipath(binDir string, size int64, runs int, only string, trace bool) 
 
 	singles := map[string]mpResult{}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "multipath case (%d MiB cold read, median of %d)\tsingle-path MB/s\tmultipath MB/s\tefficiency\ttarget\tmet\tduplicate %%\tbytes per path (MiB)\tsRTT per path (ms)\trelay mean late ms\tqueue drops\tclient VmHWM MiB\t\n", size>>20, env.runs)
+	fmt.Fprintf(w, "multipath case (%d MiB cold read, median of %d)\tsingle-path MB/s\tmultipath MB/s\tefficiency\ttarget\tmet\tduplicate %%\tbytes per path (MiB)\tsRTT per path (ms)\trelay mean late ms\tqueue drops\taggregation p99 ms (ready / all)\tclient VmHWM MiB\t\n", size>>20, env.runs)
 	for _, c := range mpCases() {
 		if only != "" && !strings.Contains(c.name, only) {
 			continue
@@ -148,9 +152,9 @@ func runMultipath(binDir string, size int64, runs int, only string, trace bool) 
 		if m.fetchErrs > 0 {
 			errNote = fmt.Sprintf(" (%d fetch errors)", m.fetchErrs)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.1f\t%.3f\t%s\t%s\t%.2f\t%s\t%s\t%.2f\t%d\t%.1f%s\t\n", c.name, strings.Join(singleText, " + "),
+		fmt.Fprintf(w, "%s\t%s\t%.1f\t%.3f\t%s\t%s\t%.2f\t%s\t%s\t%.2f\t%d\t%.3f / %.1f\t%.1f%s\t\n", c.name, strings.Join(singleText, " + "),
 			m.mbps, eff, target, yesNo(met), 100*float64(m.dupBytes)/float64(size), strings.Join(perPath, " / "), strings.Join(rtts, " / "),
-			float64(m.relayLate.Microseconds())/1000, m.queueDrops,
+			float64(m.relayLate.Microseconds())/1000, m.queueDrops, m.readyP99, m.allP99,
 			float64(m.hwmKiB)/1024, errNote)
 	}
 	return w.Flush()
@@ -288,6 +292,11 @@ type mountStatus struct {
 	FS struct {
 		FetchErrors int64
 	} `json:"fs"`
+	ReadLatency *struct {
+		P99         float64 `json:"p99_ms"`
+		ReadyFrames uint64  `json:"ready_frames"`
+		ReadyP99    float64 `json:"ready_p99_ms"`
+	} `json:"read_latency"`
 }
 
 // coldRead mounts addr with an empty cache, waits for wantPaths paths to be
@@ -353,7 +362,13 @@ func (e *mpEnv) coldRead(addr, cache string, wantPaths int) (mpResult, error) {
 	if err != nil {
 		return mpResult{}, err
 	}
-	r := mpResult{mbps: mbps, hwmKiB: hwm, fetchErrs: st.FS.FetchErrors}
+	r := mpResult{mbps: mbps, hwmKiB: hwm, fetchErrs: st.FS.FetchErrors, readyP99: -1, allP99: -1}
+	if l := st.ReadLatency; l != nil {
+		r.allP99 = l.P99
+		if l.ReadyFrames > 0 {
+			r.readyP99 = l.ReadyP99
+		}
+	}
 	for _, p := range st.Paths {
 		r.dupBytes += p.Duplicates
 		r.perPath = append(r.perPath, p.BytesReceived)
