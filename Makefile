@@ -44,7 +44,7 @@ demo: deps build
 
 # Throughput report: ratios measured in the same run (see README).
 bench: deps build
-	$(GO) run ./integration/kwikbench && $(GO) run ./integration/kwikbench --multipath
+	$(GO) run ./integration/kwikbench && $(GO) run ./integration/kwikbench --multipath && $(GO) run ./integration/kwikbench --prefetch
 
 # A short run of every fuzz target (FUZZTIME each), listed as
 # package:function; `make test` runs them on their seed corpora
@@ -66,6 +66,7 @@ FUZZ_TARGETS := \
 	./kwik/internal/wire:FuzzReadControlFrame \
 	./kwik/internal/wire:FuzzReadStreamHeader \
 	./kwik/internal/wire:FuzzReport \
+	./prefetch:FuzzDecodeRecord \
 	./transfer:FuzzDecodeAttrs \
 	./transfer:FuzzDecodeCorruptReport \
 	./transfer:FuzzDecodeError \

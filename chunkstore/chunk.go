@@ -66,20 +66,30 @@ const maxBatchChunks = 64
 // chunk still never leaves the store: Get verifies every chunk it returns,
 // and removes one that fails.
 //
-// The chunks are written together, up to 64 with one write to a segment
-// and one Badger transaction, which costs much less than one Put each.
-// Each chunk is idempotent as with Put (one already stored is counted in
-// Stats.PutDups, a chunk listed twice is stored once), and each
-// transaction is atomic: after an error or a crash, the chunks of a
-// transaction are all stored or none is. PutVerified does not retain the
-// chunks or their Data.
+// The chunks are written together, up to 64 (and no more bytes than a
+// segment holds) with one write to a segment and one Badger transaction,
+// which costs much less than one Put each. Each chunk is idempotent as
+// with Put (one already stored is counted in Stats.PutDups, a chunk
+// listed twice is stored once), and each transaction is atomic: after an
+// error or a crash, the chunks of a transaction are all stored or none is.
+// Under a Limit, the chunks written first may be evicted to make room for
+// the last ones (they are the least recently used). PutVerified does not
+// retain the chunks or their Data.
 func (s *Store) PutVerified(chunks []Chunk) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.ops.Done()
 	for len(chunks) > 0 {
-		n := min(len(chunks), maxBatchChunks)
+		n, size := 0, int64(0)
+		for n < len(chunks) && n < maxBatchChunks {
+			l := int64(len(chunks[n].Data))
+			if n > 0 && size+l > s.app.limit {
+				break
+			}
+			size += l
+			n++
+		}
 		if err := s.putChunks(chunks[:n]); err != nil {
 			return fmt.Errorf("chunkstore: put %d chunks: %w", n, err)
 		}
@@ -89,72 +99,83 @@ func (s *Store) PutVerified(chunks []Chunk) error {
 }
 
 // putChunks stores the chunks not yet stored: under writeMu it looks them
-// up in the index, appends the new ones to the active segment with one
-// write (synced first with Options.SyncWrites), then commits their chunk
-// records in one transaction, and counts them. Bytes appended for a
-// transaction that fails are cut off again.
+// up in the index (a chunk already stored counts as used now), makes room
+// for the new ones under the Limit, appends them to the active segment
+// with one write (synced first with Options.SyncWrites), then commits
+// their chunk records and stamps in one transaction, and counts them.
+// Bytes appended for a transaction that fails are cut off again.
 func (s *Store) putChunks(chunks []Chunk) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 
 	created := make([]bool, len(chunks)) // created[k]: chunks[k] is stored by this call
-	err := s.db.View(func(txn *badger.Txn) error {
-		seen := make(map[[32]byte]bool, len(chunks))
-		for k, c := range chunks {
-			if seen[c.Sum] {
-				continue // listed earlier in this batch
-			}
-			seen[c.Sum] = true
-			if _, err := txn.Get(infoKey(c.Sum)); err == nil {
-				continue // stored already
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return err
-			}
-			created[k] = true
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
+	seen := make(map[[32]byte]bool, len(chunks))
 	var (
-		bufs  [][]byte
-		total int64
+		bufs [][]byte
+		need int64 // disk bytes of the new chunks
 	)
 	for k, c := range chunks {
-		if created[k] {
-			bufs = append(bufs, c.Data)
-			total += int64(len(c.Data))
+		if seen[c.Sum] {
+			continue // listed earlier in this batch
+		}
+		seen[c.Sum] = true
+		// The index changes only under writeMu, which this goroutine holds.
+		if e := s.index[c.Sum]; e != nil {
+			e.stamp.Store(s.clock.Add(1))
+			continue // stored already
+		}
+		created[k] = true
+		bufs = append(bufs, c.Data)
+		if len(c.Data) > 0 {
+			need += alignUp(int64(len(c.Data)))
 		}
 	}
 	if len(bufs) > 0 {
-		seg, off, err := s.app.append(bufs, total)
+		if err := s.makeRoom(need); err != nil {
+			return err
+		}
+		p, err := s.app.append(bufs)
 		if err != nil {
 			return err
 		}
 		if s.afterAppend != nil {
-			s.afterAppend(seg, off, total)
+			first := p.offs[0]
+			s.afterAppend(p.seg, first, p.end-first)
+		}
+		locs := make([]location, 0, len(bufs))
+		stamps := make([]uint64, 0, len(bufs))
+		for j, b := range bufs {
+			locs = append(locs, location{seg: p.seg, off: p.offs[j], n: int64(len(b)), aligned: s.app.align})
+			stamps = append(stamps, s.clock.Add(1))
 		}
 		// Only writers, all under writeMu, create chunk records, so no
-		// other transaction can have created these since the lookup;
-		// Deletes only remove records.
+		// other transaction can have created these since the lookup.
 		err = s.db.Update(func(txn *badger.Txn) error {
-			at := off
+			j := 0
 			for k, c := range chunks {
 				if !created[k] {
 					continue
 				}
-				n := int64(len(c.Data))
-				if err := txn.Set(infoKey(c.Sum), encodeInfo(location{seg: seg, off: at, n: n})); err != nil {
+				if err := txn.Set(infoKey(c.Sum), encodeInfo(locs[j])); err != nil {
 					return err
 				}
-				at += n
+				if err := txn.Set(stampKey(c.Sum), encodeStamp(stamps[j])); err != nil {
+					return err
+				}
+				j++
 			}
 			return nil
 		})
 		if err != nil {
-			s.app.undo(seg, off)
+			s.app.undo(p)
 			return err
+		}
+		j := 0
+		for k, c := range chunks {
+			if created[k] {
+				s.indexAdd(c.Sum, locs[j], stamps[j])
+				j++
+			}
 		}
 	}
 	s.count(func(st *Stats) {
@@ -165,18 +186,18 @@ func (s *Store) putChunks(chunks []Chunk) error {
 			}
 			st.Puts++
 			st.PutBytes += int64(len(c.Data))
-			st.Chunks++
-			st.ChunkBytes += int64(len(c.Data))
 		}
 	})
 	return nil
 }
 
 // Get returns the chunk whose SHA-256 is sum, verified: it hashes the bytes
-// it is about to return. The chunk is read with pread straight into buf's
-// backing array when cap(buf) is large enough, else into a new slice;
-// buf's contents are overwritten either way. A missing chunk gives an error
-// wrapping ErrNotFound (counted in Stats.Misses). A stored chunk that does
+// it is about to return, and counts the chunk as used now (for LRU
+// eviction). The chunk is read with pread straight into buf's backing
+// array when cap(buf) is large enough, else into a new slice; buf's
+// contents are overwritten either way. A missing chunk gives an error
+// wrapping ErrNotFound (counted in Stats.Misses), and so does a chunk
+// evicted or deleted while Get was reading it. A stored chunk that does
 // not match sum, or whose bytes cannot be read (its segment is damaged,
 // cut short or gone), is deleted, counted in Stats.Corrupt, and reported
 // with an error wrapping ErrCorrupt: the caller should fetch the chunk
@@ -186,12 +207,27 @@ func (s *Store) Get(sum [32]byte, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer s.ops.Done()
+	// A second attempt when the chunk's record went or changed while its
+	// bytes were being read (an eviction, a Delete and a new Put): the
+	// first read may have seen released space.
+	for attempt := 0; ; attempt++ {
+		out, changed, err := s.get(sum, buf)
+		if !changed || attempt == 1 {
+			return out, err
+		}
+	}
+}
+
+// get is one attempt of Get. changed reports a chunk that failed
+// verification but whose record had been removed or replaced since it was
+// read, so that nothing was removed.
+func (s *Store) get(sum [32]byte, buf []byte) (out []byte, changed bool, err error) {
 	var (
 		loc     location
 		version uint64
 		bad     error // why the chunk is unusable: a damaged record, unreadable bytes
 	)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(infoKey(sum))
 		if err != nil {
 			return err
@@ -205,11 +241,10 @@ func (s *Store) Get(sum [32]byte, buf []byte) ([]byte, error) {
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 		s.count(func(st *Stats) { st.Misses++ })
-		return nil, fmt.Errorf("chunkstore: get chunk %x: %w", sum, ErrNotFound)
+		return nil, false, fmt.Errorf("chunkstore: get chunk %x: %w", sum, ErrNotFound)
 	case err != nil:
-		return nil, fmt.Errorf("chunkstore: get chunk %x: %w", sum, err)
+		return nil, false, fmt.Errorf("chunkstore: get chunk %x: %w", sum, err)
 	}
-	var out []byte
 	switch {
 	case bad != nil:
 	case loc.n == 0:
@@ -222,21 +257,23 @@ func (s *Store) Get(sum [32]byte, buf []byte) ([]byte, error) {
 		if bad != nil && !errors.Is(bad, io.ErrUnexpectedEOF) && !errors.Is(bad, errNoSegment) && !isIOError(bad) {
 			// Not a sign of damage (say, out of file descriptors):
 			// leave the chunk for a later Get.
-			return nil, fmt.Errorf("chunkstore: get chunk %x: %w", sum, bad)
+			return nil, false, fmt.Errorf("chunkstore: get chunk %x: %w", sum, bad)
 		}
 	}
 	if bad == nil && sha256.Sum256(out) == sum {
 		s.count(func(st *Stats) { st.Hits++ })
-		return out, nil
+		s.touch(sum)
+		return out, false, nil
 	}
 	cause := "hash mismatch"
 	if bad != nil {
 		cause = bad.Error()
 	}
-	if err := s.dropCorrupt(sum, version, cause); err != nil {
-		return nil, fmt.Errorf("chunkstore: get chunk %x: %w (removing it: %w)", sum, ErrCorrupt, err)
+	removed, err := s.dropCorrupt(sum, version, cause)
+	if err != nil {
+		return nil, false, fmt.Errorf("chunkstore: get chunk %x: %w (removing it: %w)", sum, ErrCorrupt, err)
 	}
-	return nil, fmt.Errorf("chunkstore: get chunk %x: %s: %w", sum, cause, ErrCorrupt)
+	return nil, !removed, fmt.Errorf("chunkstore: get chunk %x: %s: %w", sum, cause, ErrCorrupt)
 }
 
 // isIOError reports whether err is the kernel's report of a failed read
@@ -245,45 +282,35 @@ func isIOError(err error) bool { return errors.Is(err, syscall.EIO) }
 
 // dropCorrupt removes the chunk read as version of sum, unless it has been
 // replaced or removed since, and counts it in Stats.Corrupt if this call
-// removed it.
-func (s *Store) dropCorrupt(sum [32]byte, version uint64, cause string) error {
+// removed it; it reports whether it did.
+func (s *Store) dropCorrupt(sum [32]byte, version uint64, cause string) (bool, error) {
 	removed, err := s.remove(sum, version)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if removed {
 		s.count(func(st *Stats) { st.Corrupt++ })
 		s.log.Warn("chunkstore: removed corrupt chunk", "sum", fmt.Sprintf("%x", sum), "cause", cause)
 	}
-	return nil
+	return removed, nil
 }
 
 // Has reports whether the chunk whose SHA-256 is sum is stored. It does not
-// read or verify the chunk, and does not count a hit or a miss.
+// read or verify the chunk, and does not count a hit, a miss or a use.
 func (s *Store) Has(sum [32]byte) (bool, error) {
 	if err := s.enter(); err != nil {
 		return false, err
 	}
 	defer s.ops.Done()
-	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(infoKey(sum))
-		return err
-	})
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, badger.ErrKeyNotFound):
-		return false, nil
-	default:
-		return false, fmt.Errorf("chunkstore: has chunk %x: %w", sum, err)
-	}
+	s.idxMu.RLock()
+	_, ok := s.index[sum]
+	s.idxMu.RUnlock()
+	return ok, nil
 }
 
-// Delete removes the chunk whose SHA-256 is sum. Deleting a chunk that is
-// not stored is not an error. Delete drops the chunk's index entry only:
-// its bytes stay in their segment until the segment is compacted (space
-// reclamation belongs with eviction; Open already cuts unreferenced bytes
-// at a segment's end and removes segments left without chunks).
+// Delete removes the chunk whose SHA-256 is sum and releases its disk
+// space (see Store.Pin: Delete removes a pinned chunk too). Deleting a
+// chunk that is not stored is not an error.
 func (s *Store) Delete(sum [32]byte) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -295,19 +322,18 @@ func (s *Store) Delete(sum [32]byte) error {
 	return nil
 }
 
-// remove deletes the chunk record of sum in one conflict-checked
-// transaction and adjusts Chunks and ChunkBytes. With version != 0 it
-// removes the record only if it still has that version. It reports
-// whether it removed a record.
+// remove deletes the chunk record and stamp of sum in one transaction,
+// under writeMu, then drops the chunk from the index (adjusting Chunks and
+// ChunkBytes) and releases its space. With version != 0 it removes the
+// record only if it still has that version. It reports whether it removed
+// a record.
 func (s *Store) remove(sum [32]byte, version uint64) (bool, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	ik := infoKey(sum)
-	var (
-		removed bool
-		counted bool  // the record was counted by Open or a Put
-		size    int64 // chunk length from the record, when counted
-	)
+	var removed bool
 	err := s.update(func(txn *badger.Txn) error {
-		removed, counted, size = false, false, 0
+		removed = false
 		item, err := txn.Get(ik)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
@@ -317,25 +343,19 @@ func (s *Store) remove(sum [32]byte, version uint64) (bool, error) {
 		case version != 0 && item.Version() != version:
 			return nil // replaced since it was read
 		}
-		err = item.Value(func(v []byte) error {
-			loc, err := decodeInfo(v)
-			size, counted = loc.n, err == nil
-			return nil
-		})
-		if err != nil {
+		removed = true
+		if err := txn.Delete(ik); err != nil {
 			return err
 		}
-		removed = true
-		return txn.Delete(ik)
+		return txn.Delete(stampKey(sum))
 	})
 	if err != nil {
 		return false, err
 	}
-	if counted {
-		s.count(func(st *Stats) {
-			st.Chunks--
-			st.ChunkBytes -= size
-		})
+	if removed {
+		if e := s.indexRemove(sum); e != nil {
+			s.release(e.loc.seg, []location{e.loc})
+		}
 	}
 	return removed, nil
 }

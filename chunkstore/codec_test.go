@@ -22,7 +22,10 @@ func TestDecodeInfo(t *testing.T) {
 		{"short", encodeInfo(mib)[:infoLen-1], location{}, true},
 		{"long", append(encodeInfo(mib), 0), location{}, true},
 		{"format 1", []byte{1, 5, 0, 0, 0, 0, 0, 0, 0}, location{}, true},
-		{"unknown format", append([]byte{3}, encodeInfo(mib)[1:]...), location{}, true},
+		{"aligned", encodeInfo(location{seg: 3, off: 5 << 20, n: 1000, aligned: true}), location{seg: 3, off: 5 << 20, n: 1000, aligned: true}, false},
+		{"aligned literal", []byte{3, 0x10, 0x20, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0}, location{seg: 7, off: 0x1000, n: 0x2010, aligned: true}, false},
+		{"aligned record at unaligned offset", []byte{3, 0x10, 0x20, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, location{}, true},
+		{"unknown format", append([]byte{4}, encodeInfo(mib)[1:]...), location{}, true},
 		{"segment 0", encodeInfo(location{seg: 0, n: 5}), location{}, true},
 		{"length out of range", encodeInfo(location{seg: 1, n: maxLocation + 1}), location{}, true},
 		{"offset out of range", encodeInfo(location{seg: 1, off: -1}), location{}, true},
@@ -115,11 +118,11 @@ func TestDecodeMeta(t *testing.T) {
 func TestKeysHaveDistinctNamespaces(t *testing.T) {
 	var sum [32]byte
 	sum[0] = nsMeta
-	ik, mk := infoKey(sum), metaKey(string(sum[:]))
-	if ik[0] != nsInfo || mk[0] != nsMeta {
-		t.Fatalf("namespaces %q %q", ik[0], mk[0])
+	ik, ak, mk := infoKey(sum), stampKey(sum), metaKey(string(sum[:]))
+	if ik[0] != nsInfo || ak[0] != nsStamp || mk[0] != nsMeta {
+		t.Fatalf("namespaces %q %q %q", ik[0], ak[0], mk[0])
 	}
-	if bytes.Equal(ik, mk) {
+	if bytes.Equal(ik, mk) || bytes.Equal(ik, ak) || bytes.Equal(ak, mk) {
 		t.Fatal("keys of different namespaces are equal")
 	}
 }
@@ -127,6 +130,7 @@ func TestKeysHaveDistinctNamespaces(t *testing.T) {
 func FuzzDecodeInfo(f *testing.F) {
 	f.Add(encodeInfo(location{seg: 1, off: 0, n: 1 << 20}))
 	f.Add(encodeInfo(location{seg: 9, off: 255 << 20, n: 17}))
+	f.Add(encodeInfo(location{seg: 2, off: 8 << 10, n: 5000, aligned: true}))
 	f.Add([]byte{})
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -139,6 +143,53 @@ func FuzzDecodeInfo(f *testing.F) {
 		}
 		if loc.n < 0 || loc.off < 0 || loc.end() < loc.off || loc.seg == 0 || !bytes.Equal(encodeInfo(loc), b) {
 			t.Fatalf("decodeInfo(%x) = %+v: out of range or does not re-encode to its input", b, loc)
+		}
+	})
+}
+
+func TestDecodeStamp(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want uint64
+		err  bool
+	}{
+		{"zero", encodeStamp(0), 0, false},
+		{"largest", encodeStamp(1<<64 - 1), 1<<64 - 1, false},
+		{"literal", []byte{1, 2, 0, 0, 0, 0, 0, 0}, 0x201, false},
+		{"empty", nil, 0, true},
+		{"short", []byte{1, 2, 3, 4, 5, 6, 7}, 0, true},
+		{"long", append(encodeStamp(5), 0), 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeStamp(tc.in)
+			if tc.err {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("decodeStamp(%x) = %d, %v; want ErrCorrupt", tc.in, got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("decodeStamp(%x) = %d, %v; want %d", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzDecodeStamp(f *testing.F) {
+	f.Add(encodeStamp(0))
+	f.Add(encodeStamp(123456789))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := decodeStamp(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		if !bytes.Equal(encodeStamp(st), b) {
+			t.Fatalf("decodeStamp(%x) = %d does not re-encode to its input", b, st)
 		}
 	})
 }

@@ -45,7 +45,7 @@ func TestGetCorruptChunkRemovesIt(t *testing.T) {
 				t.Fatalf("%d chunk records left after corrupt Get, want 0", n)
 			}
 			want := Stats{Corrupt: 1, Puts: 1, PutBytes: int64(size)}
-			if got := s.Stats(); got != want {
+			if got := events(s.Stats()); got != want {
 				t.Fatalf("Stats = %+v, want %+v", got, want)
 			}
 			if _, err := s.Get(sum, nil); !errors.Is(err, ErrNotFound) {
@@ -57,11 +57,19 @@ func TestGetCorruptChunkRemovesIt(t *testing.T) {
 				t.Fatalf("Get after re-Put: %v", err)
 			}
 			want = Stats{Chunks: 1, ChunkBytes: int64(size), Hits: 1, Misses: 1, Corrupt: 1, Puts: 2, PutBytes: 2 * int64(size)}
-			if got := s.Stats(); got != want {
+			if got := events(s.Stats()); got != want {
 				t.Fatalf("Stats = %+v, want %+v", got, want)
 			}
-			if again, _ := locate(t, s, sum); again.off != loc.end() {
-				t.Fatalf("re-Put stored at offset %d, want %d (appended after the damaged copy)", again.off, loc.end())
+			// The damaged copy's segment held nothing else: it is gone, and
+			// the chunk went to a new one.
+			if _, err := os.Stat(seg); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("segment of the damaged copy: %v, want it removed", err)
+			}
+			if again, p := locate(t, s, sum); again.seg != loc.seg+1 || again.off != 0 || p == seg {
+				t.Fatalf("re-Put stored at %+v, want offset 0 of segment %d", again, loc.seg+1)
+			}
+			if got := s.Stats(); got.DiskBytes != alignUp(int64(size)) || got.SegmentsRemoved != 1 {
+				t.Fatalf("Stats = %+v, want DiskBytes %d, SegmentsRemoved 1", got, alignUp(int64(size)))
 			}
 		})
 	}
@@ -133,7 +141,7 @@ func TestCorruptRemovalSparesAReplacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	overwrite(t, s, infoKey(sum), rec)
-	if err := s.dropCorrupt(sum, v, "test"); err != nil {
+	if _, err := s.dropCorrupt(sum, v, "test"); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.Get(sum, nil); err != nil || !bytes.Equal(got, data) {
@@ -231,7 +239,7 @@ func TestCorruptBytesOnDisk(t *testing.T) {
 				t.Fatalf("Get of undamaged chunk: %v", err)
 			}
 			want := Stats{Chunks: 1, ChunkBytes: 1 << 20, Hits: 1, Corrupt: 1}
-			if got := s.Stats(); got != want {
+			if got := events(s.Stats()); got != want {
 				t.Fatalf("Stats = %+v, want %+v", got, want)
 			}
 			mustPut(t, s, sa, a)

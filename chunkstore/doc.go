@@ -22,20 +22,44 @@
 //
 //	dir/                  Badger: index and metadata (formatMagic 2)
 //	dir/segments/000001.seg, 000002.seg, ...
-//	                      chunk bytes, back to back, nothing else
+//	                      chunk bytes, each from a 4 KiB boundary
 //
-// A segment file is plain concatenated chunk bytes, written with pwritev
+// A segment file holds chunk bytes and nothing else, written with pwritev
 // (never memory-mapped, so the kernel zero-fills no pages and Badger makes
 // no copy of its own) and read with pread straight into the caller's
-// buffer. A batch that would take the active segment past 256 MiB starts
-// the next segment. Every Badger key starts with a one-byte namespace, so
-// a metadata key can never collide with a chunk:
+// buffer. Every non-empty chunk starts at a multiple of 4 KiB (zeros pad
+// the gap), so each chunk owns whole filesystem blocks. A batch that
+// would take the active segment past 256 MiB (Limit/8, at least 1 MiB,
+// under a Limit) starts the next segment. Every Badger key starts with a
+// one-byte namespace, so a metadata key can never collide with a chunk:
 //
-//	'i' sum[32]  chunk record: format byte 2, length, segment, offset
-//	             (21 bytes). It is the place for per-chunk access times
-//	             when eviction arrives, so touching a chunk never rewrites
-//	             its data.
+//	'i' sum[32]  chunk record: format byte (2: back to back, as stores
+//	             written before alignment; 3: aligned), length, segment,
+//	             offset (21 bytes)
+//	'a' sum[32]  the chunk's last use: a logical clock value (8 bytes)
 //	'm' key      metadata record: format byte, CRC-32C, caller's bytes
+//
+// # Space, eviction and pinning
+//
+// [Options].Limit bounds [Stats].DiskBytes: the chunks' disk space, each
+// counted in whole 4 KiB blocks (Badger's own files are not included).
+// Every Put and Get of a chunk stamps it with the next value of a logical
+// clock, in memory (a Get writes nothing to Badger); the stamps are saved
+// in the 'a' records when an eviction starts and at Close, so a reopened
+// store evicts in the same order (a killed process loses only the uses
+// since the last save). A write that would take DiskBytes past Limit
+// first evicts the least recently used chunks, never a pinned one (see
+// [Store.Pin]), until DiskBytes is at most 90% of Limit minus the write.
+// Evicted bytes are released at once: a segment without chunks left is
+// deleted, and otherwise each evicted chunk's blocks are punched out of
+// its segment (fallocate PUNCH_HOLE, which keeps every other chunk where
+// it is, so nothing is ever copied or moved). On a filesystem that
+// cannot punch holes, eviction works a whole segment at a time instead,
+// segments in the order of their most recent use, and a deleted chunk's
+// space comes back with its segment. If pinned chunks alone exceed the
+// limit, the store goes over it, counts that in [Stats].OverLimit and
+// logs a warning; it never refuses a write or evicts a pinned chunk.
+// Delete and the removal of a corrupt chunk release space the same way.
 //
 // # Crash safety
 //
@@ -51,24 +75,27 @@
 // segment's end or into a missing segment, and Get hashes every chunk
 // anyway, so no torn or lost chunk is ever served.
 //
-// # Space
-//
-// Delete and the removal of a corrupt chunk drop its chunk record at once;
-// its bytes stay in their segment. Open truncates unreferenced bytes at a
-// segment's end and removes segments left without chunks; reclaiming the
-// space of deleted chunks inside a segment (compaction) belongs with the
-// size limit and eviction.
+// Removal is the mirror image: records first (one transaction per
+// thousand evicted chunks), space second. A crash in between leaves
+// bytes no record points to; Open removes segments without records,
+// truncates unreferenced bytes at a segment's end and punches a hole in
+// every unreferenced range that still holds data. A Get that read a
+// chunk's location just before its eviction may read released (zeroed)
+// bytes: they fail the hash, the record is found gone, and the Get
+// reports ErrNotFound, never the bytes.
 //
 // # Concurrency
 //
-// A [Store] is safe for concurrent use. Put and PutVerified run one at a
-// time from the duplicate check to the index commit, so concurrent Puts
-// of the same chunk store it once. Delete and the removal of a corrupt
-// chunk read and delete the record in one conflict-checked transaction
-// (retried on conflict), which keeps [Stats].Chunks and [Stats].ChunkBytes
+// A [Store] is safe for concurrent use. An in-memory index of the stored
+// chunks (location, last use; about 150 bytes a chunk) mirrors the chunk
+// records. Everything that writes chunk records (Put, PutVerified,
+// eviction, Delete, the removal of a corrupt chunk) runs under one
+// writer mutex, from the duplicate check to the release of space, so
+// concurrent Puts of the same chunk store it once and the counters stay
 // exact under any interleaving. Gets run in parallel with everything,
-// through a bounded cache of read-only segment descriptors. [Store.Close]
-// waits for operations in flight; later calls fail with [ErrClosed].
+// through a bounded cache of read-only segment descriptors; Pin takes
+// only the index's lock. [Store.Close] waits for operations in flight;
+// later calls fail with [ErrClosed].
 //
 // # Errors
 //

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 )
 
 // testChunk returns size deterministic pseudo-random bytes for seed, and
@@ -133,4 +134,34 @@ func flipByte(t testing.TB, p string, off int64, mask byte) {
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// events returns st without the figures of disk space (DiskBytes, Limit,
+// the pinned figures, the space released): the tests of space and
+// eviction check those; the others compare what happened.
+func events(st Stats) Stats {
+	st.DiskBytes, st.Limit, st.PinnedChunks, st.PinnedBytes = 0, 0, 0, 0
+	st.HolesPunched, st.PunchedBytes, st.SegmentsRemoved = 0, 0, 0
+	return st
+}
+
+// allocated returns the disk space of file p: its allocated blocks.
+func allocated(t testing.TB, p string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// segmentsAllocated returns the disk space of the segment files of the
+// store in dir.
+func segmentsAllocated(t testing.TB, dir string) int64 {
+	t.Helper()
+	var n int64
+	for _, p := range segmentFiles(t, dir) {
+		n += allocated(t, p)
+	}
+	return n
 }

@@ -29,7 +29,7 @@ type segReader struct {
 	id   uint32
 	f    *os.File
 	refs int           // read calls using f; guarded by readers.mu
-	elem *list.Element // sr's place in readers.lru; guarded by readers.mu
+	elem *list.Element // sr's place in readers.lru, nil once forgotten; guarded by readers.mu
 }
 
 func newReaders(dir string, max int) *readers {
@@ -98,12 +98,34 @@ func (r *readers) acquire(id uint32) (*segReader, error) {
 	return sr, nil
 }
 
-// release ends a use of sr; an idle descriptor beyond the bound is closed.
+// release ends a use of sr; an idle descriptor beyond the bound, or of a
+// forgotten segment, is closed.
 func (r *readers) release(sr *segReader) {
 	r.mu.Lock()
 	sr.refs--
+	if sr.elem == nil && sr.refs == 0 {
+		sr.f.Close()
+	}
 	r.evictLocked()
 	r.mu.Unlock()
+}
+
+// forget drops the descriptor of segment id, which is being deleted, so
+// that no descriptor keeps the file's space: it is closed at once, or by
+// the last read using it. The next read of the segment opens it again.
+func (r *readers) forget(id uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sr, ok := r.open[id]
+	if !ok {
+		return
+	}
+	delete(r.open, id)
+	r.lru.Remove(sr.elem)
+	sr.elem = nil
+	if sr.refs == 0 {
+		sr.f.Close()
+	}
 }
 
 // evictLocked closes idle descriptors, least recently used first, until

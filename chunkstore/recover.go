@@ -1,9 +1,12 @@
 package chunkstore
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -46,10 +49,16 @@ func (s *Store) recover() error {
 		key   []byte
 		cause string
 	}
+	type stored struct {
+		sum [32]byte
+		loc location
+	}
 	var (
-		drop          []lost
-		ends          = map[uint32]int64{} // end of the last chunk recorded in each segment
-		chunks, bytes int64
+		drop   []lost
+		good   []stored
+		ends   = map[uint32]int64{} // end of the last chunk recorded in each segment
+		stamps = map[[32]byte]uint64{}
+		orphan [][]byte // stamp keys without a chunk record
 	)
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsInfo}, PrefetchValues: true, PrefetchSize: 100})
@@ -65,6 +74,8 @@ func (s *Store) recover() error {
 			cause := ""
 			size, haveSeg := sizes[loc.seg]
 			switch {
+			case len(item.Key()) != 1+32:
+				cause = fmt.Sprintf("chunk record key of %d bytes", len(item.Key()))
 			case err != nil:
 				cause = err.Error()
 			case !haveSeg:
@@ -76,8 +87,9 @@ func (s *Store) recover() error {
 				drop = append(drop, lost{item.KeyCopy(nil), cause})
 				continue
 			}
-			chunks++
-			bytes += loc.n
+			var sum [32]byte
+			copy(sum[:], item.Key()[1:])
+			good = append(good, stored{sum, loc})
 			ends[loc.seg] = max(ends[loc.seg], loc.end())
 		}
 		return nil
@@ -85,14 +97,56 @@ func (s *Store) recover() error {
 	if err != nil {
 		return fmt.Errorf("read chunk records: %w", err)
 	}
+	kept := make(map[[32]byte]bool, len(good))
+	for _, g := range good {
+		kept[g.sum] = true
+	}
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsStamp}, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			var sum [32]byte
+			if len(item.Key()) != 1+32 || !kept[[32]byte(item.Key()[1:])] {
+				orphan = append(orphan, item.KeyCopy(nil))
+				continue
+			}
+			copy(sum[:], item.Key()[1:])
+			// A damaged stamp reads as 0: the chunk is evicted first.
+			err := item.Value(func(v []byte) error {
+				stamps[sum], _ = decodeStamp(v)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read stamps: %w", err)
+	}
 
 	// Records first, files second: if a crash comes between the two, the
 	// next Open finds the files without records and finishes the job.
 	for _, d := range drop {
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(d.key) }); err != nil {
+		if err := s.db.Update(func(txn *badger.Txn) error {
+			if err := txn.Delete(d.key); err != nil {
+				return err
+			}
+			if len(d.key) == 1+32 {
+				return txn.Delete(stampKey([32]byte(d.key[1:])))
+			}
+			return nil
+		}); err != nil {
 			return fmt.Errorf("remove chunk record: %w", err)
 		}
 		s.log.Warn("chunkstore: removed chunk whose bytes are lost", "sum", fmt.Sprintf("%x", d.key[1:]), "cause", d.cause)
+	}
+	for _, k := range orphan {
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+			return fmt.Errorf("remove stamp without chunk: %w", err)
+		}
 	}
 	for id, size := range sizes {
 		p := filepath.Join(dir, segmentName(id))
@@ -111,11 +165,82 @@ func (s *Store) recover() error {
 		}
 	}
 
-	s.stats.Chunks, s.stats.ChunkBytes = chunks, bytes
+	var clock uint64
+	for _, g := range good {
+		st := stamps[g.sum]
+		clock = max(clock, st)
+		s.indexAdd(g.sum, g.loc, st)
+	}
+	s.clock.Store(clock)
+	bySeg := map[uint32][]location{}
+	for _, g := range good {
+		bySeg[g.loc.seg] = append(bySeg[g.loc.seg], g.loc)
+	}
+	s.releaseGaps(bySeg)
 	s.stats.Corrupt = int64(len(drop))
 	if end, used := ends[maxID]; used {
 		return s.app.resume(maxID, end)
 	}
 	s.app.id = maxID + 1
 	return nil
+}
+
+// releaseGaps releases the space between the chunks of each segment that
+// no chunk owns: chunks removed before a crash could release them, or while
+// the store could not punch holes. Gaps that hold data and cannot be
+// punched count as dead space of their segment until it goes. Failures
+// only cost space; they are logged. recover calls it before s is shared.
+func (s *Store) releaseGaps(bySeg map[uint32][]location) {
+	for id, locs := range bySeg {
+		slices.SortFunc(locs, func(a, b location) int { return cmp.Compare(a.off, b.off) })
+		var (
+			gaps [][2]int64
+			at   int64
+		)
+		for _, l := range locs {
+			if l.off > at {
+				gaps = append(gaps, [2]int64{at, l.off})
+			}
+			_, hi := l.owned()
+			at = max(at, hi)
+		}
+		if len(gaps) == 0 {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(s.app.dir, segmentName(id)), os.O_WRONLY, 0)
+		if err != nil {
+			s.log.Warn("chunkstore: release space of removed chunks", "segment", segmentName(id), "err", err)
+			continue
+		}
+		var dead, punched, holes int64
+		for _, g := range gaps {
+			lo, hi := g[0], g[1]
+			if !holdsData(f, lo, hi-lo) {
+				continue
+			}
+			if s.punch {
+				err := punchHole(f, lo, hi-lo)
+				if err == nil {
+					punched += hi - lo
+					holes++
+					continue
+				}
+				if errors.Is(err, errNoPunch) {
+					s.punch = false
+				}
+				s.log.Warn("chunkstore: release space of removed chunks", "segment", segmentName(id), "err", err)
+			}
+			// The blocks of the gap that no chunk is charged for.
+			dead += max(0, alignDown(hi)-alignUp(lo))
+		}
+		f.Close()
+		u := s.segments[id]
+		u.dead += dead
+		s.disk += dead
+		s.stats.HolesPunched += holes
+		s.stats.PunchedBytes += punched
+		if holes > 0 {
+			s.log.Debug("chunkstore: released space of chunks removed before a crash", "segment", segmentName(id), "bytes", punched)
+		}
+	}
 }

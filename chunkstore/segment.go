@@ -21,11 +21,14 @@ const (
 	// defaultSegmentSize is the size past which the appender starts a new
 	// segment: a batch that would take the active segment beyond it goes
 	// to a new one (a single batch larger than this makes a segment of its
-	// own, as large as the batch). Segments are the unit of space
-	// reclamation once eviction arrives.
+	// own, as large as the batch). A segment file is deleted once none of
+	// its chunks is left.
 	defaultSegmentSize = 256 << 20
 	// defaultMaxOpenSegments bounds the read descriptors kept open.
 	defaultMaxOpenSegments = 64
+	// minLimitedSegmentSize is the smallest segment size a store with a
+	// Limit uses (it uses Limit/8, up to defaultSegmentSize).
+	minLimitedSegmentSize = 1 << 20
 )
 
 // segmentName returns the file name of segment id, e.g. "000001.seg".
@@ -47,16 +50,28 @@ func parseSegmentName(name string) (uint32, bool) {
 
 // appender appends chunks to the active segment with positioned writes (no
 // memory mapping: the page cache takes the caller's bytes with one copy and
-// the kernel zero-fills nothing). It is not safe for concurrent use: the
-// Store serializes writers with writeMu.
+// the kernel zero-fills nothing). With align set, every non-empty chunk
+// starts at a multiple of chunkAlign (the gap before it is zeros, or a hole
+// before the first chunk of an append), so each chunk owns whole blocks.
+// It is not safe for concurrent use: the Store serializes writers with
+// writeMu.
 type appender struct {
 	dir   string // the segments directory
-	limit int64  // defaultSegmentSize unless a test overrides it
+	limit int64  // defaultSegmentSize unless a test or Options.Limit lowers it
+	align bool   // start every non-empty chunk at a multiple of chunkAlign
 	sync  bool   // Options.SyncWrites: fdatasync after every append
 
 	f    *os.File // the active segment, open for writing; nil before the first append into segment id
 	id   uint32   // the active segment, or the one the next append creates when f is nil
-	size int64    // bytes in f: where the next append goes
+	size int64    // bytes in f: where the last chunk ends
+}
+
+// placed says where one append went.
+type placed struct {
+	seg    uint32
+	before int64   // the segment's size before the append: undo cuts back to it
+	offs   []int64 // where each buffer starts
+	end    int64   // the segment's size after the append
 }
 
 // resume makes segment id, holding size bytes, the active segment when it
@@ -75,43 +90,87 @@ func (a *appender) resume(id uint32, size int64) error {
 	return nil
 }
 
-// append writes bufs, back to back, at the end of the active segment with
-// one pwritev (a loop on short writes) and returns where the first byte
-// went. total is the sum of their lengths. It starts a new segment first
-// when the batch would take a non-empty active segment beyond the limit.
-// With sync it fdatasyncs the segment before returning. After an error the
-// segment is as before the call (or sealed, if it could not be restored).
-func (a *appender) append(bufs [][]byte, total int64) (seg uint32, off int64, err error) {
-	if a.f != nil && a.size > 0 && a.size+total > a.limit {
+// layout returns where bufs go when appended to a segment holding size
+// bytes, and where the last one ends. An empty buffer takes no room and is
+// placed where the previous one ended.
+func (a *appender) layout(size int64, bufs [][]byte) (offs []int64, end int64) {
+	offs = make([]int64, len(bufs))
+	end = size
+	for k, b := range bufs {
+		if len(b) == 0 {
+			offs[k] = end
+			continue
+		}
+		off := end
+		if a.align {
+			off = alignUp(end)
+		}
+		offs[k] = off
+		end = off + int64(len(b))
+	}
+	return offs, end
+}
+
+// append writes bufs at the end of the active segment, each non-empty one
+// aligned when a.align is set, with one pwritev (a loop on short writes),
+// and returns where they went. It starts a new segment first when the
+// batch would take a non-empty active segment beyond the limit. With sync
+// it fdatasyncs the segment before returning. After an error the segment
+// is as before the call (or sealed, if it could not be restored).
+func (a *appender) append(bufs [][]byte) (placed, error) {
+	offs, end := a.layout(a.size, bufs)
+	if a.f != nil && a.size > 0 && end > a.limit {
 		if err := a.seal(); err != nil {
-			return 0, 0, err
+			return placed{}, err
 		}
 	}
 	if a.f == nil {
 		if err := a.create(); err != nil {
-			return 0, 0, err
+			return placed{}, err
 		}
+		offs, end = a.layout(0, bufs)
 	}
-	off = a.size
-	if err := pwritevAll(a.f, bufs, off); err != nil {
-		a.rollback(off)
-		return 0, 0, fmt.Errorf("append to segment %s: %w", segmentName(a.id), err)
+	p := placed{seg: a.id, before: a.size, offs: offs, end: end}
+	// The iovecs: each buffer, preceded by zeros up to its aligned start
+	// (none before the first: the write starts there).
+	iovs := make([][]byte, 0, 2*len(bufs))
+	start, at := int64(-1), int64(0)
+	for k, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		if start < 0 {
+			start = offs[k]
+		} else if pad := offs[k] - at; pad > 0 {
+			iovs = append(iovs, zeros[:pad])
+		}
+		iovs = append(iovs, b)
+		at = offs[k] + int64(len(b))
+	}
+	if start >= 0 {
+		if err := pwritevAll(a.f, iovs, start); err != nil {
+			a.rollback(p.before)
+			return placed{}, fmt.Errorf("append to segment %s: %w", segmentName(a.id), err)
+		}
 	}
 	if a.sync {
 		if err := fdatasync(a.f); err != nil {
-			a.rollback(off)
-			return 0, 0, fmt.Errorf("sync segment %s: %w", segmentName(a.id), err)
+			a.rollback(p.before)
+			return placed{}, fmt.Errorf("sync segment %s: %w", segmentName(a.id), err)
 		}
 	}
-	a.size = off + total
-	return a.id, off, nil
+	a.size = end
+	return p, nil
 }
 
-// undo removes the last append, which went to seg at off, after its index
-// entries could not be committed: the bytes would be unindexed garbage.
-func (a *appender) undo(seg uint32, off int64) {
-	if a.f != nil && a.id == seg && off <= a.size {
-		a.rollback(off)
+// zeros pads the gap between aligned chunks of one append.
+var zeros = make([]byte, chunkAlign)
+
+// undo removes append p after its index entries could not be committed:
+// the bytes would be unindexed garbage.
+func (a *appender) undo(p placed) {
+	if a.f != nil && a.id == p.seg && p.before <= a.size {
+		a.rollback(p.before)
 	}
 }
 
@@ -128,9 +187,13 @@ func (a *appender) rollback(off int64) {
 	a.size = off
 }
 
-// seal closes the active segment; the next append starts a new one.
+// seal closes the active segment; the next append starts a new one. It is
+// a no-op when no segment is open.
 func (a *appender) seal() error {
 	f := a.f
+	if f == nil {
+		return nil
+	}
 	a.f, a.size = nil, 0
 	a.id++
 	if err := f.Close(); err != nil {
@@ -138,6 +201,9 @@ func (a *appender) seal() error {
 	}
 	return nil
 }
+
+// active reports whether seg is the segment appends go to now.
+func (a *appender) active(seg uint32) bool { return a.f != nil && a.id == seg }
 
 // create starts segment a.id. With sync it also syncs the directory, so
 // that the new file's name survives a machine crash.
@@ -261,4 +327,60 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// errNoPunch reports a filesystem that cannot punch holes in files
+// (fallocate with FALLOC_FL_PUNCH_HOLE fails with EOPNOTSUPP).
+var errNoPunch = errors.New("filesystem cannot punch holes")
+
+// punchHole releases the blocks of [off, off+n) of f, keeping its size:
+// the range reads as zeros afterwards. A filesystem without hole punching
+// gives an error wrapping errNoPunch.
+func punchHole(f *os.File, off, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var perr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			perr = unix.Fallocate(int(fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+			if !errors.Is(perr, unix.EINTR) {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if errors.Is(perr, unix.EOPNOTSUPP) || errors.Is(perr, unix.ENOSYS) {
+		return fmt.Errorf("punch %d bytes at %d of %s: %w", n, off, filepath.Base(f.Name()), errNoPunch)
+	}
+	if perr != nil {
+		return fmt.Errorf("punch %d bytes at %d of %s: %w", n, off, filepath.Base(f.Name()), perr)
+	}
+	return nil
+}
+
+// holdsData reports whether [off, off+n) of f may hold data blocks (it
+// is not known to be a hole), from lseek(SEEK_DATA). When the filesystem
+// cannot tell, it answers true.
+func holdsData(f *os.File, off, n int64) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return true
+	}
+	data := true
+	rc.Control(func(fd uintptr) {
+		next, err := unix.Seek(int(fd), off, unix.SEEK_DATA)
+		switch {
+		case errors.Is(err, unix.ENXIO):
+			data = false // nothing but holes from off to the end
+		case err == nil:
+			data = next < off+n
+		}
+	})
+	return data
 }

@@ -29,7 +29,7 @@ func TestConcurrentIdenticalPutsStoreOnce(t *testing.T) {
 	}
 	wg.Wait()
 	want := Stats{Chunks: 1, ChunkBytes: 1 << 20, Puts: 1, PutBytes: 1 << 20, PutDups: workers - 1}
-	if got := s.Stats(); got != want {
+	if got := events(s.Stats()); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
 	if n := segmentBytes(t, s); n != 1<<20 {
@@ -96,7 +96,7 @@ func TestSegmentsRotateAndSurviveReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if got, want := s.Stats(), (Stats{Chunks: int64(len(chunks)), ChunkBytes: total}); got != want {
+	if got, want := events(s.Stats()), (Stats{Chunks: int64(len(chunks)), ChunkBytes: total}); got != want {
 		t.Fatalf("Stats after reopen = %+v, want %+v", got, want)
 	}
 	var wg sync.WaitGroup
@@ -121,8 +121,8 @@ func TestSegmentsRotateAndSurviveReopen(t *testing.T) {
 	}
 	small, sum := testChunk(1330, 1000)
 	mustPut(t, s, sum, small)
-	if loc, p := locate(t, s, sum); p != last || loc.off != fi.Size() {
-		t.Fatalf("chunk after reopen went to %s at %d, want %s at %d", p, loc.off, last, fi.Size())
+	if loc, p := locate(t, s, sum); p != last || loc.off != alignUp(fi.Size()) || !loc.aligned {
+		t.Fatalf("chunk after reopen went to %s at %+v, want %s at %d, aligned", p, loc, last, alignUp(fi.Size()))
 	}
 }
 
@@ -154,7 +154,7 @@ func TestTornTailCutOnOpen(t *testing.T) {
 	f.Close()
 
 	s = openTest(t, dir)
-	if got, want := s.Stats(), (Stats{Chunks: 2, ChunkBytes: 1<<20 + 5000}); got != want {
+	if got, want := events(s.Stats()), (Stats{Chunks: 2, ChunkBytes: 1<<20 + 5000}); got != want {
 		t.Fatalf("Stats after reopen = %+v, want %+v", got, want)
 	}
 	if n := segmentBytes(t, s); n != 1<<20+5000 {
@@ -212,7 +212,7 @@ func TestOpenDropsChunksWhoseBytesAreLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if got, want := s.Stats(), (Stats{Chunks: 1, ChunkBytes: 700 << 10, Corrupt: 2}); got != want {
+	if got, want := events(s.Stats()), (Stats{Chunks: 1, ChunkBytes: 700 << 10, Corrupt: 2}); got != want {
 		t.Fatalf("Stats after reopen = %+v, want %+v", got, want)
 	}
 	for _, sum := range [][32]byte{sb, sc} {
@@ -239,8 +239,11 @@ func TestOpenDropsChunksWhoseBytesAreLost(t *testing.T) {
 // TestDeletedBytesStayUntilOpen: Delete drops only the index entry; the
 // bytes stay in the segment while the store is open. Open then cuts
 // deleted chunks off a segment's end and removes a segment left without
-// chunks. A deleted chunk can be stored again, as new bytes.
-func TestDeletedBytesStayUntilOpen(t *testing.T) {
+// TestDeleteReleasesSpace deletes chunks from an open store: a segment
+// left without chunks is removed at once, and a deleted chunk among others
+// leaves a hole (its blocks are released, the file keeps its size). A
+// deleted chunk can be stored again, as new bytes, also after a reopen.
+func TestDeleteReleasesSpace(t *testing.T) {
 	dir := t.TempDir()
 	opts := &Options{Logger: quietLogger(), segmentSize: 1 << 20}
 	s, err := Open(dir, opts)
@@ -259,15 +262,26 @@ func TestDeletedBytesStayUntilOpen(t *testing.T) {
 	if la.seg == lb.seg {
 		t.Fatal("a and b in the same segment")
 	}
+	if got := segmentsAllocated(t, dir); got != 1<<20+600<<10 {
+		t.Fatalf("segments take %d bytes, want %d", got, 1<<20+600<<10)
+	}
 	for _, sum := range [][32]byte{sa, sc} {
 		if err := s.Delete(sum); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := segmentBytes(t, s); n != 1<<20+600<<10 {
-		t.Fatalf("segments hold %d bytes after Delete, want %d (bytes stay)", n, 1<<20+600<<10)
+	if _, err := os.Stat(pa); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("segment without chunks: stat = %v, want it removed", err)
 	}
-	if got, want := s.Stats(), (Stats{Chunks: 1, ChunkBytes: 300 << 10, Puts: 3, PutBytes: 1<<20 + 600<<10}); got != want {
+	if fi, err := os.Stat(pb); err != nil || fi.Size() != 600<<10 {
+		t.Fatalf("segment of b and c: %v; want its size, %d, kept", err, 600<<10)
+	}
+	if got := allocated(t, pb); got != 300<<10 {
+		t.Fatalf("segment of b takes %d bytes after c's Delete, want %d (a hole for c)", got, 300<<10)
+	}
+	want := Stats{Chunks: 1, ChunkBytes: 300 << 10, DiskBytes: 300 << 10, Puts: 3, PutBytes: 1<<20 + 600<<10,
+		HolesPunched: 1, PunchedBytes: 300 << 10, SegmentsRemoved: 1}
+	if got := s.Stats(); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
 	if err := s.Close(); err != nil {
@@ -279,9 +293,6 @@ func TestDeletedBytesStayUntilOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if _, err := os.Stat(pa); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("segment without chunks: stat = %v, want it removed", err)
-	}
 	if fi, err := os.Stat(pb); err != nil || fi.Size() != lb.end() {
 		t.Fatalf("segment of b: %v, want %d bytes (c cut off)", err, lb.end())
 	}
@@ -296,7 +307,8 @@ func TestDeletedBytesStayUntilOpen(t *testing.T) {
 			t.Fatalf("Get(%x) stored again: %v", ch.Sum[:4], err)
 		}
 	}
-	if got, want := s.Stats(), (Stats{Chunks: 3, ChunkBytes: 1<<20 + 600<<10, Hits: 3, Puts: 2, PutBytes: 1<<20 + 300<<10}); got != want {
+	want = Stats{Chunks: 3, ChunkBytes: 1<<20 + 600<<10, DiskBytes: 1<<20 + 600<<10, Hits: 3, Puts: 2, PutBytes: 1<<20 + 300<<10}
+	if got := s.Stats(); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
 }
@@ -411,16 +423,12 @@ func TestAppenderUndo(t *testing.T) {
 		{[][]byte{[]byte("garbage")}, 5, true},
 		{[][]byte{[]byte("fgh")}, 5, false},
 	} {
-		var total int64
-		for _, b := range tc.bufs {
-			total += int64(len(b))
-		}
-		seg, off, err := a.append(tc.bufs, total)
-		if err != nil || seg != 1 || off != tc.wantOff {
-			t.Fatalf("append(%q) = %d, %d, %v; want 1, %d, nil", tc.bufs, seg, off, err, tc.wantOff)
+		p, err := a.append(tc.bufs)
+		if err != nil || p.seg != 1 || p.offs[0] != tc.wantOff {
+			t.Fatalf("append(%q) = %+v, %v; want segment 1, offset %d", tc.bufs, p, err, tc.wantOff)
 		}
 		if tc.undo {
-			a.undo(seg, off)
+			a.undo(p)
 		}
 	}
 	raw, err := os.ReadFile(filepath.Join(a.dir, segmentName(1)))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -48,25 +49,66 @@ type Options struct {
 	// finds them missing or failing their hash, and drops them), never
 	// serve a torn one; a killed process loses nothing acknowledged.
 	SyncWrites bool
+	// Limit bounds Stats.DiskBytes, the disk space of the stored chunks
+	// (each counted in whole 4 KiB blocks; Badger's index and metadata
+	// files are not included). A write that would take the store past
+	// Limit first evicts the least recently used chunks that are not
+	// pinned, down to 90% of Limit, and releases their space (see the
+	// package documentation). Open evicts too when the store already holds
+	// more. Default 0: no limit, nothing is ever evicted.
+	Limit int64
 
 	// segmentSize overrides defaultSegmentSize (tests only).
 	segmentSize int64
 	// maxOpenSegments overrides defaultMaxOpenSegments (tests only).
 	maxOpenSegments int
+	// noPunch makes the store behave as on a filesystem that cannot punch
+	// holes (tests only).
+	noPunch bool
+	// unaligned makes the appender write chunks back to back, as the first
+	// segment layout did (tests only).
+	unaligned bool
 }
 
-// Stats are exact counters of a Store. Chunks and ChunkBytes describe what
-// is stored now, restored by Open; the others count events since Open.
+// Stats are exact counters of a Store. Chunks, ChunkBytes, DiskBytes,
+// PinnedBytes and PinnedChunks describe what is stored now (restored by
+// Open) and Limit the configured bound; the others count events since
+// Open.
 type Stats struct {
-	Chunks      int64 // chunks stored
-	ChunkBytes  int64 // total length of the chunks stored
-	Hits        int64 // Get calls that returned a verified chunk
-	Misses      int64 // Get calls that returned ErrNotFound
-	Corrupt     int64 // stored chunks that failed verification (or whose bytes Open found lost) and were removed
-	Puts        int64 // Put calls that stored a new chunk
-	PutBytes    int64 // bytes stored by those Put calls
-	PutDups     int64 // Put calls whose chunk was already stored (nothing written)
-	MetaCorrupt int64 // metadata records that failed their checksum and were removed
+	Chunks     int64 // chunks stored
+	ChunkBytes int64 // total length of the chunks stored
+	// DiskBytes is the disk space the chunks take, what Options.Limit
+	// bounds: each chunk in whole 4 KiB blocks, plus the space of removed
+	// chunks not released yet (on a filesystem without hole punching, until
+	// their segment file goes).
+	DiskBytes int64
+	// Limit is Options.Limit; 0 means no limit.
+	Limit int64
+	// PinnedChunks and PinnedBytes (in DiskBytes terms) describe the
+	// stored chunks that are pinned (see Store.Pin) and so never evicted.
+	PinnedChunks int64
+	PinnedBytes  int64
+	// Evicted and EvictedBytes count the chunks (and their length) removed
+	// to keep DiskBytes under Limit.
+	Evicted      int64
+	EvictedBytes int64
+	// OverLimit counts writes after which DiskBytes stayed above Limit
+	// because every chunk left is pinned. The store then holds more than
+	// its limit rather than refuse a write or evict a pinned chunk.
+	OverLimit int64
+	// HolesPunched and PunchedBytes count the releases of removed chunks'
+	// blocks by punching holes in their segments; SegmentsRemoved counts
+	// segment files deleted because none of their chunks was left.
+	HolesPunched    int64
+	PunchedBytes    int64
+	SegmentsRemoved int64
+	Hits            int64 // Get calls that returned a verified chunk
+	Misses          int64 // Get calls that returned ErrNotFound
+	Corrupt         int64 // stored chunks that failed verification (or whose bytes Open found lost) and were removed
+	Puts            int64 // Put calls that stored a new chunk
+	PutBytes        int64 // bytes stored by those Put calls
+	PutDups         int64 // Put calls whose chunk was already stored (nothing written)
+	MetaCorrupt     int64 // metadata records that failed their checksum and were removed
 }
 
 // Store is a chunk and metadata cache in one directory. It is safe for
@@ -86,6 +128,34 @@ type Store struct {
 	// afterAppend, when set (tests only, before the Store is shared), runs
 	// under writeMu between a batch's append and its index commit.
 	afterAppend func(seg uint32, off, n int64)
+	// afterEvict, when set (tests only, before the Store is shared), runs
+	// under writeMu between the commit that removes evicted chunks' records
+	// and the release of their space.
+	afterEvict func()
+	// limit is Options.Limit; immutable.
+	limit int64
+	// punch is cleared (under writeMu) once the filesystem has refused to
+	// punch a hole: space then comes back only with whole segment files.
+	punch bool
+	// overLimit is set (under writeMu) while the store is above its limit
+	// because everything left is pinned; it keeps the warning to one per
+	// episode.
+	overLimit bool
+
+	// clock is the logical clock of chunk uses: each Put and Get of a chunk
+	// stamps it with clock.Add(1).
+	clock atomic.Uint64
+	// idxMu guards index, segments, pins, disk and pinned. Their writers
+	// hold writeMu too (except Pin, which touches pins and pinned only), so
+	// a holder of writeMu may read index and segments without idxMu. Taken
+	// after writeMu.
+	idxMu    sync.RWMutex
+	index    map[[32]byte]*entry  // every stored chunk
+	segments map[uint32]*segUsage // the segments holding chunks or unreleased space
+	pins     map[[32]byte]int     // pin counts of pinned sums, stored or not
+	disk     int64                // Stats.DiskBytes
+	pinned   int64                // Stats.PinnedBytes
+	npinned  int64                // Stats.PinnedChunks
 
 	// gate guards closed. ops counts operations in flight: Add happens only
 	// under gate while closed is false, so Close (which sets closed, then
@@ -94,7 +164,7 @@ type Store struct {
 	closed bool
 	ops    sync.WaitGroup
 
-	// statsMu guards stats.
+	// statsMu guards stats; taken after idxMu.
 	statsMu sync.Mutex
 	stats   Stats
 }
@@ -104,8 +174,12 @@ type Store struct {
 // record whose bytes are missing (the segment is gone or too short, as a
 // machine crash with SyncWrites false can leave it) is removed and counted
 // in Stats.Corrupt; bytes that no record points to at the end of a segment
-// (a write cut short by a crash) are truncated, and a segment that no
-// record points to is removed. Then it counts the chunks. A directory is
+// (a write cut short by a crash) are truncated, a segment that no record
+// points to is removed, and a hole is punched wherever else unreferenced
+// bytes still take space (an eviction cut short by a crash). Then it
+// builds the in-memory index with the chunks' saved last uses, counts
+// them, and evicts down to Options.Limit if the store holds more. A
+// directory is
 // used by one Store at a time: while it is open, a second Open of the same
 // dir, in this process or another, fails with Badger's "Cannot acquire
 // directory lock" error. A directory written with another layout fails to
@@ -124,6 +198,15 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if o.maxOpenSegments <= 0 {
 		o.maxOpenSegments = defaultMaxOpenSegments
 	}
+	if o.Limit < 0 {
+		o.Limit = 0
+	}
+	if o.Limit > 0 {
+		// Smaller segments under a small limit: a segment file goes as soon
+		// as its last chunk does, and without hole punching segments are
+		// the only unit of space that comes back.
+		o.segmentSize = min(o.segmentSize, max(o.Limit/8, minLimitedSegmentSize))
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("chunkstore: create %s: %w", dir, err)
 	}
@@ -133,13 +216,25 @@ func Open(dir string, opts *Options) (*Store, error) {
 	}
 	segDir := filepath.Join(dir, segmentsDir)
 	s := &Store{
-		db:   db,
-		log:  o.Logger,
-		segs: newReaders(segDir, o.maxOpenSegments),
-		app:  appender{dir: segDir, limit: o.segmentSize, sync: o.SyncWrites},
+		db:       db,
+		log:      o.Logger,
+		segs:     newReaders(segDir, o.maxOpenSegments),
+		app:      appender{dir: segDir, limit: o.segmentSize, align: !o.unaligned, sync: o.SyncWrites},
+		limit:    o.Limit,
+		punch:    !o.noPunch,
+		index:    make(map[[32]byte]*entry),
+		segments: make(map[uint32]*segUsage),
+		pins:     make(map[[32]byte]int),
 	}
-	if err := s.recover(); err != nil {
+	err = s.recover()
+	if err == nil && s.limit > 0 {
+		s.writeMu.Lock()
+		err = s.makeRoom(0)
+		s.writeMu.Unlock()
+	}
+	if err != nil {
 		s.app.close()
+		s.segs.close()
 		db.Close()
 		return nil, fmt.Errorf("chunkstore: open %s: %w", dir, err)
 	}
@@ -192,10 +287,10 @@ func badgerOptions(dir string, o Options) badger.Options {
 	return bo
 }
 
-// Close waits for operations in flight, then syncs and closes the active
-// segment, closes the segments' read descriptors and closes Badger
-// (flushing its memtable). Later calls on s return ErrClosed; a second
-// Close returns nil.
+// Close waits for operations in flight, then saves the chunks' last-use
+// stamps, syncs and closes the active segment, closes the segments' read
+// descriptors and closes Badger (flushing its memtable). Later calls on s
+// return ErrClosed; a second Close returns nil.
 func (s *Store) Close() error {
 	s.gate.Lock()
 	if s.closed {
@@ -206,7 +301,8 @@ func (s *Store) Close() error {
 	s.gate.Unlock()
 	s.ops.Wait()
 	s.writeMu.Lock()
-	err := s.app.close()
+	err := s.saveStamps()
+	err = errors.Join(err, s.app.close())
 	s.writeMu.Unlock()
 	s.segs.close()
 	err = errors.Join(err, s.db.Close())
@@ -227,11 +323,18 @@ func (s *Store) enter() error {
 	return nil
 }
 
-// Stats returns a consistent snapshot of the counters.
+// Stats returns a snapshot of the counters.
+// The figures of what is stored (Chunks, ChunkBytes, DiskBytes, the pinned
+// ones) are consistent with each other.
 func (s *Store) Stats() Stats {
+	s.idxMu.RLock()
 	s.statsMu.Lock()
-	defer s.statsMu.Unlock()
-	return s.stats
+	st := s.stats
+	s.statsMu.Unlock()
+	st.DiskBytes, st.PinnedBytes, st.PinnedChunks = s.disk, s.pinned, s.npinned
+	s.idxMu.RUnlock()
+	st.Limit = s.limit
+	return st
 }
 
 // count applies f to the counters under statsMu.

@@ -27,7 +27,7 @@ func TestPutVerifiedStoresEveryChunk(t *testing.T) {
 	}
 	n := int64(len(chunks))
 	want := Stats{Chunks: n, ChunkBytes: total, Puts: n, PutBytes: total, Hits: n}
-	if got := s.Stats(); got != want {
+	if got := events(s.Stats()); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
 }
@@ -42,7 +42,7 @@ func TestPutVerifiedCountsDuplicates(t *testing.T) {
 		t.Fatalf("PutVerified: %v", err)
 	}
 	want := Stats{Chunks: 2, ChunkBytes: 1<<20 + 2000, Puts: 2, PutBytes: 1<<20 + 2000, PutDups: 2}
-	if got := s.Stats(); got != want {
+	if got := events(s.Stats()); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
 	if n := countKeys(t, s, nsInfo); n != 2 {
@@ -106,7 +106,7 @@ func TestPutVerifiedWrongDataNeverLeavesTheStore(t *testing.T) {
 		t.Fatalf("Get after Put of the right data: %v", err)
 	}
 	want := Stats{Chunks: 1, ChunkBytes: 1 << 20, Puts: 2, PutBytes: 2 << 20, Corrupt: 1, Hits: 1}
-	if got := s.Stats(); got != want {
+	if got := events(s.Stats()); got != want {
 		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
 }

@@ -16,6 +16,9 @@ type flight struct {
 	done chan struct{}
 	data []byte
 	err  error
+	// background is set on the flights of FetchBackground: their chunks
+	// are not kept in the memory cache. Immutable.
+	background bool
 }
 
 // claimed is a chunk whose flight the claimer must complete.
@@ -48,10 +51,18 @@ func (f *FS) readChunks(ctx context.Context, path string, m *transfer.Manifest, 
 		f.readAhead(path, m, aheadFirst, aheadLast)
 	}
 	out := make([][]byte, len(slots))
+	waiting := false
 	for k, s := range slots {
 		if s.fl == nil {
 			out[k] = s.data
 			continue
+		}
+		if !waiting && !isDone(s.fl.done) {
+			// A reader waiting for the Remote is foreground activity,
+			// which background fetches give way to (background.go).
+			waiting = true
+			f.fg.begin()
+			defer f.fg.end()
 		}
 		// A flight always ends: a fetch fails once FetchTimeout passes
 		// without progress.
@@ -150,9 +161,21 @@ func (f *FS) load(path string, m *transfer.Manifest, mine []claimed, readAhead b
 		}
 		run := missing[:n]
 		missing = missing[n:]
-		if !f.goOwned(func() { f.fetch(path, m, run, readAhead) }) {
+		f.fg.begin() // a foreground fetch (background.go)
+		if !f.goOwned(func() { defer f.fg.end(); f.fetch(path, m, run, readAhead) }) {
+			f.fg.end()
 			f.fail(run, ErrClosed)
 		}
+	}
+}
+
+// isDone reports whether done is closed.
+func isDone(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -295,7 +318,7 @@ func (fr *fetchRun) failLocked(err error) {
 func (f *FS) complete(h transfer.Hash, fl *flight, data []byte, err error) {
 	fl.data, fl.err = data, err
 	f.mu.Lock()
-	if err == nil {
+	if err == nil && !fl.background {
 		f.mem.Add(h, data)
 	}
 	if f.flights[h] == fl {

@@ -19,7 +19,11 @@
 // # Data path
 //
 // Open takes the file's manifest (fresh within AttrTimeout) and pins it in
-// the file handle, so an open file keeps reading the version it opened. Read
+// the file handle, so an open file keeps reading the version it opened.
+// When the Store is a Pinner (chunkstore.Store is), Open also pins the
+// version's chunks in the Store until the handle's Release, so that reads
+// of other files that take the Store past its size limit never evict the
+// chunks of an open file. Read
 // maps the byte range to chunks and takes each from the memory cache, else
 // from the Store, else from the Remote. A chunk being loaded has one flight,
 // keyed by its hash, that every reader of it waits for: one fetch per chunk
@@ -41,6 +45,20 @@
 // fetches pause. Close writes every waiting chunk before it returns, and
 // FS.Flush waits for them.
 //
+// # Background fetches
+//
+// FS.FetchBackground (background.go) brings chunks of a file into the
+// Store for background work such as prefetch: it skips the chunks the Store
+// holds without reading them, joins loads under way, and fetches the rest
+// through the same flights and store writer as reads, so a read of a chunk
+// being prefetched waits for that fetch instead of starting its own; these
+// chunks stay out of the memory cache. Foreground reads come first: a
+// reader waiting for a chunk being loaded, and every fetch a read (or its
+// read-ahead) started, count as foreground activity, and FetchBackground
+// starts no fetch while there is any, nor within ForegroundQuiet of the
+// last. FS.Stat, FS.List and FS.Manifest serve background work the same
+// cached (and persisted) metadata as the mounted tree.
+//
 // # Errors and cancellation
 //
 // Errors reach the kernel through toErrno: transfer.ErrNotFound is ENOENT,
@@ -60,6 +78,7 @@
 //
 // FS.mu guards the chunk flight table and the closed flag. The metadata
 // cache's mutex guards its calls in flight and is taken before FS.mu; the
-// LRU caches and the store writer have their own mutexes, taken last. A file handle's mutex
-// guards its sequential-access state only.
+// LRU caches, the store writer and the foreground-activity tracker have
+// their own mutexes, taken last. A file handle's mutex guards its
+// sequential-access state only.
 package fusefs

@@ -77,6 +77,21 @@ type Store interface {
 	DeleteMeta(key string) error
 }
 
+// Pinner is implemented by a Store that can keep chunks from being evicted
+// (*chunkstore.Store does). The FS pins the chunks of every open file, from
+// Open to Release, so that reads of other files that push the Store past
+// its size limit never evict what an open file is reading (it would be
+// fetched again). A Store without it is used as is.
+type Pinner interface {
+	// Pin keeps the chunks with the given sums, stored now or later, from
+	// eviction until unpin is called; unpin may be called more than once.
+	Pin(sums ...[32]byte) (unpin func())
+	// Limit is the most the Store keeps, in bytes; 0 means no limit.
+	Limit() int64
+}
+
+var _ Pinner = (*chunkstore.Store)(nil)
+
 // Options configure an FS. The zero value of every field selects its
 // default.
 type Options struct {
@@ -203,6 +218,7 @@ type FS struct {
 	writer *storeWriter                // fetched chunks on their way to store
 	meta   *metaCache
 	count  counters
+	fg     foreground // foreground read activity (background.go)
 	// verified is set when the Remote verifies the chunks it delivers.
 	verified bool
 
@@ -212,6 +228,9 @@ type FS struct {
 	// hookJoin, when set (tests only, before mounting), is called after a
 	// chunk request joined a flight already under way.
 	hookJoin func(transfer.Hash)
+	// hookRelease, when set (tests only, before mounting), is called when
+	// a file handle has been released (its chunks unpinned).
+	hookRelease func(path string)
 }
 
 // New returns an FS serving remote's tree with chunks cached in store.

@@ -17,11 +17,13 @@ import (
 const maxSeqSlack = 512 << 10
 
 // fileHandle is an open regular file, pinned to the manifest it was opened
-// with.
+// with. Its chunks are pinned in the Store (when it is a Pinner) until
+// Release.
 type fileHandle struct {
-	fsys *FS
-	path string
-	m    *transfer.Manifest // immutable
+	fsys  *FS
+	path  string
+	m     *transfer.Manifest // immutable
+	unpin func()             // undoes the chunks' pin; safe to call more than once
 
 	mu       sync.Mutex // guards lastEnd, window and aheadEnd
 	lastEnd  int64      // end of the previous read; -1 before the first
@@ -29,10 +31,36 @@ type fileHandle struct {
 	aheadEnd int        // last chunk read or read ahead since the window opened
 }
 
-var _ fs.FileReader = (*fileHandle)(nil)
+var (
+	_ fs.FileReader   = (*fileHandle)(nil)
+	_ fs.FileReleaser = (*fileHandle)(nil)
+)
 
+// newFileHandle returns the handle of the file at path opened at version
+// m, with m's chunks pinned in the Store if it is a Pinner, unless the
+// file is larger than half the Store's limit: such a file cannot be kept
+// whole anyway, and pinning it would push the Store past its limit by the
+// whole file as it is read; its chunks are evicted oldest first instead.
 func newFileHandle(f *FS, path string, m *transfer.Manifest) *fileHandle {
-	return &fileHandle{fsys: f, path: path, m: m, lastEnd: -1}
+	unpin := func() {}
+	if p, ok := f.store.(Pinner); ok && len(m.Hashes) > 0 && (p.Limit() == 0 || m.Size <= p.Limit()/2) {
+		sums := make([][32]byte, len(m.Hashes))
+		for i, h := range m.Hashes {
+			sums[i] = h
+		}
+		unpin = p.Pin(sums...)
+	}
+	return &fileHandle{fsys: f, path: path, m: m, unpin: unpin, lastEnd: -1}
+}
+
+// Release unpins the file's chunks: the kernel has closed the last
+// descriptor of this open.
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.unpin()
+	if h.fsys.hookRelease != nil {
+		h.fsys.hookRelease(h.path)
+	}
+	return 0
 }
 
 // Read returns bytes [off, off+len(dest)) of the pinned version, short at

@@ -97,6 +97,7 @@ func (j *job) run(ctx context.Context, noProgress time.Duration) (_ int64, err e
 
 	lastRecv, lastProgress := uint64(0), time.Now()
 	var lastAt time.Time
+	var lastSent int64
 	lastSeen := time.Now()
 	tick := time.NewTicker(j.c.o.Poll)
 	defer tick.Stop()
@@ -111,8 +112,12 @@ func (j *job) run(ctx context.Context, noProgress time.Duration) (_ int64, err e
 		} else if now.Sub(lastProgress) > noProgress {
 			return j.send.bytes.Load(), fmt.Errorf("read %q: %w for %v: %w", j.file, errNoProgress, noProgress, os.ErrDeadlineExceeded)
 		}
-		if !d.At.Equal(lastAt) {
-			lastAt, lastSeen = d.At, now
+		// Silence counts only while the primary has nothing left to
+		// write: the client reports a stream when its data arrives, and
+		// data still queued here (behind other READs, on a busy primary)
+		// has not had the chance to.
+		if sent := j.send.bytes.Load(); !d.At.Equal(lastAt) || sent != lastSent || j.send.busy() {
+			lastAt, lastSent, lastSeen = d.At, sent, now
 		} else if j.closed && now.Sub(lastSeen) > j.c.o.AbandonAfter {
 			// Once the write side is closed, kwik ignores the client's
 			// STOP_SENDING: silence is the only sign that it gave up. But
@@ -635,6 +640,7 @@ type sender struct {
 	mu sync.Mutex
 	// guarded by mu:
 	queue   []*unit
+	writing bool // a unit (or the Close) taken from the queue is being written
 	stopped bool
 	wake    chan struct{}
 }
@@ -643,6 +649,13 @@ func newSender(j *job) *sender {
 	s := &sender{j: j, errc: make(chan error, 1), wake: make(chan struct{}, 1)}
 	s.wg.Go(s.run)
 	return s
+}
+
+// busy reports whether the sender has units queued or one in progress.
+func (s *sender) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) > 0 || s.writing
 }
 
 func (s *sender) push(u *unit) {
@@ -683,6 +696,7 @@ func (s *sender) run() {
 			u = s.queue[0]
 			s.queue = s.queue[1:]
 		}
+		s.writing = ok
 		s.mu.Unlock()
 		if !ok {
 			<-s.wake
@@ -694,6 +708,9 @@ func (s *sender) run() {
 		} else {
 			err = s.write(u, *bp)
 		}
+		s.mu.Lock()
+		s.writing = false
+		s.mu.Unlock()
 		if err != nil {
 			s.errc <- err
 			return

@@ -26,10 +26,14 @@ func runMount(ctx context.Context, args []string) error {
 	fl.StringVar(&cfg.ServerName, "server-name", "", "TLS name to verify (default: the host of --primary)")
 	fl.DurationVar(&cfg.AttrTimeout, "attr-timeout", 5*time.Second, "how long attributes and listings are trusted before asking the primary again")
 	fl.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 15*time.Second, "how long a read waits for the primary before failing with EIO")
-	memMiB := fl.Int64("memory-cache", 64, "MiB of verified chunks kept in memory")
+	memMiB := fl.Int64("memory-cache", 0, "MiB of verified chunks kept in memory (default: a quarter of --memory)")
+	memory := byteSize(daemon.DefaultMemoryBytes)
+	cacheSize := fl.String("cache-size", "auto", "`SIZE` of disk space for cached chunks, e.g. 512M or 10G; the least recently used chunks of files not open are evicted to stay under it; auto: half of the free space of the cache's filesystem; unlimited or 0: no limit")
+	fl.Var(&memory, "memory", "`SIZE` of the memory budget for file data: memory cache, store queue and prefetch in flight, e.g. 512M or 1G")
 	fl.BoolVar(&cfg.Debug, "debug", false, "trace FUSE requests")
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
-	if err := fl.Parse(args); err != nil {
+	err := fl.Parse(args)
+	if err != nil {
 		return cli.Usagef("%v", err)
 	}
 	if fl.NArg() != 1 || cfg.Primary == "" || cfg.CAFile == "" || cfg.CacheDir == "" {
@@ -38,12 +42,30 @@ func runMount(ctx context.Context, args []string) error {
 	}
 	cfg.Mountpoint = fl.Arg(0)
 	cfg.MemoryCacheBytes = *memMiB << 20
+	if cfg.CacheSize, err = parseCacheSize(*cacheSize); err != nil {
+		return cli.Usagef("--cache-size: %v", err)
+	}
+	cfg.MemoryBytes = int64(memory)
 	log, err := cli.NewLogger(*logLevel)
 	if err != nil {
 		return err
 	}
 	cfg.Logger = log
 	return daemon.Run(ctx, cfg, nil)
+}
+
+// parseCacheSize parses the --cache-size value into daemon.Config.CacheSize:
+// "auto" is 0 (the daemon's default), "unlimited", "none" and "0" are -1
+// (no limit), and anything else is a size as parseSize reads it, e.g.
+// "512M", "10G", "1GiB", "1048576".
+func parseCacheSize(v string) (int64, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "auto":
+		return 0, nil
+	case "unlimited", "none", "0":
+		return -1, nil
+	}
+	return parseSize(v)
 }
 
 func runStatus(ctx context.Context, args []string) error {
@@ -82,13 +104,34 @@ func printStatus(st *daemon.Status) {
 	fmt.Fprintf(w, "uptime\t%s\n", (time.Duration(st.Uptime) * time.Second).String())
 	fmt.Fprintf(w, "data fetched\t%s in %d chunks\n", humanBytes(st.FS.BytesFetched), st.FS.ChunksFetched)
 	fmt.Fprintf(w, "reads served\t%d from memory, %d from the store\n", st.FS.MemoryHits, st.FS.StoreHits)
-	fmt.Fprintf(w, "store\t%s in %d chunks\n", humanBytes(st.Store.ChunkBytes), st.Store.Chunks)
+	fmt.Fprintf(w, "store\t%s in %d chunks%s\n", humanBytes(st.Store.ChunkBytes), st.Store.Chunks, storeLimit(st))
 	fmt.Fprintf(w, "fetch errors\t%d\n", st.FS.FetchErrors)
 	w.Flush()
 	if len(st.Paths) > 0 {
 		fmt.Println()
 		printPaths(os.Stdout, st)
 	}
+	if len(st.Prefetch) > 0 {
+		fmt.Println()
+		printPrefetchJobs(os.Stdout, st.Prefetch)
+	}
+}
+
+// storeLimit describes the store's disk space against its limit, e.g.
+// ", 7.9 MiB of 8.0 MiB on disk, 12 evicted (12.0 MiB)".
+func storeLimit(st *daemon.Status) string {
+	s := st.Store
+	if s.Limit <= 0 {
+		return fmt.Sprintf(", %s on disk, no limit", humanBytes(s.DiskBytes))
+	}
+	out := fmt.Sprintf(", %s of %s on disk, %d evicted (%s)", humanBytes(s.DiskBytes), humanBytes(s.Limit), s.Evicted, humanBytes(s.EvictedBytes))
+	if s.PinnedBytes > 0 {
+		out += fmt.Sprintf(", %s pinned (open files, prefetch jobs)", humanBytes(s.PinnedBytes))
+	}
+	if s.DiskBytes > s.Limit {
+		out += " (over the limit: the rest is pinned)"
+	}
+	return out
 }
 
 // printPaths prints one row per path of the session. Figures only the

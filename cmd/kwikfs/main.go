@@ -2,6 +2,7 @@
 //
 //	kwikfs mount --primary HOST:PORT --ca FILE --cache DIR MOUNTPOINT
 //	kwikfs status [--json] MOUNTPOINT
+//	kwikfs prefetch [--detach] PATH...
 //	kwikfs certs --out DIR [--host NAME_OR_IP]...
 //	kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
 //
@@ -21,6 +22,7 @@ import (
 const usage = `usage:
   kwikfs mount --primary HOST:PORT --ca FILE --cache DIR [flags] MOUNTPOINT
   kwikfs status [--json] MOUNTPOINT
+  kwikfs prefetch [--detach] PATH...   (or --cancel ID PATH)
   kwikfs certs --out DIR [--host NAME_OR_IP]...
   kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
 Run "kwikfs COMMAND -h" for the flags of a command.
@@ -39,6 +41,8 @@ func main() {
 		err = runMount(ctx, args)
 	case "status":
 		err = runStatus(ctx, args)
+	case "prefetch":
+		err = runPrefetch(ctx, args)
 	case "certs":
 		err = runCerts(args)
 	case "demo":

@@ -8,6 +8,12 @@
 //   - a cold read of a --size file through a real kwikfs mount of a real
 //     kwik-primary, and a warm re-read from the store after a remount.
 //
+// With --prefetch it prints the prefetch table instead (issue 5): over a
+// linkemu relay (--pf-mbit, --pf-rtt) in front of a kwik-primary, a cold
+// cat of a --pf-cat-size file alone and while a prefetch job of a
+// --pf-bulk-size directory runs in the same mount; the fraction
+// during/alone has the target >= 0.8 (see prefetch.go).
+//
 // With --multipath it prints the multipath table instead (issue 3): for
 // each case, a kwik-primary and kwik-secondaries each behind its own
 // linkemu relay (rate, RTT, loss), the cold-read goodput of a --mp-size file
@@ -68,9 +74,18 @@ func main() {
 	mpRuns := flag.Int("mp-runs", 1, "reads per multipath-table figure (the median is reported)")
 	mpCase := flag.String("mp-case", "", "run only the multipath cases whose name contains this text")
 	mpTrace := flag.Bool("mp-trace", false, "print each path's MB/s every 250 ms during multipath reads")
+	pf := flag.Bool("prefetch", false, "print the prefetch table (issue 5: a foreground cat during a prefetch) instead")
+	pfCatSize := flag.Int64("pf-cat-size", 64<<20, "bytes of the file read in the foreground in the prefetch table")
+	pfBulkSize := flag.Int64("pf-bulk-size", 512<<20, "bytes of the directory prefetched meanwhile")
+	pfRuns := flag.Int("pf-runs", 3, "pairs of reads in the prefetch table (the median is reported)")
+	pfMbit := flag.Int64("pf-mbit", 100, "rate of the relay link of the prefetch table, Mbit/s")
+	pfRTT := flag.Duration("pf-rtt", 10*time.Millisecond, "RTT of the relay link of the prefetch table")
 	flag.Parse()
 	var err error
-	if *multipath {
+	if *pf {
+		err = runPrefetchBench(pfConfig{bin: *binDir, catSize: *pfCatSize, bulkSize: *pfBulkSize, runs: *pfRuns,
+			link: link(*pfMbit, *pfRTT, 0)})
+	} else if *multipath {
 		err = runMultipath(*binDir, *mpSize, *mpRuns, *mpCase, *mpTrace)
 	} else {
 		err = run(*binDir, *size, *runs)

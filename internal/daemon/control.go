@@ -16,6 +16,7 @@ import (
 
 	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/fusefs"
+	"github.com/kwikfs/kwikfs/prefetch"
 	"github.com/kwikfs/kwikfs/transfer"
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +37,13 @@ type Status struct {
 	Client          transfer.ClientStats `json:"client"`
 	FS              fusefs.Stats         `json:"fs"`
 	Store           chunkstore.Stats     `json:"store"`
+	// ReadLatency: waits of data frames in reassembly; absent without a
+	// session.
+	ReadLatency *ReadLatency `json:"read_latency,omitempty"`
+	// Prefetch lists the prefetch jobs, by ID (see prefetch.go);
+	// Foreground tells how background fetches gave way to reads.
+	Prefetch   []prefetch.Progress    `json:"prefetch"`
+	Foreground fusefs.ForegroundStats `json:"foreground"`
 }
 
 type statusSource struct {
@@ -44,6 +52,7 @@ type statusSource struct {
 	client                     *transfer.Client
 	store                      *chunkstore.Store
 	fs                         *fusefs.FS
+	prefetch                   *prefetch.Manager // nil: no prefetch API
 }
 
 // status gathers the daemon's status; it asks the primary for its account
@@ -61,7 +70,18 @@ func (s *statusSource) status(ctx context.Context) Status {
 		Client:          s.client.Stats(),
 		FS:              s.fs.Stats(),
 		Store:           s.store.Stats(),
+		ReadLatency:     readLatency(s.client),
+		Prefetch:        s.prefetchJobs(),
+		Foreground:      s.fs.Foreground(),
 	}
+}
+
+// prefetchJobs returns the prefetch jobs, or none without a manager.
+func (s *statusSource) prefetchJobs() []prefetch.Progress {
+	if s.prefetch == nil {
+		return []prefetch.Progress{}
+	}
+	return s.prefetch.Jobs()
 }
 
 // control serves the daemon's HTTP API on a Unix socket.
@@ -99,6 +119,9 @@ func startControl(path string, src *statusSource, log *slog.Logger) (*control, e
 		}
 	})
 	// Profiles of the running daemon, for `curl --unix-socket`.
+	if src.prefetch != nil {
+		registerPrefetch(mux, src.prefetch, log)
+	}
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

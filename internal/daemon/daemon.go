@@ -23,6 +23,7 @@ import (
 	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/kwik"
+	"github.com/kwikfs/kwikfs/prefetch"
 	"github.com/kwikfs/kwikfs/transfer"
 	"golang.org/x/sys/unix"
 )
@@ -43,9 +44,25 @@ type Config struct {
 	AttrTimeout      time.Duration
 	FetchTimeout     time.Duration
 	MemoryCacheBytes int64
-	Debug            bool // FUSE request tracing
-	Logger           *slog.Logger
+	// CacheSize bounds the disk space of the cached chunks (the store's
+	// Limit; the least recently used chunks not in an open file are
+	// evicted to stay under it). 0 selects AutoCacheSize; negative means
+	// no limit.
+	CacheSize int64
+	// MemoryBytes is the memory budget for file data (default
+	// DefaultMemoryBytes): a quarter for the memory chunk cache (unless
+	// MemoryCacheBytes is set), an eighth for fetched chunks waiting for
+	// the store, a sixty-fourth for prefetch fetches in flight (kept small:
+	// a foreground read waits for them to drain).
+	MemoryBytes int64
+	Debug       bool // FUSE request tracing
+	Logger      *slog.Logger
 }
+
+// DefaultMemoryBytes is the default of Config.MemoryBytes: 256 MiB, which
+// gives fusefs its default memory cache (64 MiB) and store queue (32 MiB)
+// and prefetch.DefaultInFlightBytes (4 MiB).
+const DefaultMemoryBytes = 256 << 20
 
 // Run mounts cfg.Mountpoint and serves it until ctx is done or the mount is
 // unmounted from outside. ready, if not nil, is called once the mount is up.
@@ -70,7 +87,17 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return err
 	}
-	store, err := chunkstore.Open(filepath.Join(cfg.CacheDir, "store"), &chunkstore.Options{Logger: log})
+	storeDir := filepath.Join(cfg.CacheDir, "store")
+	limit := cfg.CacheSize
+	switch {
+	case limit < 0:
+		limit = 0 // the store's "no limit"
+	case limit == 0:
+		if limit, err = AutoCacheSize(storeDir); err != nil {
+			return fmt.Errorf("cache size: %w", err)
+		}
+	}
+	store, err := chunkstore.Open(storeDir, &chunkstore.Options{Logger: log, Limit: limit})
 	if err != nil {
 		return fmt.Errorf("open cache: %w", err)
 	}
@@ -87,19 +114,33 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 
 	sock := filepath.Join(cfg.CacheDir, "control.sock")
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = DefaultMemoryBytes
+	}
+	if cfg.MemoryCacheBytes <= 0 {
+		cfg.MemoryCacheBytes = cfg.MemoryBytes / 4
+	}
 	fsys := fusefs.New(client, store, &fusefs.Options{
 		AttrTimeout:      cfg.AttrTimeout,
 		EntryTimeout:     cfg.AttrTimeout,
 		FetchTimeout:     cfg.FetchTimeout,
 		MemoryCacheBytes: cfg.MemoryCacheBytes,
+		StoreQueueBytes:  cfg.MemoryBytes / 8,
 		Xattrs:           map[string][]byte{ControlXattr: []byte(sock)},
 		Logger:           log,
 	})
 	defer fsys.Close()
 
+	// Unfinished prefetch jobs resume now; closed before the filesystem.
+	jobs, err := prefetch.New(fsys, store, &prefetch.Options{InFlightBytes: cfg.MemoryBytes / 64, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer jobs.Close()
+
 	ctl, err := startControl(sock, &statusSource{
 		primary: cfg.Primary, mountpoint: mnt, cache: cfg.CacheDir,
-		client: client, store: store, fs: fsys, started: time.Now(),
+		client: client, store: store, fs: fsys, started: time.Now(), prefetch: jobs,
 	}, log)
 	if err != nil {
 		return err
@@ -110,7 +151,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
-	log.Info("mounted", "mountpoint", mnt, "primary", cfg.Primary, "cache", cfg.CacheDir)
+	log.Info("mounted", "mountpoint", mnt, "primary", cfg.Primary, "cache", cfg.CacheDir, "cache_limit", limit)
 	if ready != nil {
 		ready()
 	}
@@ -131,6 +172,41 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		log.Info("unmounted", "mountpoint", mnt)
 	}
 	return nil
+}
+
+// AutoCacheSize is the default cache size for a store in dir: half of the
+// space free on its filesystem, counting the space the store's chunks take
+// already as free (so that remounting a full cache does not shrink it).
+// Half, because the usual reason to read a remote tree is to copy it, and
+// a copy onto the same disk needs as much room as the cache takes; a fixed
+// size would be too small for a big disk and too big for a small one. The
+// figure is taken once, at mount.
+func AutoCacheSize(dir string) (int64, error) {
+	fsDir := dir
+	for {
+		if _, err := os.Stat(fsDir); err == nil {
+			break
+		}
+		parent := filepath.Dir(fsDir)
+		if parent == fsDir {
+			break
+		}
+		fsDir = parent
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(fsDir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", fsDir, err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	var held int64
+	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.seg"))
+	for _, p := range segs {
+		var fst unix.Stat_t
+		if unix.Stat(p, &fst) == nil {
+			held += fst.Blocks * 512
+		}
+	}
+	return max((free+held)/2, 1), nil
 }
 
 // detachGrace is how long a lazily detached mount may stay busy before Run

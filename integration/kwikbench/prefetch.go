@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kwikfs/kwikfs/integration/linkemu"
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/prefetch"
+)
+
+// pfConfig says what the prefetch table (issue 5) measures.
+type pfConfig struct {
+	bin      string
+	catSize  int64          // the file read in the foreground
+	bulkSize int64          // the directory prefetched meanwhile
+	runs     int            // pairs of reads; medians are reported
+	link     linkemu.Config // the relay in front of the primary
+}
+
+// pfRun is what one pair of reads measured.
+type pfRun struct {
+	alone, during float64 // cat MB/s
+	// prefetchRate is the job's fetch rate (MB/s) before the cat started;
+	// prefetchDuring the bytes the job fetched while the cat ran.
+	prefetchRate   float64
+	prefetchDuring int64
+	waits          int64 // background fetches that waited for the cat (from FS stats)
+	fetchErrors    int64 // failed fetches of the mount (both reads)
+}
+
+// runPrefetchBench prints the prefetch table: through a linkemu relay in
+// front of a kwik-primary, the cold-read throughput of a file read alone
+// (fresh cache) and read while a prefetch job of a larger directory runs
+// in the same mount, and the fraction during/alone against its target
+// (>= 0.8). Each run reads alone then during, on fresh caches.
+func runPrefetchBench(c pfConfig) error {
+	work, err := os.MkdirTemp("", "kwikbench-pf-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	tree := filepath.Join(work, "tree")
+	if err := writeSeededFile(filepath.Join(tree, "cat.bin"), c.catSize, 1); err != nil {
+		return err
+	}
+	const bulkFiles = 4
+	for i := range bulkFiles {
+		if err := writeSeededFile(filepath.Join(tree, "bulk", fmt.Sprintf("part-%d.bin", i)), c.bulkSize/bulkFiles, uint64(2+i)); err != nil {
+			return err
+		}
+	}
+	certDir := filepath.Join(work, "certs")
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		return err
+	}
+	if err := b.WriteDir(certDir); err != nil {
+		return err
+	}
+	port, err := freeUDPPort()
+	if err != nil {
+		return err
+	}
+	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	relay, err := linkemu.New(target, c.link)
+	if err != nil {
+		return err
+	}
+	defer relay.Close()
+	env := &mpEnv{bin: c.bin, work: work, tree: tree, certs: certDir}
+	stop, err := env.startServer("kwik-primary", target)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	var results []pfRun
+	for i := range max(c.runs, 1) {
+		fmt.Fprintf(os.Stderr, "prefetch run %d: cat alone ...\n", i+1)
+		var r pfRun
+		if r.alone, err = pfCat(c, work, certDir, relay.Addr(), nil); err != nil {
+			return fmt.Errorf("cat alone: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "prefetch run %d: cat during a prefetch ...\n", i+1)
+		if r.during, err = pfCat(c, work, certDir, relay.Addr(), &r); err != nil {
+			return fmt.Errorf("cat during a prefetch: %w", err)
+		}
+		results = append(results, r)
+	}
+	med := func(f func(pfRun) float64) float64 {
+		var v []float64
+		for _, r := range results {
+			v = append(v, f(r))
+		}
+		return median(v)
+	}
+	runsOf := func(f func(pfRun) float64, format string) string {
+		var s []string
+		for _, r := range results {
+			s = append(s, fmt.Sprintf(format, f(r)))
+		}
+		return strings.Join(s, " ")
+	}
+	alone := func(r pfRun) float64 { return r.alone }
+	during := func(r pfRun) float64 { return r.during }
+	frac := func(r pfRun) float64 { return r.during / r.alone }
+	rate := func(r pfRun) float64 { return r.prefetchRate }
+	bgMiB := func(r pfRun) float64 { return float64(r.prefetchDuring) / (1 << 20) }
+	waits := func(r pfRun) float64 { return float64(r.waits) }
+	errs := func(r pfRun) float64 { return float64(r.fetchErrors) }
+
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "prefetch (link %s, cat %d MiB, prefetch of %d MiB)\tmedian\truns\ttarget\tmet\t\n", linkName(c.link), c.catSize>>20, c.bulkSize>>20)
+	fmt.Fprintf(w, "cat alone MB/s\t%.1f\t%s\t\t\t\n", med(alone), runsOf(alone, "%.1f"))
+	fmt.Fprintf(w, "cat during prefetch MB/s\t%.1f\t%s\t\t\t\n", med(during), runsOf(during, "%.1f"))
+	fmt.Fprintf(w, "fraction (during / alone)\t%.2f\t%s\t>= 0.80\t%s\t\n", med(frac), runsOf(frac, "%.2f"), yesNo(med(frac) >= 0.8))
+	fmt.Fprintf(w, "prefetch MB/s before the cat\t%.1f\t%s\t\t\t\n", med(rate), runsOf(rate, "%.1f"))
+	fmt.Fprintf(w, "prefetch MiB fetched during the cat\t%.1f\t%s\t\t\t\n", med(bgMiB), runsOf(bgMiB, "%.1f"))
+	fmt.Fprintf(w, "background waits for the cat\t%.0f\t%s\t\t\t\n", med(waits), runsOf(waits, "%.0f"))
+	fmt.Fprintf(w, "fetch errors during the cat\t%.0f\t%s\t\t\t\n", med(errs), runsOf(errs, "%.0f"))
+	return w.Flush()
+}
+
+// pfCat mounts addr with a fresh cache and reads cat.bin once, returning
+// its MB/s. With r non-nil it first starts a prefetch of bulk/ and waits
+// until the job fetches steadily; r gets the job's figures.
+func pfCat(c pfConfig, work, certDir, addr string, r *pfRun) (float64, error) {
+	cache, err := os.MkdirTemp(work, "cache-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(cache)
+	mnt, err := os.MkdirTemp(work, "mnt-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(mnt)
+	m := exec.Command(filepath.Join(c.bin, "kwikfs"), "mount", "--primary", addr,
+		"--ca", filepath.Join(certDir, certgen.CAFile), "--cache", cache, "--log-level", "warn", mnt)
+	m.Stderr = os.Stderr
+	m.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := m.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		m.Process.Signal(syscall.SIGINT)
+		m.Wait()
+		unix.Unmount(mnt, unix.MNT_DETACH)
+	}()
+	var found daemon.Mount
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if found, err = daemon.FindMount(mnt); err == nil && found.Root == mnt {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("mount at %s not up after 20s", mnt)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctl := daemon.NewControlClient(found.Socket)
+	defer ctl.Close()
+	ctx := context.Background()
+	// The session comes up on the first request.
+	if _, err := os.Stat(filepath.Join(mnt, "cat.bin")); err != nil {
+		return 0, err
+	}
+	var job prefetch.Progress
+	if r != nil {
+		out, err := exec.Command(filepath.Join(c.bin, "kwikfs"), "prefetch", "--detach", filepath.Join(mnt, "bulk")).CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("kwikfs prefetch --detach: %w: %s", err, out)
+		}
+		jobs, err := ctl.Prefetches(ctx)
+		if err != nil || len(jobs) != 1 {
+			return 0, fmt.Errorf("prefetch jobs %+v: %v", jobs, err)
+		}
+		// Let the job reach its steady rate: 2 s of fetching.
+		job = jobs[0]
+		var first prefetch.Progress
+		var firstAt time.Time
+		for {
+			if job, err = ctl.Prefetch(ctx, job.ID); err != nil {
+				return 0, err
+			}
+			if job.Ended() {
+				return 0, fmt.Errorf("prefetch ended before the cat: %+v (make --pf-bulk-size larger)", job)
+			}
+			if firstAt.IsZero() && job.BytesFetched > 0 {
+				first, firstAt = job, time.Now()
+			}
+			if !firstAt.IsZero() && time.Since(firstAt) >= 2*time.Second {
+				r.prefetchRate = float64(job.BytesFetched-first.BytesFetched) / time.Since(firstAt).Seconds() / 1e6
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	mbps, err := readFile(filepath.Join(mnt, "cat.bin"))
+	if err != nil {
+		return 0, err
+	}
+	if r != nil {
+		after, err := ctl.Prefetch(ctx, job.ID)
+		if err != nil {
+			return 0, err
+		}
+		r.prefetchDuring = after.BytesFetched - job.BytesFetched
+		if after.Ended() {
+			return 0, fmt.Errorf("prefetch ended during the cat: %+v (make --pf-bulk-size larger)", after)
+		}
+		st, err := ctl.Status(ctx)
+		if err != nil {
+			return 0, err
+		}
+		r.waits = st.Foreground.BackgroundWaits
+		r.fetchErrors = st.FS.FetchErrors
+		if _, err := ctl.CancelPrefetch(ctx, job.ID); err != nil {
+			return 0, err
+		}
+	}
+	return mbps, nil
+}
+
+// writeSeededFile writes size pseudo-random bytes drawn from seed to path:
+// files of distinct seeds share no chunk.
+func writeSeededFile(path string, size int64, seed uint64) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(seed, seed*0x9e3779b97f4a7c15+1))
+	buf := make([]byte, 1<<20)
+	for done := int64(0); done < size; {
+		for i := 0; i+8 <= len(buf); i += 8 {
+			v := rng.Uint64()
+			for k := range 8 {
+				buf[i+k] = byte(v >> (8 * k))
+			}
+		}
+		n := min(int64(len(buf)), size-done)
+		if _, err := f.Write(buf[:n]); err != nil {
+			f.Close()
+			return err
+		}
+		done += n
+	}
+	return f.Close()
+}
