@@ -58,10 +58,17 @@ func (it *metaItem) cost() int64 {
 // metaCall is one Remote metadata call in progress; done is closed once
 // item or err is set.
 type metaCall struct {
-	done chan struct{}
-	item *metaItem
-	err  error
+	started time.Time // when the call began (wall clock, for waits)
+	done    chan struct{}
+	item    *metaItem
+	err     error
 }
+
+// rootStatWait bounds how long a stat of the exported root waits for the
+// Remote (see metaCache.statRoot): the root's attributes are asked for by
+// every path walk that starts at the mount point, `kwikfs status`
+// included, and must not hang for FetchTimeout while the server is down.
+const rootStatWait = time.Second
 
 // metaCache holds listings, manifests and stats: in memory for AttrTimeout,
 // persisted in the Store for when the Remote is unavailable. One call per
@@ -105,33 +112,79 @@ func (c *metaCache) stat(ctx context.Context, path string) (transfer.Attr, error
 	return it.attr, nil
 }
 
+// statRoot returns the Attr of the exported root like stat, except that it
+// never waits more than rootStatWait after the Remote call it needs
+// began (a call already running for longer is not waited for at all).
+// Past that, it returns the last known copy (from memory, even if older
+// than AttrTimeout, or else from the Store), or an error wrapping
+// transfer.ErrUnavailable when there is none; the call goes on in the
+// background and its answer updates the cache as usual.
+func (c *metaCache) statRoot(ctx context.Context) (transfer.Attr, error) {
+	const key = string(kindStat)
+	it, call, err := c.begin(kindStat, "")
+	if err != nil || it != nil {
+		if err != nil {
+			return transfer.Attr{}, err
+		}
+		return it.attr, nil
+	}
+	wctx, cancel := context.WithDeadline(ctx, call.started.Add(rootStatWait))
+	defer cancel()
+	if err := c.f.wait(wctx, call.done); err != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+			return transfer.Attr{}, err
+		}
+		if it, ok := c.items.Get(key); ok {
+			c.f.count.staleMeta.Add(1)
+			return it.attr, nil
+		}
+		if it, ok := c.load(kindStat, ""); ok {
+			c.f.count.staleMeta.Add(1)
+			return it.attr, nil
+		}
+		return transfer.Attr{}, fmt.Errorf("stat of the root: no answer within %v: %w", rootStatWait, transfer.ErrUnavailable)
+	}
+	if call.err != nil {
+		return transfer.Attr{}, call.err
+	}
+	return call.item.attr, nil
+}
+
 // get returns the item of the given kind for path: the memory copy if it was
 // checked within AttrTimeout, else the Remote's answer, else (when the
 // Remote is unavailable or does not answer within FetchTimeout) the last
 // known copy, which is then trusted for another AttrTimeout. A canceled ctx
 // gives context.Canceled.
 func (c *metaCache) get(ctx context.Context, kind byte, path string) (*metaItem, error) {
-	key := string(kind) + path
-	if it, ok := c.items.Get(key); ok && c.f.now().Sub(it.checked) < c.f.opts.AttrTimeout {
-		return it, nil
+	it, call, err := c.begin(kind, path)
+	if err != nil || it != nil {
+		return it, err
 	}
-	c.mu.Lock()
-	call, ok := c.calls[key]
-	if !ok {
-		call = &metaCall{done: make(chan struct{})}
-		if !c.f.goOwned(func() { c.run(key, kind, path, call) }) {
-			c.mu.Unlock()
-			return nil, ErrClosed
-		}
-		c.calls[key] = call
-	}
-	c.mu.Unlock()
-
 	// The call always ends within FetchTimeout (see run).
 	if err := c.f.wait(ctx, call.done); err != nil {
 		return nil, err
 	}
 	return call.item, call.err
+}
+
+// begin returns the memory copy of the item if it was checked within
+// AttrTimeout, else the Remote call for it: the one in flight, or a new one.
+func (c *metaCache) begin(kind byte, path string) (*metaItem, *metaCall, error) {
+	key := string(kind) + path
+	if it, ok := c.items.Get(key); ok && c.f.now().Sub(it.checked) < c.f.opts.AttrTimeout {
+		return it, nil, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	call, ok := c.calls[key]
+	if !ok {
+		call = &metaCall{started: time.Now(), done: make(chan struct{})}
+		if !c.f.goOwned(func() { c.run(key, kind, path, call) }) {
+			return nil, nil, ErrClosed
+		}
+		c.calls[key] = call
+	}
+	return nil, call, nil
 }
 
 // run makes the Remote call for key and publishes its outcome to call. The

@@ -63,7 +63,7 @@ var (
 // reported as not found.
 func (n *node) attr(ctx context.Context, typ uint32) (transfer.Attr, error) {
 	if n.path == "" {
-		return n.fsys.meta.stat(ctx, "")
+		return n.fsys.meta.statRoot(ctx)
 	}
 	dir, name := splitPath(n.path)
 	it, err := n.fsys.meta.list(ctx, dir)
@@ -119,14 +119,15 @@ func (f *FS) fillAttr(out *fuse.Attr, a transfer.Attr) {
 }
 
 // Getattr reports the directory's attributes. The root is always a
-// directory: while the server is unavailable and no copy of its attributes
-// is kept, it is reported as mode 0555 with mtime 0, so that cached
-// entries stay reachable.
+// directory, and its attributes never wait long for the server (see
+// metaCache.statRoot): after rootStatWait (1 s) without an answer they are
+// the last known ones or, when no copy is kept, mode 0555 with mtime 0, so
+// that cached entries stay reachable.
 func (n *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if n.path != "" {
 		return n.getattr(ctx, transfer.ModeDir, out)
 	}
-	a, err := n.fsys.meta.stat(ctx, "")
+	a, err := n.fsys.meta.statRoot(ctx)
 	if err != nil && unavailable(err) {
 		a, err = transfer.Attr{Mode: transfer.ModeDir | 0o555}, nil
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +39,32 @@ type ClientOptions struct {
 	Logger *slog.Logger
 	// RedialBackoff spaces dial attempts; zero fields take their defaults.
 	RedialBackoff RedialBackoff
+	// LivenessTimeout is how long a session may stay silent (not one packet
+	// received on any of its paths) after a request was sent on it before
+	// the client takes it for dead: it closes the session, so that the
+	// requests waiting on it are retried on a new one, and the next request
+	// dials anew. Once a session has been established, a redial also starts
+	// a new attempt every liveness timeout while none succeeded (see
+	// Client.dial). A live server acknowledges a request within a round
+	// trip, however long it takes to answer; silence means a server that is
+	// gone, stopped, or restarted (a restarted one resets the old session
+	// only when a packet reaches it, which QUIC's retransmission timer,
+	// backed off during the outage, may delay for seconds). A session that
+	// keeps receiving, like a long READ in progress, is never closed.
+	// Default 3 s (1 s closed live sessions of a machine loaded with 32
+	// mounts and their servers: a starved server may not acknowledge in
+	// time, and each false alarm costs a redial and retried requests); it
+	// is raised to 8 smoothed round-trip times of the server's path when
+	// that is longer.
+	LivenessTimeout time.Duration
 }
+
+// DefaultLivenessTimeout is the default ClientOptions.LivenessTimeout.
+const DefaultLivenessTimeout = 3 * time.Second
+
+// livenessRTTs is how many smoothed round-trip times the liveness timeout
+// lasts at least.
+const livenessRTTs = 8
 
 // ClientStats are exact counters of a Client since it was created.
 type ClientStats struct {
@@ -51,6 +77,9 @@ type ClientStats struct {
 	CorruptChunks int64
 	// Dials counts sessions established; Redials those after the first.
 	Dials, Redials int64
+	// SilentSessions counts sessions closed because they stayed silent
+	// for the liveness timeout after a request (ClientOptions.LivenessTimeout).
+	SilentSessions int64
 }
 
 // Client is the client side of the file protocol: it talks to one server
@@ -63,10 +92,11 @@ type ClientStats struct {
 // both ErrUnavailable and ctx.Err(). Errors the server reports wrap the
 // sentinel errors of this package (as *RemoteError).
 type Client struct {
-	addr    string
-	conf    *kwik.Config
-	log     *slog.Logger
-	backoff RedialBackoff
+	addr     string
+	conf     *kwik.Config
+	log      *slog.Logger
+	backoff  RedialBackoff
+	liveness time.Duration
 
 	closeCtx context.Context // done when Close is called; bounds dials
 	cancel   context.CancelFunc
@@ -76,10 +106,22 @@ type Client struct {
 	sess    *kwik.Session // nil before the first dial and after a failed one
 	dialing chan struct{} // non-nil while a dial is in progress; closed when it ends
 	closed  bool
+	rtt     time.Duration // smoothed RTT of the last session when dialled; 0 before
+	// The liveness check of sess (see watch): armed while a check is
+	// pending, on session watched, due limit after it was armed, with the
+	// packets received by then in base; again is set by a request sent
+	// after the check was armed.
+	armed, again bool
+	watched      *kwik.Session
+	base         map[int]uint64
+	limit        time.Duration
+	timer        *time.Timer
+
+	checks sync.WaitGroup // the liveness check running or pending
 
 	bufs sync.Pool // of *[]byte, chunk buffers
 
-	requests, chunks, dataBytes, corrupt, dials atomic.Int64
+	requests, chunks, dataBytes, corrupt, dials, silent atomic.Int64
 }
 
 // NewClient returns a Client for the server at addr (host:port). It does
@@ -98,20 +140,24 @@ func NewClient(addr string, opts *ClientOptions) *Client {
 	if o.RedialBackoff.Max <= 0 {
 		o.RedialBackoff.Max = 2 * time.Second
 	}
+	if o.LivenessTimeout <= 0 {
+		o.LivenessTimeout = DefaultLivenessTimeout
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{addr: addr, conf: o.Config, log: o.Logger, backoff: o.RedialBackoff, closeCtx: ctx, cancel: cancel}
+	return &Client{addr: addr, conf: o.Config, log: o.Logger, backoff: o.RedialBackoff, liveness: o.LivenessTimeout, closeCtx: ctx, cancel: cancel}
 }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() ClientStats {
 	d := c.dials.Load()
 	return ClientStats{
-		Requests:      c.requests.Load(),
-		Chunks:        c.chunks.Load(),
-		DataBytes:     c.dataBytes.Load(),
-		CorruptChunks: c.corrupt.Load(),
-		Dials:         d,
-		Redials:       max(d-1, 0),
+		Requests:       c.requests.Load(),
+		Chunks:         c.chunks.Load(),
+		DataBytes:      c.dataBytes.Load(),
+		CorruptChunks:  c.corrupt.Load(),
+		Dials:          d,
+		Redials:        max(d-1, 0),
+		SilentSessions: c.silent.Load(),
 	}
 }
 
@@ -130,18 +176,24 @@ func (c *Client) SessionStats() (kwik.SessionStats, bool) {
 
 // Close closes the session, aborting operations in progress; later
 // operations fail with ErrClientClosed. It waits for the session's
-// goroutines.
+// goroutines and for a liveness check in progress.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	s := c.sess
 	c.sess = nil
+	if c.armed && c.timer.Stop() {
+		c.armed, c.watched = false, nil
+		c.checks.Done()
+	}
 	c.mu.Unlock()
 	c.cancel()
+	var err error
 	if s != nil {
-		return s.Close()
+		err = s.Close()
 	}
-	return nil
+	c.checks.Wait()
+	return err
 }
 
 // session returns the live session, dialing one if there is none. Only one
@@ -171,12 +223,16 @@ func (c *Client) session(ctx context.Context) (*kwik.Session, error) {
 		c.dialing = ch
 		old := c.sess
 		c.sess = nil
+		var hedge time.Duration // no hedging until a first session tells the RTT
+		if c.rtt > 0 {
+			hedge = c.silenceLimit(c.rtt)
+		}
 		c.mu.Unlock()
 
 		if old != nil {
 			old.Close() // already dead; releases its resources
 		}
-		s, err := c.dial(ctx)
+		s, err := c.dial(ctx, hedge)
 
 		c.mu.Lock()
 		c.dialing = nil
@@ -186,6 +242,9 @@ func (c *Client) session(ctx context.Context) (*kwik.Session, error) {
 		}
 		if err == nil {
 			c.sess = s
+			if st := s.Stats(); len(st.Paths) > 0 && st.Paths[0].SmoothedRTT > 0 {
+				c.rtt = st.Paths[0].SmoothedRTT
+			}
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -201,8 +260,20 @@ func (c *Client) session(ctx context.Context) (*kwik.Session, error) {
 	}
 }
 
+// maxHedges is how many extra dial attempts (see dial) run at once.
+const maxHedges = 2
+
 // dial dials the server, giving up when ctx ends or the client closes.
-func (c *Client) dial(ctx context.Context) (*kwik.Session, error) {
+// When hedge is not 0, it starts another attempt every hedge while none
+// has succeeded, keeping the first attempt and the maxHedges newest ones
+// (an older extra attempt is cancelled): the first session established
+// wins and the others are closed. This matters after an outage: the
+// handshake's retransmissions back off while the server is away, so an
+// attempt started during the outage may reach a server that is back only
+// seconds later, while a new attempt reaches it at once; and a handshake
+// that is merely slow (a loaded server) still completes in the first
+// attempt. The error is that of the last attempt to fail, or ctx's.
+func (c *Client) dial(ctx context.Context, hedge time.Duration) (*kwik.Session, error) {
 	if c.conf == nil {
 		return nil, errors.New("no kwik configuration")
 	}
@@ -210,7 +281,153 @@ func (c *Client) dial(ctx context.Context) (*kwik.Session, error) {
 	defer cancel()
 	stop := context.AfterFunc(c.closeCtx, cancel)
 	defer stop()
-	return kwik.Dial(ctx, c.addr, c.conf)
+	if hedge <= 0 {
+		return kwik.Dial(ctx, c.addr, c.conf)
+	}
+
+	type result struct {
+		i   int
+		s   *kwik.Session
+		err error
+	}
+	results := make(chan result)
+	cancels := make(map[int]context.CancelFunc) // of the attempts running
+	var hedges []int                            // extra attempts running, oldest first
+	next := 0
+	launch := func() {
+		actx, acancel := context.WithCancel(ctx)
+		i := next
+		next++
+		cancels[i] = acancel
+		go func() {
+			s, err := kwik.Dial(actx, c.addr, c.conf)
+			results <- result{i, s, err}
+		}()
+	}
+	launch()
+	tick := time.NewTicker(hedge)
+	defer tick.Stop()
+	var won *kwik.Session
+	var lastErr error
+	for len(cancels) > 0 { // every attempt is waited for
+		select {
+		case r := <-results:
+			cancels[r.i]()
+			delete(cancels, r.i)
+			hedges = slices.DeleteFunc(hedges, func(i int) bool { return i == r.i })
+			switch {
+			case r.err == nil && won == nil:
+				won = r.s
+				cancel() // ends the other attempts
+			case r.err == nil:
+				r.s.Close()
+			default:
+				lastErr = r.err
+			}
+		case <-tick.C:
+			if won != nil || ctx.Err() != nil {
+				continue
+			}
+			if len(hedges) == maxHedges {
+				cancels[hedges[0]]()
+				hedges = hedges[1:]
+			}
+			hedges = append(hedges, next)
+			launch()
+		}
+	}
+	if won != nil {
+		return won, nil
+	}
+	return nil, lastErr
+}
+
+// silenceLimit is how long a session whose path to the server has the
+// smoothed round-trip time rtt may stay silent: the liveness timeout, or
+// livenessRTTs round trips when that is longer.
+func (c *Client) silenceLimit(rtt time.Duration) time.Duration {
+	return max(c.liveness, livenessRTTs*rtt)
+}
+
+// received returns the packets s has received on each of its paths (by
+// path ID) and the smoothed RTT of its path to the server.
+func received(s *kwik.Session) (packets map[int]uint64, rtt time.Duration) {
+	st := s.Stats()
+	packets = make(map[int]uint64, len(st.Paths))
+	for _, p := range st.Paths {
+		packets[p.ID] = p.QUIC.PacketsReceived
+	}
+	if len(st.Paths) > 0 {
+		rtt = st.Paths[0].SmoothedRTT
+	}
+	return packets, rtt
+}
+
+// heardSince reports whether some path received a packet between the
+// counts base and now: a path's count grew, or a new path has received
+// some. (A path that ended may drop out of now: that is not news.)
+func heardSince(base, now map[int]uint64) bool {
+	for id, n := range now {
+		if n > base[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// watch is called when a request has been sent on s: unless a check is
+// pending already, it arms one for the liveness timeout from now (see
+// ClientOptions.LivenessTimeout and checkLiveness).
+func (c *Client) watch(s *kwik.Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.sess != s {
+		return
+	}
+	if c.armed {
+		c.again = true
+		return
+	}
+	c.armLocked(s)
+}
+
+// armLocked arms the liveness check of s. c.mu must be held.
+func (c *Client) armLocked(s *kwik.Session) {
+	base, rtt := received(s)
+	c.armed, c.again, c.watched, c.base = true, false, s, base
+	c.limit = c.silenceLimit(rtt)
+	c.checks.Add(1)
+	c.timer = time.AfterFunc(c.limit, c.checkLiveness)
+}
+
+// checkLiveness runs when the liveness timeout has passed since a request
+// was sent on the watched session. If the session received nothing since,
+// it is dead: it is closed (the requests waiting on it fail as lost and are
+// retried on a new session) and the next request dials anew. If it is
+// alive and more requests were sent since the check was armed, a new check
+// covers them.
+func (c *Client) checkLiveness() {
+	defer c.checks.Done()
+	c.mu.Lock()
+	s := c.watched
+	c.armed, c.watched = false, nil
+	if c.closed || s == nil || c.sess != s || s.Context().Err() != nil {
+		c.mu.Unlock()
+		return
+	}
+	if got, _ := received(s); heardSince(c.base, got) {
+		if c.again {
+			c.armLocked(s)
+		}
+		c.mu.Unlock()
+		return
+	}
+	c.sess = nil
+	limit := c.limit
+	c.mu.Unlock()
+	c.silent.Add(1)
+	c.log.Warn("server silent after a request; closing the session to dial anew", "server", c.addr, "silent_for", limit)
+	s.CloseWithError(kwik.NoError, "no packet from the server after a request")
 }
 
 // IsUntrusted reports whether err is a failed verification of the server's
@@ -327,6 +544,7 @@ func (c *Client) request(ctx context.Context, s *kwik.Session, req *Request) (*k
 		st.CancelRead(CodeCanceled)
 		return nil, nil, c.streamErr(ctx, s, name, err)
 	}
+	c.watch(s)
 	return st, release, nil
 }
 
