@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kwikfs/kwikfs/transfer"
@@ -191,7 +192,19 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead b
 	ctx, cancel := context.WithCancelCause(f.ctx)
 	defer cancel(nil)
 	fr := &fetchRun{f: f, path: path, m: m, run: run, readAhead: readAhead}
+	fr.lastOwn.Store(time.Now().UnixNano())
 	fr.idle = time.AfterFunc(f.opts.FetchTimeout, func() {
+		// While other fetches receive chunks the server is there and this
+		// one is queued behind them (a busy server, deep read-ahead): it
+		// waits on, up to queuedFetchFactor FetchTimeouts without a chunk
+		// of its own.
+		now := time.Now().UnixNano()
+		own := time.Duration(now - fr.lastOwn.Load())
+		any := time.Duration(now - f.lastChunk.Load())
+		if any < f.opts.FetchTimeout && own < queuedFetchFactor*f.opts.FetchTimeout {
+			fr.idle.Reset(f.opts.FetchTimeout - any)
+			return
+		}
 		cancel(errFetchTimeout)
 		fr.mu.Lock()
 		fr.failLocked(errFetchTimeout)
@@ -238,6 +251,10 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead b
 	}
 }
 
+// queuedFetchFactor bounds, in FetchTimeouts, how long a fetch waits for a
+// chunk of its own while other fetches receive theirs.
+const queuedFetchFactor = 4
+
 // corruptRetries is how many times a fetch asks again for the rest of its
 // run after a chunk failed its hash. The primary stops giving a path work for
 // a file after three such reports, so the last attempt comes from elsewhere.
@@ -257,7 +274,8 @@ type fetchRun struct {
 	m         *transfer.Manifest
 	run       []claimed
 	readAhead bool
-	idle      *time.Timer // fails the run after FetchTimeout without a chunk
+	idle      *time.Timer  // fails the run after FetchTimeout without a chunk
+	lastOwn   atomic.Int64 // UnixNano of the run's start or its last chunk
 
 	mu    sync.Mutex // guards next and ended
 	next  int        // run[next] is the chunk expected next
@@ -283,6 +301,9 @@ func (fr *fetchRun) accept(ctx context.Context, i int, data []byte) error {
 			return err
 		}
 	}
+	now := time.Now().UnixNano()
+	fr.lastOwn.Store(now)
+	f.lastChunk.Store(now)
 	fr.idle.Reset(f.opts.FetchTimeout)
 	f.count.chunksFetched.Add(1)
 	f.count.bytesFetched.Add(int64(len(data)))

@@ -47,6 +47,9 @@ type fakeRemote struct {
 	// its ctx. Set before use.
 	chunkDelay time.Duration
 	stallAfter int
+	// stalled names files whose ReadChunks sends nothing and waits for
+	// its ctx. Set before use.
+	stalled map[string]bool
 }
 
 type fakeFile struct {
@@ -235,6 +238,10 @@ func (r *fakeRemote) ReadChunks(ctx context.Context, p string, m *transfer.Manif
 	}
 	if err := r.enter(ctx); err != nil {
 		return err
+	}
+	if r.stalled[p] {
+		<-ctx.Done()
+		return ctx.Err()
 	}
 	e, err := r.get(p)
 	if err != nil {

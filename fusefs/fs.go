@@ -104,8 +104,11 @@ type Options struct {
 	EntryTimeout time.Duration
 	// FetchTimeout bounds the wait for the server when what a request needs
 	// is not cached: a metadata call not answered within it is replaced by
-	// the kept copy, if any, and a chunk fetch that delivers nothing for
-	// that long fails; the request then fails with EIO. Default 15s.
+	// the kept copy, if any, and a chunk fetch fails once no fetch at all
+	// has received a chunk for that long (the server is unreachable), or
+	// it alone has received none for four times that long (queued behind
+	// others on a busy server); the request then fails with EIO. Default
+	// 15s.
 	FetchTimeout time.Duration
 	// MemoryCacheBytes bounds the verified chunks kept in memory. Default
 	// 64 MiB.
@@ -218,7 +221,10 @@ type FS struct {
 	writer *storeWriter                // fetched chunks on their way to store
 	meta   *metaCache
 	count  counters
-	fg     foreground // foreground read activity (background.go)
+	// lastChunk is the UnixNano of the last chunk any fetch received (see
+	// fetch: a fetch queued behind others that receive waits on).
+	lastChunk atomic.Int64
+	fg        foreground // foreground read activity (background.go)
 	// verified is set when the Remote verifies the chunks it delivers.
 	verified bool
 
