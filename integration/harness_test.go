@@ -20,8 +20,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// binDir holds the binaries built once by TestMain.
-var binDir string
+// binDir holds the binaries built once by TestMain, with -race;
+// plainBinDir the same built without it (see usePlainBinaries).
+var binDir, plainBinDir string
+
+// usePlainBinaries makes the rest of the test start binaries built without
+// the race detector. A test that runs dozens of processes at once (the
+// 32-client load test) is to measure kwikfs, not the detector, whose CPU
+// cost (several times the program's) starves every process for seconds on
+// a 2-core machine. Tests in this package do not run in parallel.
+func usePlainBinaries(t *testing.T) {
+	old := binDir
+	binDir = plainBinDir
+	t.Cleanup(func() { binDir = old })
+}
 
 func TestMain(m *testing.M) {
 	// A test that re-runs this binary as a child process (to kill it) sets
@@ -36,14 +48,18 @@ func TestMain(m *testing.M) {
 	}
 	// Readable by all: one test runs the mount as an unprivileged user.
 	os.Chmod(dir, 0o755)
-	build := exec.Command("go", "build", "-race", "-o", dir+"/", "github.com/kwikfs/kwikfs/cmd/...")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build binaries:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	plain := filepath.Join(dir, "plain")
+	for _, args := range [][]string{{"-race", "-o", dir + "/"}, {"-o", plain + "/"}} {
+		build := exec.Command("go", append(append([]string{"build"}, args...), "github.com/kwikfs/kwikfs/cmd/...")...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build binaries:", err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
-	binDir = dir
+	os.Chmod(plain, 0o755)
+	binDir, plainBinDir = dir, plain
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
