@@ -193,6 +193,7 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead b
 	defer cancel(nil)
 	fr := &fetchRun{f: f, path: path, m: m, run: run, readAhead: readAhead}
 	fr.lastOwn.Store(time.Now().UnixNano())
+	fr.mu.Lock() // the timer's function reads fr.idle
 	fr.idle = time.AfterFunc(f.opts.FetchTimeout, func() {
 		// While other fetches receive chunks the server is there and this
 		// one is queued behind them (a busy server, deep read-ahead): it
@@ -202,7 +203,9 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead b
 		own := time.Duration(now - fr.lastOwn.Load())
 		any := time.Duration(now - f.lastChunk.Load())
 		if any < f.opts.FetchTimeout && own < queuedFetchFactor*f.opts.FetchTimeout {
+			fr.mu.Lock()
 			fr.idle.Reset(f.opts.FetchTimeout - any)
+			fr.mu.Unlock()
 			return
 		}
 		cancel(errFetchTimeout)
@@ -210,6 +213,7 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead b
 		fr.failLocked(errFetchTimeout)
 		fr.mu.Unlock()
 	})
+	fr.mu.Unlock()
 	defer fr.idle.Stop()
 
 	// Whatever this fetch queued for the Store is written once it ends.
@@ -274,7 +278,7 @@ type fetchRun struct {
 	m         *transfer.Manifest
 	run       []claimed
 	readAhead bool
-	idle      *time.Timer  // fails the run after FetchTimeout without a chunk
+	idle      *time.Timer  // fails the run after FetchTimeout without a chunk; set under mu
 	lastOwn   atomic.Int64 // UnixNano of the run's start or its last chunk
 
 	mu    sync.Mutex // guards next and ended

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kwikfs/kwikfs/transfer"
@@ -79,6 +80,13 @@ type metaCache struct {
 
 	mu    sync.Mutex // guards calls; taken before FS.mu
 	calls map[string]*metaCall
+
+	// down is set when a call went unanswered (the Remote unavailable, or
+	// silent for FetchTimeout) and cleared by any answer: while it is set,
+	// get serves kept copies at once instead of waiting for the Remote
+	// again, so that walking a cached tree (ls -lR, find) with the
+	// primary down costs one FetchTimeout, not one per directory.
+	down atomic.Bool
 }
 
 func newMetaCache(f *FS) *metaCache {
@@ -153,12 +161,20 @@ func (c *metaCache) statRoot(ctx context.Context) (transfer.Attr, error) {
 // get returns the item of the given kind for path: the memory copy if it was
 // checked within AttrTimeout, else the Remote's answer, else (when the
 // Remote is unavailable or does not answer within FetchTimeout) the last
-// known copy, which is then trusted for another AttrTimeout. A canceled ctx
-// gives context.Canceled.
+// known copy, which is then trusted for another AttrTimeout. While the last
+// call went unanswered (down), the last known copy comes at once, without
+// waiting for the Remote. A canceled ctx gives context.Canceled.
 func (c *metaCache) get(ctx context.Context, kind byte, path string) (*metaItem, error) {
 	it, call, err := c.begin(kind, path)
 	if err != nil || it != nil {
 		return it, err
+	}
+	if c.down.Load() {
+		// The call goes on in the background; its answer, if any,
+		// updates the cache and clears down.
+		if it, ok := c.fallback(string(kind)+path, kind, path); ok {
+			return it, nil
+		}
 	}
 	// The call always ends within FetchTimeout (see run).
 	if err := c.f.wait(ctx, call.done); err != nil {
@@ -205,12 +221,14 @@ func (c *metaCache) run(key string, kind byte, path string, call *metaCall) {
 	ctx, cancel := context.WithTimeoutCause(c.f.ctx, c.f.opts.FetchTimeout, errFetchTimeout)
 	defer cancel()
 	watchdog := time.AfterFunc(c.f.opts.FetchTimeout, func() {
+		c.down.Store(true)
 		publish(func() (*metaItem, error) { return c.unanswered(key, kind, path, errFetchTimeout) })
 	})
 	defer watchdog.Stop()
 
 	it, record, err := c.fetch(ctx, kind, path)
 	watchdog.Stop()
+	c.down.Store(unavailable(err) && c.f.ctx.Err() == nil)
 	switch {
 	case err == nil:
 		it.record = sha256.Sum256(record)
