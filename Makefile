@@ -44,7 +44,7 @@ demo: deps build
 
 # Throughput report: ratios measured in the same run (see README).
 bench: deps build
-	$(GO) run ./integration/kwikbench && $(GO) run ./integration/kwikbench --multipath && $(GO) run ./integration/kwikbench --prefetch
+	$(GO) run ./integration/kwikbench && $(GO) run ./integration/kwikbench --multipath && $(GO) run ./integration/kwikbench --prefetch && $(GO) run ./integration/kwikbench --readahead-ls
 
 # A short run of every fuzz target (FUZZTIME each), listed as
 # package:function; `make test` runs them on their seed corpora

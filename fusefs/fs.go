@@ -227,6 +227,7 @@ type FS struct {
 	fg        foreground // foreground read activity (background.go)
 	// verified is set when the Remote verifies the chunks it delivers.
 	verified bool
+	sources  sourceLog // per file, bytes per server (xattr.go)
 
 	// now is the clock that ages cached metadata; tests replace it before
 	// mounting.

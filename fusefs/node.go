@@ -49,9 +49,11 @@ var (
 	_ fs.NodeGetxattrer  = (*dirNode)(nil)
 	_ fs.NodeListxattrer = (*dirNode)(nil)
 
-	_ fs.NodeGetattrer = (*fileNode)(nil)
-	_ fs.NodeOpener    = (*fileNode)(nil)
-	_ fs.NodeStatfser  = (*fileNode)(nil)
+	_ fs.NodeGetattrer   = (*fileNode)(nil)
+	_ fs.NodeOpener      = (*fileNode)(nil)
+	_ fs.NodeStatfser    = (*fileNode)(nil)
+	_ fs.NodeGetxattrer  = (*fileNode)(nil)
+	_ fs.NodeListxattrer = (*fileNode)(nil)
 
 	_ fs.NodeGetattrer  = (*symlinkNode)(nil)
 	_ fs.NodeReadlinker = (*symlinkNode)(nil)
@@ -257,6 +259,27 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	n.lastVersion, n.opened = m.Version, true
 	n.mu.Unlock()
 	return newFileHandle(n.fsys, n.path, m), fuseFlags, 0
+}
+
+// Getxattr serves XattrCached and XattrSources (see xattr.go); other
+// names give ENODATA.
+func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, errno := n.fsys.fileXattr(ctx, n.path, attr)
+	if errno != 0 {
+		return 0, errno
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// Listxattr lists XattrCached and XattrSources.
+func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if len(dest) < len(fileXattrNames) {
+		return uint32(len(fileXattrNames)), syscall.ERANGE
+	}
+	return uint32(copy(dest, fileXattrNames)), 0
 }
 
 // Getattr reports the symlink's attributes from its parent's listing.

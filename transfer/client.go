@@ -57,6 +57,13 @@ type ClientOptions struct {
 	// is raised to 8 smoothed round-trip times of the server's path when
 	// that is longer.
 	LivenessTimeout time.Duration
+	// OnReadSources, when not nil, is told which servers delivered the
+	// file data of each READ reply: byServer maps a server's address to
+	// the bytes of verified chunks of path it delivered in that reply
+	// (see Client.reportSources for the exact rules). It is called on the
+	// reading goroutine once per reply that delivered at least one chunk,
+	// owns byServer, and must return quickly.
+	OnReadSources func(path string, byServer map[string]uint64)
 }
 
 // DefaultLivenessTimeout is the default ClientOptions.LivenessTimeout.
@@ -97,6 +104,7 @@ type Client struct {
 	log      *slog.Logger
 	backoff  RedialBackoff
 	liveness time.Duration
+	onSrc    func(path string, byServer map[string]uint64) // ClientOptions.OnReadSources; immutable
 
 	closeCtx context.Context // done when Close is called; bounds dials
 	cancel   context.CancelFunc
@@ -144,7 +152,7 @@ func NewClient(addr string, opts *ClientOptions) *Client {
 		o.LivenessTimeout = DefaultLivenessTimeout
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{addr: addr, conf: o.Config, log: o.Logger, backoff: o.RedialBackoff, liveness: o.LivenessTimeout, closeCtx: ctx, cancel: cancel}
+	return &Client{addr: addr, conf: o.Config, log: o.Logger, backoff: o.RedialBackoff, liveness: o.LivenessTimeout, onSrc: o.OnReadSources, closeCtx: ctx, cancel: cancel}
 }
 
 // Stats returns the client's counters.
@@ -655,6 +663,10 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		return err
 	}
 	defer release()
+	var dataBytes uint64 // file data handed to deliver
+	if c.onSrc != nil {
+		defer func() { c.reportSources(s, st, path, dataBytes) }()
+	}
 	var status [1]byte
 	if _, err := io.ReadFull(st, status[:]); err != nil {
 		return c.streamErr(ctx, s, name, err)
@@ -689,6 +701,7 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		}
 		c.chunks.Add(1)
 		c.dataBytes.Add(int64(len(data)))
+		dataBytes += uint64(len(data))
 		if err := deliver(i, data); err != nil {
 			st.CancelRead(CodeCanceled)
 			return err

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/internal/daemon"
@@ -30,6 +31,8 @@ func runMount(ctx context.Context, args []string) error {
 	memory := byteSize(daemon.DefaultMemoryBytes)
 	cacheSize := fl.String("cache-size", "auto", "`SIZE` of disk space for cached chunks, e.g. 512M or 10G; the least recently used chunks of files not open are evicted to stay under it; auto: half of the free space of the cache's filesystem; unlimited or 0: no limit")
 	fl.Var(&memory, "memory", "`SIZE` of the memory budget for file data: memory cache, store queue and prefetch in flight, e.g. 512M or 1G")
+	readAhead := fl.Int("read-ahead", fusefs.DefaultReadAheadMax, "largest read-ahead window of sequential reads, in `chunks`; 0 disables kwikfs's read-ahead (the kernel's own, up to 1 MiB, stays)")
+	fl.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: a free port, shown by `kwikfs status --json` as metrics_addr)")
 	fl.BoolVar(&cfg.Debug, "debug", false, "trace FUSE requests")
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
 	err := fl.Parse(args)
@@ -46,12 +49,27 @@ func runMount(ctx context.Context, args []string) error {
 		return cli.Usagef("--cache-size: %v", err)
 	}
 	cfg.MemoryBytes = int64(memory)
+	if cfg.ReadAheadMax, err = readAheadMax(*readAhead); err != nil {
+		return err
+	}
 	log, err := cli.NewLogger(*logLevel)
 	if err != nil {
 		return err
 	}
 	cfg.Logger = log
 	return daemon.Run(ctx, cfg, nil)
+}
+
+// readAheadMax turns the --read-ahead value (chunks, 0 disables) into
+// daemon.Config.ReadAheadMax (0 is the default there, negative disables).
+func readAheadMax(chunks int) (int, error) {
+	switch {
+	case chunks < 0:
+		return 0, cli.Usagef("--read-ahead %d: must be 0 (off) or a number of chunks", chunks)
+	case chunks == 0:
+		return -1, nil
+	}
+	return chunks, nil
 }
 
 // parseCacheSize parses the --cache-size value into daemon.Config.CacheSize:
@@ -106,6 +124,9 @@ func printStatus(st *daemon.Status) {
 	fmt.Fprintf(w, "reads served\t%d from memory, %d from the store\n", st.FS.MemoryHits, st.FS.StoreHits)
 	fmt.Fprintf(w, "store\t%s in %d chunks%s\n", humanBytes(st.Store.ChunkBytes), st.Store.Chunks, storeLimit(st))
 	fmt.Fprintf(w, "fetch errors\t%d\n", st.FS.FetchErrors)
+	if st.MetricsAddr != "" {
+		fmt.Fprintf(w, "metrics\thttp://%s/metrics\n", st.MetricsAddr)
+	}
 	w.Flush()
 	if len(st.Paths) > 0 {
 		fmt.Println()

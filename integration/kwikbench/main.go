@@ -14,6 +14,14 @@
 // --pf-bulk-size directory runs in the same mount; the fraction
 // during/alone has the target >= 0.8 (see prefetch.go).
 //
+// With --readahead-ls it prints the read-ahead and listing table instead
+// (issue 5, see issue5.go): over a linkemu relay (--rl-mbit, --rl-rtt), a
+// cold sequential read (128 KiB reads) of a --rl-size file with kwikfs's
+// read-ahead at its default and off (--read-ahead 0), each with the
+// kernel's read-ahead at 1 MiB and 128 KiB (target: default / off >= 1.5);
+// and ls -lR and find of a --rl-files tree on an empty cache, after a
+// remount, and after a remount with the primary stopped.
+//
 // With --multipath it prints the multipath table instead (issue 3): for
 // each case, a kwik-primary and kwik-secondaries each behind its own
 // linkemu relay (rate, RTT, loss), the cold-read goodput of a --mp-size file
@@ -80,9 +88,19 @@ func main() {
 	pfRuns := flag.Int("pf-runs", 3, "pairs of reads in the prefetch table (the median is reported)")
 	pfMbit := flag.Int64("pf-mbit", 100, "rate of the relay link of the prefetch table, Mbit/s")
 	pfRTT := flag.Duration("pf-rtt", 10*time.Millisecond, "RTT of the relay link of the prefetch table")
+	rl := flag.Bool("readahead-ls", false, "print the read-ahead and listing table (issue 5: cold cat with and without read-ahead, ls -lR and find of a tree) instead")
+	rlSize := flag.Int64("rl-size", 1<<30, "bytes of the file read sequentially in the read-ahead table")
+	rlFiles := flag.Int("rl-files", 10000, "files of the tree listed in the listing table")
+	rlRuns := flag.Int("rl-runs", 1, "cold reads per read-ahead setting (the median is reported)")
+	rlMbit := flag.Int64("rl-mbit", 1000, "rate of the relay link of the read-ahead and listing table, Mbit/s")
+	rlRTT := flag.Duration("rl-rtt", 10*time.Millisecond, "RTT of the relay link of the read-ahead and listing table")
+	rlTimeout := flag.Duration("rl-timeout", 2*time.Minute, "bound of one ls -lR or find in the listing table")
 	flag.Parse()
 	var err error
-	if *pf {
+	if *rl {
+		err = runReadaheadLs(rlConfig{bin: *binDir, size: *rlSize, files: *rlFiles, runs: *rlRuns,
+			link: link(*rlMbit, *rlRTT, 0), timeout: *rlTimeout})
+	} else if *pf {
 		err = runPrefetchBench(pfConfig{bin: *binDir, catSize: *pfCatSize, bulkSize: *pfBulkSize, runs: *pfRuns,
 			link: link(*pfMbit, *pfRTT, 0)})
 	} else if *multipath {

@@ -44,6 +44,9 @@ type Status struct {
 	// Foreground tells how background fetches gave way to reads.
 	Prefetch   []prefetch.Progress    `json:"prefetch"`
 	Foreground fusefs.ForegroundStats `json:"foreground"`
+	// MetricsAddr is the address the Prometheus metrics are served on
+	// (Config.Metrics with the port bound); empty without --metrics.
+	MetricsAddr string `json:"metrics_addr,omitempty"`
 }
 
 type statusSource struct {
@@ -53,6 +56,7 @@ type statusSource struct {
 	store                      *chunkstore.Store
 	fs                         *fusefs.FS
 	prefetch                   *prefetch.Manager // nil: no prefetch API
+	metricsAddr                string            // Status.MetricsAddr
 }
 
 // status gathers the daemon's status; it asks the primary for its account
@@ -73,6 +77,7 @@ func (s *statusSource) status(ctx context.Context) Status {
 		ReadLatency:     readLatency(s.client),
 		Prefetch:        s.prefetchJobs(),
 		Foreground:      s.fs.Foreground(),
+		MetricsAddr:     s.metricsAddr,
 	}
 }
 

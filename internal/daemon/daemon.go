@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/kwikfs/kwikfs/chunkstore"
@@ -55,8 +56,17 @@ type Config struct {
 	// the store, a sixty-fourth for prefetch fetches in flight (kept small:
 	// a foreground read waits for them to drain).
 	MemoryBytes int64
-	Debug       bool // FUSE request tracing
-	Logger      *slog.Logger
+	// ReadAheadMax is fusefs.Options.ReadAheadMax: the largest read-ahead
+	// window in chunks; 0 selects fusefs.DefaultReadAheadMax, negative
+	// disables read-ahead (the kernel's own read-ahead stays).
+	ReadAheadMax int
+	// Metrics, if not empty, is the HOST:PORT on which the daemon serves
+	// Prometheus metrics at /metrics (see metrics.go) while it runs; port 0
+	// picks a free port, reported as Status.MetricsAddr. An address it
+	// cannot listen on makes Run fail before mounting.
+	Metrics string
+	Debug   bool // FUSE request tracing
+	Logger  *slog.Logger
 }
 
 // DefaultMemoryBytes is the default of Config.MemoryBytes: 256 MiB, which
@@ -87,6 +97,15 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return err
 	}
+	var metrics *metricsServer
+	if cfg.Metrics != "" {
+		if metrics, err = listenMetrics(cfg.Metrics); err != nil {
+			return err
+		}
+		// Closes the listener if Run fails before serving; the second
+		// Close below, once serving, stops it before the store closes.
+		defer metrics.Close()
+	}
 	storeDir := filepath.Join(cfg.CacheDir, "store")
 	limit := cfg.CacheSize
 	switch {
@@ -103,9 +122,17 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	defer store.Close()
 
+	// The client reports which server delivered each READ's data to the
+	// filesystem (user.kwikfs.sources), once the filesystem exists.
+	var sourcesTo atomic.Pointer[fusefs.FS]
 	client := transfer.NewClient(cfg.Primary, &transfer.ClientOptions{
 		Config: &kwik.Config{TLSConfig: tlsConf, Logger: log},
 		Logger: log,
+		OnReadSources: func(path string, byServer map[string]uint64) {
+			if f := sourcesTo.Load(); f != nil {
+				f.AddReadSources(path, byServer)
+			}
+		},
 	})
 	defer client.Close()
 
@@ -125,11 +152,13 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		EntryTimeout:     cfg.AttrTimeout,
 		FetchTimeout:     cfg.FetchTimeout,
 		MemoryCacheBytes: cfg.MemoryCacheBytes,
+		ReadAheadMax:     cfg.ReadAheadMax,
 		StoreQueueBytes:  cfg.MemoryBytes / 8,
 		Xattrs:           map[string][]byte{ControlXattr: []byte(sock)},
 		Logger:           log,
 	})
 	defer fsys.Close()
+	sourcesTo.Store(fsys)
 
 	// Unfinished prefetch jobs resume now; closed before the filesystem.
 	jobs, err := prefetch.New(fsys, store, &prefetch.Options{InFlightBytes: cfg.MemoryBytes / 64, Logger: log})
@@ -138,14 +167,23 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	defer jobs.Close()
 
-	ctl, err := startControl(sock, &statusSource{
+	src := &statusSource{
 		primary: cfg.Primary, mountpoint: mnt, cache: cfg.CacheDir,
 		client: client, store: store, fs: fsys, started: time.Now(), prefetch: jobs,
-	}, log)
+	}
+	if metrics != nil {
+		src.metricsAddr = metrics.Addr()
+	}
+	ctl, err := startControl(sock, src, log)
 	if err != nil {
 		return err
 	}
 	defer ctl.Close()
+	if metrics != nil {
+		metrics.serve(src.status, log)
+		defer metrics.Close()
+		log.Info("metrics", "addr", src.metricsAddr)
+	}
 
 	srv, err := fsys.Mount(mnt, cfg.Debug)
 	if err != nil {

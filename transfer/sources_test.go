@@ -1,0 +1,212 @@
+package transfer_test
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/kwik"
+	"github.com/kwikfs/kwikfs/server"
+	"github.com/kwikfs/kwikfs/transfer"
+)
+
+// sourcesLog collects the OnReadSources calls of a client.
+type sourcesLog struct {
+	mu    sync.Mutex // guards calls, total
+	calls int
+	total map[string]map[string]uint64 // file path, server, bytes
+}
+
+func (l *sourcesLog) record(path string, byServer map[string]uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls++
+	if l.total == nil {
+		l.total = map[string]map[string]uint64{}
+	}
+	if l.total[path] == nil {
+		l.total[path] = map[string]uint64{}
+	}
+	for k, v := range byServer {
+		l.total[path][k] += v
+	}
+}
+
+func (l *sourcesLog) of(path string) (int, map[string]uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.calls, maps.Clone(l.total[path])
+}
+
+// TestReadSourcesSinglePath reads chunks from a primary alone: every data
+// byte (not the status byte) is credited to the primary's address.
+func TestReadSourcesSinglePath(t *testing.T) {
+	const cs = transfer.MinChunkSize
+	root := t.TempDir()
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startPrimaryBundle(t, b, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}})
+	var log sourcesLog
+	c := transfer.NewClient(srv, &transfer.ClientOptions{Config: clientConfigBundle(t, b), OnReadSources: log.record})
+	t.Cleanup(func() { c.Close() })
+	writeFile(t, filepath.Join(root, "f"), randomData(3*cs+5, 9), 0o644, mtime0)
+	ctx := testCtx(t)
+	m, err := c.Manifest(ctx, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReadChunks(ctx, "f", m, 1, 3, func(int, []byte) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	calls, got := log.of("f")
+	if want := map[string]uint64{srv: 2*cs + 5}; calls != 1 || !maps.Equal(got, want) {
+		t.Fatalf("%d calls, sources %v; want 1 call, %v", calls, got, want)
+	}
+}
+
+// TestReadSourcesMultipath reads a file from a primary that delegates to
+// one secondary: the sources name both servers by their addresses and sum
+// to exactly the file's size.
+func TestReadSourcesMultipath(t *testing.T) {
+	const chunk = 64 << 10
+	const size = 64*chunk + 123
+	data := randomData(size, 7)
+	dirs := []string{t.TempDir(), t.TempDir()}
+	for _, d := range dirs {
+		writeFile(t, filepath.Join(d, "f.bin"), data, 0o644, mtime0)
+	}
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secAddr := startSecondary(t, b, dirs[1])
+	prim := startPrimaryBundle(t, b, dirs[0], &server.PrimaryOptions{
+		Catalog: server.CatalogOptions{ChunkSize: chunk}, Secondaries: []string{secAddr},
+	})
+	var log sourcesLog
+	c := transfer.NewClient(prim, &transfer.ClientOptions{Config: clientConfigBundle(t, b), OnReadSources: log.record})
+	t.Cleanup(func() { c.Close() })
+	ctx := testCtx(t)
+	waitSecondaryUp(t, c)
+	m, err := c.Manifest(ctx, "f.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	if err := c.ReadChunks(ctx, "f.bin", m, 0, len(m.Hashes), func(_ int, d []byte) error { got += len(d); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got != size {
+		t.Fatalf("read %d bytes, want %d", got, size)
+	}
+	_, src := log.of("f.bin")
+	if len(src) != 2 || src[prim] == 0 || src[secAddr] == 0 || src[prim]+src[secAddr] != size {
+		t.Fatalf("sources %v; want %s and %s both > 0, summing to %d", src, prim, secAddr, size)
+	}
+}
+
+// quiet drops every record: kwik's logs would outlive the tests.
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func clientConfigBundle(t *testing.T, b *certgen.Bundle) *kwik.Config {
+	t.Helper()
+	tlsConf, err := b.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kwik.Config{TLSConfig: tlsConf, HandshakeTimeout: 5 * time.Second, Logger: quiet()}
+}
+
+// startPrimaryBundle serves root with a Primary on 127.0.0.1 until the test
+// ends and returns its address.
+func startPrimaryBundle(t *testing.T, b *certgen.Bundle, root string, opts *server.PrimaryOptions) string {
+	t.Helper()
+	var o server.PrimaryOptions
+	if opts != nil {
+		o = *opts
+	}
+	o.Logger = quiet()
+	p, err := server.NewPrimary(root, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConf, err := b.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, ClusterKey: b.ClusterKey, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		ln.Close()
+		p.Close()
+	})
+	return ln.Addr().String()
+}
+
+// startSecondary serves root with a Secondary until the test ends and
+// returns its advertised address.
+func startSecondary(t *testing.T, b *certgen.Bundle, root string) string {
+	t.Helper()
+	tlsConf, err := b.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, ClusterKey: b.ClusterKey, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := server.NewSecondary(root, &server.SecondaryOptions{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sec.Serve(ctx, ln)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		<-done
+		sec.Close()
+	})
+	return ln.AdvertisedAddr()
+}
+
+// waitSecondaryUp makes c dial and waits until a secondary path is up.
+func waitSecondaryUp(t *testing.T, c *transfer.Client) {
+	t.Helper()
+	ctx := testCtx(t)
+	if _, err := c.Stat(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s, ok := c.SessionStats(); ok && len(s.Paths) > 1 && s.Paths[1].State == kwik.PathUp {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatal("no secondary path up")
+		}
+	}
+}
