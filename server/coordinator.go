@@ -43,6 +43,13 @@ type CoordinatorOptions struct {
 	// deliver for one file before it gets no more work for that file in
 	// this session. Default 3.
 	MaxStrikes int
+	// MissCooldown is how long a secondary that missed MaxStrikes times in
+	// a row gets no work for the file; then it is tried again (a miss more
+	// starts another cooldown, a delivery forgets the misses). A stall (a
+	// burst of losses as a path starts, a busy server) then costs a
+	// moment, not the rest of a large file. Strikes for corrupt chunks have
+	// no cooldown. Default 2 s.
+	MissCooldown time.Duration
 	// PathRetry spaces the attempts to (re-)add a secondary path that
 	// could not be added or failed: Initial first, doubling up to Max.
 	// Defaults 200 ms and 10 s.
@@ -83,6 +90,9 @@ func (o *CoordinatorOptions) fill() {
 	}
 	if o.MaxStrikes <= 0 {
 		o.MaxStrikes = 3
+	}
+	if o.MissCooldown <= 0 {
+		o.MissCooldown = 2 * time.Second
 	}
 	if o.PathRetryInitial <= 0 {
 		o.PathRetryInitial = 200 * time.Millisecond
@@ -190,6 +200,8 @@ type pathState struct {
 	rtt    time.Duration // smoothed
 	cmdRTT time.Duration // a secondary's commands travel over path 0 first: its RTT
 	queued uint64        // bytes assigned and not yet seen delivered, over all READs
+	// assignedAt is when the path was last given a unit.
+	assignedAt time.Time
 
 	repAt        time.Time // the client's last report on the path
 	repDelivered uint64
@@ -231,7 +243,8 @@ const (
 //
 // The first window replaces InitialRate, a guess, whether or not the path
 // was busy throughout (until then it has at most unmeasuredQueue bytes
-// queued, so it may not be): if it reads low, later windows raise rate.
+// queued, so it may not be): if it reads low, later windows raise rate (a
+// path left without work is probed: see chooseLocked).
 func (p *pathState) addSample(rate float64, busy bool) {
 	if !p.measured {
 		p.measured = true
@@ -274,8 +287,18 @@ func (p *pathState) eta(u uint64) time.Duration {
 // fileKey names the strikes of one secondary for one file.
 type fileKey struct{ addr, file string }
 
-// strikeRec counts a secondary's strikes and consecutive misses for a file.
-type strikeRec struct{ strikes, misses int }
+// strikeRec counts a secondary's strikes and consecutive misses for a file,
+// and when it missed last.
+type strikeRec struct {
+	strikes, misses int
+	missedAt        time.Time
+}
+
+// miss counts a miss at now.
+func (r *strikeRec) miss(now time.Time) {
+	r.misses++
+	r.missedAt = now
+}
 
 // assignRec remembers that a secondary was given chunks [first, last] of a
 // file at a version, to strike it when one of them proves corrupt.
@@ -497,13 +520,18 @@ func (c *sessionCoord) refreshLocked(now time.Time) {
 	}
 }
 
-// excludedLocked reports whether a secondary has struck out for file.
+// excludedLocked reports whether a secondary has struck out for file, or
+// missed out for MissCooldown.
 func (c *sessionCoord) excludedLocked(ps *pathState, file string) bool {
 	if ps.id == 0 {
 		return false
 	}
 	r := c.strikes[fileKey{ps.addr, file}]
-	return r != nil && (r.strikes >= c.o.MaxStrikes || r.misses >= c.o.MaxStrikes)
+	if r == nil {
+		return false
+	}
+	return r.strikes >= c.o.MaxStrikes ||
+		r.misses >= c.o.MaxStrikes && time.Since(r.missedAt) < c.o.MissCooldown
 }
 
 // strikeRecLocked returns the record of addr for file, creating it.

@@ -83,8 +83,8 @@
 // per-session record of the last 1024 assignments) gets a strike. A
 // secondary that delivered nothing of a READ it was given work in, or whose
 // late unit brought nothing, misses once; delivering resets the misses.
-// After MaxStrikes strikes, or MaxStrikes misses in a row, it gets no more
-// work for that file in that session. Primary.CoordinatorStats counts, per
+// After MaxStrikes strikes it gets no more work for that file in that
+// session; after MaxStrikes misses in a row, none for MissCooldown. Primary.CoordinatorStats counts, per
 // server address, assigned, delivered, reassigned and hedged bytes, late
 // units, strikes, misses and paths added and lost.
 //

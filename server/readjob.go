@@ -270,7 +270,7 @@ func (j *job) step(now time.Time, d *kwik.Delivery) <-chan struct{} {
 	}
 	j.units = kept
 	for _, u := range misses {
-		c.strikeRecLocked(u.ps.addr, j.file).misses++
+		c.strikeRecLocked(u.ps.addr, j.file).miss(now)
 		if j.missed == nil {
 			j.missed = make(map[kwik.PathID]bool)
 		}
@@ -418,7 +418,7 @@ func (j *job) assignLocked(now time.Time, sends []*unit) []*unit {
 		default:
 			return sends
 		}
-		best, bestLen, bestETA := j.chooseLocked(paths, sp)
+		best, bestLen, bestETA := j.chooseLocked(now, paths, sp)
 		if best == nil {
 			return sends
 		}
@@ -435,14 +435,19 @@ func (j *job) assignLocked(now time.Time, sends []*unit) []*unit {
 	}
 }
 
+// probeAfter is how long a path with room may go without work while others
+// are full before it gets a unit anyway (see chooseLocked).
+const probeAfter = 250 * time.Millisecond
+
 // chooseLocked picks the path for the next unit of span sp: the path that
 // would deliver its unit first among those with room (fewer than target
 // bytes queued). When a path without room would deliver sooner, waiting for
 // it may beat a slower path: the slower one gets the unit only if it
 // delivers it before the faster paths could get through the session's
-// backlog (earliest completion first, as in ECF), else no path is picked
-// and the unit waits. With no eligible path at all, path 0 takes it.
-func (j *job) chooseLocked(paths []*pathState, sp span) (best *pathState, n uint64, eta time.Duration) {
+// backlog (earliest completion first, as in ECF), or if it has been idle
+// for probeAfter (to measure it again), else no path is picked and the
+// unit waits. With no eligible path at all, path 0 takes it.
+func (j *job) chooseLocked(now time.Time, paths []*pathState, sp span) (best *pathState, n uint64, eta time.Duration) {
 	if len(paths) == 0 {
 		p := j.c.paths[0]
 		n = j.unitLen(p, sp.start, sp.end, 1)
@@ -467,6 +472,13 @@ func (j *job) chooseLocked(paths []*pathState, sp span) (best *pathState, n uint
 		}
 	}
 	if best == nil || best == fastest {
+		return best, n, eta
+	}
+	if best.queued == 0 && now.Sub(best.assignedAt) >= probeAfter {
+		// Idle for a while: a unit measures it again. Its estimate may be
+		// stale or low (it was measured while starting, or before the
+		// path's load changed), and a path that is never given work is
+		// never measured again.
 		return best, n, eta
 	}
 	// The paths that would deliver sooner than best but have no room:
@@ -498,6 +510,7 @@ func (j *job) newUnitLocked(p *pathState, start, end uint64, now time.Time, eta 
 		deadline: now.Add(time.Duration(o.LateFactor*float64(eta)) + o.LateSlack),
 	}
 	p.queued += end - start
+	p.assignedAt = now
 	j.units = append(j.units, u)
 	j.addrs[p.id] = p.addr
 	if p.id != 0 {
@@ -598,7 +611,7 @@ func (j *job) finish() {
 		case d.ByPath[id] > 0:
 			rec.misses = 0
 		case !j.missed[id] && r0.ps.repReceived == r0.bytes:
-			rec.misses++
+			rec.miss(time.Now())
 			missedNow = append(missedNow, r0.ps.addr)
 		}
 	}

@@ -103,17 +103,19 @@ func TestChooseWaitsForFasterPathUnlessBacklogIsLong(t *testing.T) {
 	j := &job{c: c, cs: cs, base: 1, next: 1}
 	c.jobs[j] = struct{}{}
 	paths := []*pathState{fast, slow}
+	now := time.Now()
+	slow.assignedAt = now // not idle long enough to be probed
 
 	// Both have room: the one that delivers first, the fast path.
 	j.total = 1 + 64*cs
-	if p, _, _ := j.chooseLocked(paths, span{start: 1, end: j.total}); p != fast {
+	if p, _, _ := j.chooseLocked(now, paths, span{start: 1, end: j.total}); p != fast {
 		t.Fatalf("both idle: chose path %v, want the fast one", p)
 	}
 	// The fast path is full and 64 MiB wait: it needs about 5 s for them,
 	// the slow path delivers its 64 KiB unit in about 105 ms (one RTT for
 	// the command and the data, plus 65 ms to send).
 	fast.queued = 2 * cs
-	p, n, _ := j.chooseLocked(paths, span{start: 1, end: j.total})
+	p, n, _ := j.chooseLocked(now, paths, span{start: 1, end: j.total})
 	if p != slow || n != 64<<10 {
 		t.Fatalf("fast full, long backlog: chose %v with %d bytes, want the slow path with 64 KiB", p, n)
 	}
@@ -124,13 +126,50 @@ func TestChooseWaitsForFasterPathUnlessBacklogIsLong(t *testing.T) {
 	fast.queued = 512 << 10
 	fast.rtt = 0
 	o.FeedbackDelay = 1
-	if p, _, _ := j.chooseLocked(paths, span{start: 1, end: j.total}); p != nil {
+	if p, _, _ := j.chooseLocked(now, paths, span{start: 1, end: j.total}); p != nil {
 		t.Fatalf("fast full, tiny backlog: chose path %v, want none (wait for the fast path)", p.id)
 	}
+	// Unless the slow path has had no work for probeAfter: then it gets a
+	// unit, which measures it again.
+	slow.assignedAt = now.Add(-probeAfter)
+	if p, _, _ := j.chooseLocked(now, paths, span{start: 1, end: j.total}); p != slow {
+		t.Fatalf("slow path idle for %v: chose %v, want it probed", probeAfter, p)
+	}
+	slow.assignedAt = now
 	// Ties (nobody faster with no room) never divide by zero.
 	slow.rate, slow.avg, slow.rtt = fast.rate, fast.avg, fast.rtt
 	fast.queued = 0
-	if p, _, _ := j.chooseLocked(paths, span{start: 1, end: j.total}); p == nil {
+	if p, _, _ := j.chooseLocked(now, paths, span{start: 1, end: j.total}); p == nil {
 		t.Fatal("equal idle paths: chose none")
+	}
+}
+
+func TestMissesExcludeForCooldownStrikesForGood(t *testing.T) {
+	o := CoordinatorOptions{}
+	o.fill()
+	c := &sessionCoord{o: &o, strikes: map[fileKey]*strikeRec{}}
+	sec := &pathState{id: 1, addr: "sec"}
+	now := time.Now()
+	r := c.strikeRecLocked("sec", "f")
+	for range o.MaxStrikes - 1 {
+		r.miss(now)
+	}
+	if c.excludedLocked(sec, "f") {
+		t.Fatalf("excluded after %d misses, want %d", r.misses, o.MaxStrikes)
+	}
+	r.miss(now)
+	if !c.excludedLocked(sec, "f") {
+		t.Fatal("not excluded right after MaxStrikes misses")
+	}
+	r.missedAt = now.Add(-o.MissCooldown)
+	if c.excludedLocked(sec, "f") {
+		t.Fatal("still excluded MissCooldown after the last miss")
+	}
+	if c.excludedLocked(&pathState{id: 0}, "f") || c.excludedLocked(sec, "other") {
+		t.Fatal("path 0 or another file excluded")
+	}
+	r.strikes = o.MaxStrikes
+	if !c.excludedLocked(sec, "f") {
+		t.Fatal("not excluded after MaxStrikes strikes")
 	}
 }
