@@ -255,6 +255,12 @@ func (p *pathState) addSample(rate float64, busy bool) {
 	}
 	if busy {
 		p.avg = max(0.75*p.avg+0.25*rate, minRate)
+	} else {
+		// A window with idle time only bounds the rate from below; but
+		// a path estimated slow gets little work and few busy windows,
+		// so a faster idle one must lift avg, or it would never recover
+		// (after a burst of losses, say).
+		p.avg = max(p.avg, rate)
 	}
 	if !busy && rate <= p.rate {
 		return
