@@ -19,7 +19,7 @@ import (
 // way over another path, or for the application to read: that wait comes
 // from the paths' relative delays, not from kwik.
 //
-// Quantiles are upper bounds of logarithmic buckets 25% wide.
+// Quantiles are upper bounds of logarithmic buckets 5% wide.
 type LatencyStats struct {
 	Frames      uint64        // frames counted
 	P50, P99    time.Duration // over all frames
@@ -32,8 +32,8 @@ type LatencyStats struct {
 // latencyBuckets are the upper bounds base^(i+1) µs of the histogram's
 // buckets; the last bucket takes everything longer.
 const (
-	latencyBase    = 1.25
-	latencyBuckets = 96 // up to about 2e9 µs
+	latencyBase    = 1.05
+	latencyBuckets = 440 // up to about 2e9 µs
 )
 
 // latencyHist is a lock-free histogram of waits.

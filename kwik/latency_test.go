@@ -16,15 +16,15 @@ func TestLatencyHistQuantiles(t *testing.T) {
 	}
 	h.observe(10 * time.Millisecond)
 	h.observe(time.Second)
-	// Buckets are 25% wide: a quantile is the upper bound of its bucket,
-	// at most 25% above the value and never below it.
+	// Buckets are 5% wide: a quantile is the upper bound of its bucket,
+	// at most 5% above the value and never below it.
 	for _, tc := range []struct {
 		q    float64
 		want time.Duration
 	}{{0.5, 100 * time.Microsecond}, {0.98, 100 * time.Microsecond}, {0.99, 10 * time.Millisecond}, {1, time.Second}} {
 		got := h.quantile(tc.q)
-		if got < tc.want || float64(got) > 1.25*float64(tc.want) {
-			t.Errorf("quantile(%v) = %v, want within [%v, 1.25x]", tc.q, got, tc.want)
+		if got < tc.want || float64(got) > 1.05*float64(tc.want) {
+			t.Errorf("quantile(%v) = %v, want within [%v, 1.05x]", tc.q, got, tc.want)
 		}
 	}
 }

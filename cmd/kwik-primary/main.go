@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/kwik"
@@ -40,12 +41,20 @@ func run(args []string) error {
 	chunkSize := fl.Uint("chunk-size", 1<<20, "chunk size in bytes for manifests")
 	var secondaries addrList
 	fl.Var(&secondaries, "secondary", "HOST:PORT of a secondary, as clients dial it (repeatable)")
+	var co server.CoordinatorOptions
+	fl.Float64Var(&co.LateFactor, "late-factor", 4, "a unit given to a path is late, and reassigned, after this many times its expected time plus --late-slack")
+	fl.DurationVar(&co.LateSlack, "late-slack", 150*time.Millisecond, "added to a unit's deadline (see --late-factor)")
+	fl.DurationVar(&co.MissCooldown, "miss-cooldown", 2*time.Second, "how long a secondary that missed 3 units in a row gets no work for the file")
+	fl.DurationVar(&co.PathRetryMax, "path-retry-max", 10*time.Second, "longest wait between attempts to re-add a lost secondary path (backoff from 200ms)")
 	setup, err := sf.Parse(fl, args)
 	if err != nil {
 		return err
 	}
 	if *chunkSize < 4096 || *chunkSize > 16<<20 {
 		return cli.Usagef("--chunk-size must be between 4 KiB and 16 MiB")
+	}
+	if co.LateFactor < 1 || co.LateSlack <= 0 || co.MissCooldown <= 0 || co.PathRetryMax <= 0 {
+		return cli.Usagef("--late-factor must be at least 1 and --late-slack, --miss-cooldown, --path-retry-max positive")
 	}
 	log, tlsConf, clusterSecret := setup.Logger, setup.TLS, setup.ClusterKey
 	for _, a := range secondaries {
@@ -57,6 +66,7 @@ func run(args []string) error {
 		Catalog:     server.CatalogOptions{ChunkSize: uint32(*chunkSize)},
 		Logger:      log,
 		Secondaries: secondaries,
+		Coordinator: co,
 	})
 	if err != nil {
 		return err

@@ -10,7 +10,7 @@ import (
 // waited in kwik's reassembly before a Read returned them (see
 // kwik.LatencyStats): over all frames, and over the frames readable on
 // arrival, whose wait is what aggregation itself adds. Quantiles are bucket
-// upper bounds, at most 25% above the true value.
+// upper bounds, at most 5% above the true value.
 type ReadLatency struct {
 	Frames      uint64  `json:"frames"`
 	P50Millis   float64 `json:"p50_ms"`
