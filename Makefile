@@ -1,5 +1,5 @@
 # kwikfs: `make demo` and `make test` do their own set-up on a fresh Debian
-# machine with Go (they install fuse3 and rsync when missing).
+# machine with Go (they install fuse3, rsync and attr when missing).
 
 GO      ?= go
 BIN     := bin

@@ -37,20 +37,27 @@ var (
 )
 
 // newFileHandle returns the handle of the file at path opened at version
-// m, with m's chunks pinned in the Store if it is a Pinner, unless the
-// file is larger than half the Store's limit: such a file cannot be kept
-// whole anyway, and pinning it would push the Store past its limit by the
-// whole file as it is read; its chunks are evicted oldest first instead.
+// m, with m's chunks pinned (see PinFile).
 func newFileHandle(f *FS, path string, m *transfer.Manifest) *fileHandle {
-	unpin := func() {}
-	if p, ok := f.store.(Pinner); ok && len(m.Hashes) > 0 && (p.Limit() == 0 || m.Size <= p.Limit()/2) {
-		sums := make([][32]byte, len(m.Hashes))
-		for i, h := range m.Hashes {
-			sums[i] = h
-		}
-		unpin = p.Pin(sums...)
+	return &fileHandle{fsys: f, path: path, m: m, unpin: f.PinFile(m), lastEnd: -1}
+}
+
+// PinFile keeps the chunks of m in the Store, if it is a Pinner, until the
+// returned unpin is called (more than once is fine): for open files, and
+// for the file a prefetch job is fetching. A file larger than half the
+// Store's limit is not pinned: it cannot be kept whole anyway, and pinning
+// it would push the Store past its limit by the whole file as it is read;
+// its chunks are evicted oldest first instead.
+func (f *FS) PinFile(m *transfer.Manifest) (unpin func()) {
+	p, ok := f.store.(Pinner)
+	if !ok || len(m.Hashes) == 0 || p.Limit() > 0 && m.Size > p.Limit()/2 {
+		return func() {}
 	}
-	return &fileHandle{fsys: f, path: path, m: m, unpin: unpin, lastEnd: -1}
+	sums := make([][32]byte, len(m.Hashes))
+	for i, h := range m.Hashes {
+		sums[i] = h
+	}
+	return p.Pin(sums...)
 }
 
 // Release unpins the file's chunks: the kernel has closed the last

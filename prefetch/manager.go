@@ -54,6 +54,8 @@ type FS interface {
 	// FetchBackground makes sure chunks first..last of m are in the
 	// store, fetching the missing ones below foreground reads.
 	FetchBackground(ctx context.Context, path string, m *transfer.Manifest, first, last int) (fusefs.BackgroundResult, error)
+	// PinFile keeps the chunks of m in the store until unpin is called.
+	PinFile(m *transfer.Manifest) (unpin func())
 }
 
 var _ FS = (*fusefs.FS)(nil)

@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -125,16 +124,9 @@ func (m *Manager) fetchFileOnce(ctx context.Context, j *job, p string, done *ato
 	if n == 0 {
 		return nil
 	}
-	// While the file is being fetched its chunks stay in a Store with a
-	// size limit, as those of an open file do (see fusefs.Pinner), unless
-	// it is too big to be kept whole anyway.
-	if p, ok := m.store.(fusefs.Pinner); ok && (p.Limit() == 0 || mf.Size <= p.Limit()/2) {
-		sums := make([][32]byte, len(mf.Hashes))
-		for i, h := range mf.Hashes {
-			sums[i] = h
-		}
-		defer p.Pin(sums...)()
-	}
+	// While the file is being fetched its chunks stay in the store, as
+	// those of an open file do.
+	defer m.fs.PinFile(mf)()
 	per := max(1, int(m.opts.RunBytes/int64(mf.ChunkSize)))
 	g, gctx := errgroup.WithContext(ctx)
 	var acquireErr error

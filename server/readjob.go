@@ -455,12 +455,15 @@ func (j *job) chooseLocked(now time.Time, paths []*pathState, sp span) (best *pa
 	}
 	var fastestETA time.Duration
 	var fastest *pathState
+	var etaBuf [16]time.Duration
+	etas := etaBuf[:0] // of every path, for the drain below
 	for _, p := range paths {
+		pn := j.unitLen(p, sp.start, sp.end, len(paths))
+		pe := p.eta(pn)
+		etas = append(etas, pe)
 		if sp.avoid != 0 && p.id == sp.avoid && len(paths) > 1 {
 			continue
 		}
-		pn := j.unitLen(p, sp.start, sp.end, len(paths))
-		pe := p.eta(pn)
 		if fastest == nil || pe < fastestETA {
 			fastest, fastestETA = p, pe
 		}
@@ -485,8 +488,8 @@ func (j *job) chooseLocked(now time.Time, paths []*pathState, sp span) (best *pa
 	// how long they take to send what they hold and the whole backlog.
 	var queued uint64
 	var rate float64
-	for _, p := range paths {
-		if p != best && p.eta(j.unitLen(p, sp.start, sp.end, len(paths))) < eta {
+	for i, p := range paths {
+		if p != best && etas[i] < eta {
 			queued += p.queued
 			rate += p.rate
 		}
