@@ -161,7 +161,9 @@ type chunkHaver interface {
 // Background fetches give way to foreground reads: before it starts a
 // fetch, FetchBackground waits until no foreground read has waited for a
 // chunk, and no fetch started by a foreground read has been under way,
-// for ForegroundQuiet. Fetches already started go on.
+// for ForegroundQuiet. Fetches already started go on, marked background
+// (transfer.WithBackgroundPriority): the server sends nothing of them
+// while it serves a foreground READ of this client.
 //
 // FetchBackground returns once every chunk asked for is held (returning
 // what it found and did), a load failed (its error: an error wrapping
@@ -247,7 +249,7 @@ func (f *FS) FetchBackground(ctx context.Context, path string, m *transfer.Manif
 		}
 		run := rest[:n]
 		rest = rest[n:]
-		if !f.goOwned(func() { f.fetch(path, m, run, false) }) {
+		if !f.goOwned(func() { f.fetch(path, m, run, false, true) }) {
 			f.fail(run, ErrClosed)
 		}
 	}

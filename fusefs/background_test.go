@@ -42,6 +42,9 @@ func TestFetchBackgroundFetchesOnlyMissing(t *testing.T) {
 	if got := r.readCalls.Load(); got != 1 {
 		t.Errorf("%d ReadChunks calls, want 1 (one run of consecutive chunks)", got)
 	}
+	if got := r.backgroundCalls.Load(); got != 1 {
+		t.Errorf("%d ReadChunks calls marked background, want 1", got)
+	}
 	if got := r.chunksSent.Load(); got != 5 {
 		t.Errorf("remote sent %d chunks, want 5", got)
 	}
@@ -175,6 +178,11 @@ func TestBackgroundWaitsForForegroundRead(t *testing.T) {
 		}
 		if got := r.chunksSent.Load(); got != 3 {
 			t.Errorf("remote sent %d chunks, want 3", got)
+		}
+		// The foreground read's fetch is foreground at the server, the
+		// background fetch's is not.
+		if got := r.backgroundCalls.Load(); got != 1 {
+			t.Errorf("%d of 2 ReadChunks calls marked background, want 1", got)
 		}
 	})
 }

@@ -163,7 +163,7 @@ func (f *FS) load(path string, m *transfer.Manifest, mine []claimed, readAhead b
 		run := missing[:n]
 		missing = missing[n:]
 		f.fg.begin() // a foreground fetch (background.go)
-		if !f.goOwned(func() { defer f.fg.end(); f.fetch(path, m, run, readAhead) }) {
+		if !f.goOwned(func() { defer f.fg.end(); f.fetch(path, m, run, readAhead, false) }) {
 			f.fg.end()
 			f.fail(run, ErrClosed)
 		}
@@ -188,8 +188,13 @@ func isDone(done <-chan struct{}) bool {
 // that for progress. While the store writer is behind by more than
 // Options.StoreQueueBytes, fetch stops taking chunks (the Remote's flow
 // control then holds the rest back).
-func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead bool) {
-	ctx, cancel := context.WithCancelCause(f.ctx)
+func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead, background bool) {
+	parent := f.ctx
+	if background {
+		// The server gives way to foreground READs of this session.
+		parent = transfer.WithBackgroundPriority(parent)
+	}
+	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	fr := &fetchRun{f: f, path: path, m: m, run: run, readAhead: readAhead}
 	fr.lastOwn.Store(time.Now().UnixNano())
@@ -202,7 +207,9 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead b
 		now := time.Now().UnixNano()
 		own := time.Duration(now - fr.lastOwn.Load())
 		any := time.Duration(now - f.lastChunk.Load())
-		if any < f.opts.FetchTimeout && own < queuedFetchFactor*f.opts.FetchTimeout {
+		// A background fetch waits on for as long as the server is there:
+		// it is held back on purpose while foreground reads are served.
+		if any < f.opts.FetchTimeout && (background || own < queuedFetchFactor*f.opts.FetchTimeout) {
 			fr.mu.Lock()
 			fr.idle.Reset(f.opts.FetchTimeout - any)
 			fr.mu.Unlock()

@@ -15,11 +15,28 @@
 // AttrTimeout, so everything cached stays readable while the server is down.
 // Files show the exported mode bits, size and mtime, owned by the uid and gid
 // of the mounting process. The mount is read-only: writes fail with EROFS.
+// The kernel keeps names and attributes only for what is left of the
+// cached listing's AttrTimeout, so a change on the server shows within
+// AttrTimeout. Options.RemoteDown starts the FS as if the server had just
+// failed to answer (the daemon sets it when its first contact failed), so
+// a cached tree is walked at once after a remount with the server down.
+//
+// A file node stands for one version of the file (size and mtime, and its
+// manifest's version): when a listing shows a new version, the name gets a
+// new inode, and descriptors opened before keep the old one, with its own
+// kernel page cache, size and attributes, so two versions never mix. Open
+// checks the manifest against the inode's version; an inode that turns out
+// out of date fails with ESTALE, and the kernel looks the name up again and
+// retries the open.
 //
 // # Data path
 //
 // Open takes the file's manifest (fresh within AttrTimeout) and pins it in
-// the file handle, so an open file keeps reading the version it opened.
+// the file handle, so an open file keeps reading the version it opened:
+// from memory or the Store, and from the Remote while the server still has
+// that version. Once it has changed, a chunk of the old version that is not
+// held locally fails with ESTALE (the server refuses a READ at an old
+// version), never with bytes of the new one.
 // When the Store is a Pinner (chunkstore.Store is), Open also pins the
 // version's chunks in the Store until the handle's Release, so that reads
 // of other files that take the Store past its size limit never evict the
@@ -56,14 +73,18 @@
 // reader waiting for a chunk being loaded, and every fetch a read (or its
 // read-ahead) started, count as foreground activity, and FetchBackground
 // starts no fetch while there is any, nor within ForegroundQuiet of the
-// last. FS.Stat, FS.List and FS.Manifest serve background work the same
+// last. The fetches it starts are marked background
+// (transfer.WithBackgroundPriority), so the server too holds them back
+// while it serves this client's foreground reads; held back, they wait as
+// long as other fetches make progress. FS.Stat, FS.List and FS.Manifest
+// serve background work the same
 // cached (and persisted) metadata as the mounted tree.
 //
 // # Errors and cancellation
 //
 // Errors reach the kernel through toErrno: transfer.ErrNotFound is ENOENT,
-// ErrNotDir ENOTDIR, ErrPermission and ErrOutsideRoot EACCES, an interrupted
-// request EINTR, anything else EIO (logged). Remote calls run in goroutines
+// ErrNotDir ENOTDIR, ErrPermission and ErrOutsideRoot EACCES, ErrStale
+// ESTALE, an interrupted request EINTR, anything else EIO (logged). Remote calls run in goroutines
 // owned by the FS (the Remote must return once their ctx is done), and
 // waiting for them always ends: a metadata call gives way to the kept
 // copy (or fails) once Options.FetchTimeout has passed, and a chunk fetch

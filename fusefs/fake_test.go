@@ -34,6 +34,7 @@ type fakeRemote struct {
 
 	lists, manifests, stats, readlinks atomic.Int64
 	readCalls, chunksSent, bytesSent   atomic.Int64
+	backgroundCalls                    atomic.Int64 // ReadChunks calls marked background
 
 	down    atomic.Int32 // remoteUp, remoteFail or remoteHang
 	corrupt atomic.Bool  // flip a byte of every chunk sent
@@ -226,6 +227,9 @@ func (r *fakeRemote) Manifest(ctx context.Context, p string) (*transfer.Manifest
 
 func (r *fakeRemote) ReadChunks(ctx context.Context, p string, m *transfer.Manifest, first, count int, deliver func(int, []byte) error) error {
 	r.readCalls.Add(1)
+	if transfer.BackgroundPriority(ctx) {
+		r.backgroundCalls.Add(1)
+	}
 	if r.started != nil {
 		r.started <- struct{}{}
 	}

@@ -56,3 +56,44 @@ func TestQueuedFetchWaitsWhileOthersProgress(t *testing.T) {
 		})
 	}
 }
+
+// TestBackgroundFetchWaitsWhileOthersProgress: a background fetch that
+// receives nothing (the server holds it back while it serves foreground
+// READs) waits for as long as other fetches receive chunks, however long
+// that is, and fails FetchTimeout after the last chunk arrived anywhere.
+func TestBackgroundFetchWaitsWhileOthersProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		ft := opts.FetchTimeout
+		r := newFakeRemote(testChunk)
+		r.chunkDelay = ft / 4
+		mBusy := r.file("busy", 0o644, 1, content("busy", 40*testChunk)) // 10 FetchTimeouts of chunks
+		mHeld := r.file("held", 0o644, 1, content("held", testChunk))
+		r.stalled = map[string]bool{"held": true}
+		fsys := New(r, newMemStore(), opts)
+		defer fsys.Close()
+
+		start := time.Now()
+		heldDone := make(chan error, 1)
+		go func() {
+			_, err := fsys.FetchBackground(context.Background(), "held", mHeld, 0, 0)
+			heldDone <- err
+		}()
+		synctest.Wait() // the background fetch is under way
+		if _, err := fsys.readChunks(context.Background(), "busy", mBusy, 0, 39, 0, -1); err != nil {
+			t.Fatalf("busy read: %v", err)
+		}
+		busyEnd := time.Since(start)
+		err := <-heldDone
+		failed := time.Since(start)
+		if !errors.Is(err, transfer.ErrUnavailable) {
+			t.Fatalf("background fetch: %v, want ErrUnavailable", err)
+		}
+		if busyEnd < queuedFetchFactor*ft {
+			t.Fatalf("busy read took %v, want more than %v for the test to mean anything", busyEnd, queuedFetchFactor*ft)
+		}
+		if failed < busyEnd+ft-ft/4 || failed > busyEnd+ft {
+			t.Errorf("background fetch failed after %v, want FetchTimeout (%v) after the busy read's last chunk (%v)", failed, ft, busyEnd)
+		}
+	})
+}

@@ -114,7 +114,9 @@ type Options struct {
 	// 64 MiB.
 	MemoryCacheBytes int64
 	// ReadAheadMax is the largest read-ahead window, in chunks, reached by
-	// sequential reads. Default 16; negative disables read-ahead.
+	// sequential reads. Default 16. Negative disables read-ahead: kwikfs's
+	// own, and the raised kernel read-ahead of a mount made as root (see
+	// RaiseReadAhead), which then stays at the kernel's default.
 	ReadAheadMax int
 	// StoreQueueBytes bounds the fetched chunks waiting to be written to
 	// the Store (they are served from memory meanwhile): a fetch that
@@ -126,6 +128,13 @@ type Options struct {
 	Xattrs map[string][]byte
 	// Logger receives errors that reach the kernel as EIO. Default: discard.
 	Logger *slog.Logger
+	// RemoteDown starts the FS as if a metadata call had just gone
+	// unanswered: kept listings, manifests and stats are served at once,
+	// without waiting for the Remote, until one of its calls is answered
+	// (the calls still go out, in the background). For a mount whose
+	// first contact with the server failed, so that walking the cached
+	// tree does not wait FetchTimeout first. Default false.
+	RemoteDown bool
 }
 
 // Defaults of Options.
@@ -295,6 +304,7 @@ func New(remote Remote, store Store, opts *Options) *FS {
 		f.verified = v.VerifiesChunks()
 	}
 	f.meta = newMetaCache(f)
+	f.meta.down.Store(o.RemoteDown)
 	return f
 }
 
@@ -328,7 +338,8 @@ func (f *FS) Mount(mountpoint string, debug bool) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	if direct {
+	if direct && f.opts.ReadAheadMax > 0 {
+		// Read-ahead off leaves the kernel's too at its default.
 		if err := RaiseReadAhead(mountpoint); err != nil {
 			f.log.Warn("fusefs: raise kernel read-ahead", "mountpoint", mountpoint, "err", err)
 		}
@@ -529,6 +540,9 @@ func (f *FS) toErrno(op, path string, err error) syscall.Errno {
 		return syscall.EACCES
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
+	case errors.Is(err, transfer.ErrStale):
+		f.log.Debug("fusefs: stale", "op", op, "path", path, "err", err)
+		return syscall.ESTALE
 	}
 	f.log.Warn("fusefs: I/O error", "op", op, "path", path, "err", err)
 	return syscall.EIO

@@ -2,6 +2,8 @@ package fusefs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"syscall"
 
@@ -71,7 +73,9 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 // Read returns bytes [off, off+len(dest)) of the pinned version, short at
-// its end.
+// its end. Chunks of it that are not cached and that the server no longer
+// has (the file changed or is gone) fail the read with ESTALE: an open file
+// never reads bytes of another version.
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	m := h.m
 	if off < 0 {
@@ -86,6 +90,11 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	aheadFirst, aheadLast := h.advance(off, end, last)
 
 	chunks, err := h.fsys.readChunks(ctx, h.path, m, first, last, aheadFirst, aheadLast)
+	if errors.Is(err, transfer.ErrNotFound) {
+		// The file is gone from the server: its version cannot be read
+		// any more, like one that changed.
+		err = fmt.Errorf("%w: %v", transfer.ErrStale, err)
+	}
 	if err != nil {
 		return nil, h.fsys.toErrno("read", h.path, err)
 	}

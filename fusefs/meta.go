@@ -183,6 +183,18 @@ func (c *metaCache) get(ctx context.Context, kind byte, path string) (*metaItem,
 	return call.item, call.err
 }
 
+// expire makes the memory copy of the item of the given kind for path, if
+// any, count as older than AttrTimeout: the next get asks the Remote for
+// it, and serves the copy only if the Remote does not answer.
+func (c *metaCache) expire(kind byte, path string) {
+	key := string(kind) + path
+	if it, ok := c.items.Get(key); ok && !it.checked.IsZero() {
+		old := *it
+		old.checked = time.Time{}
+		c.items.Add(key, &old)
+	}
+}
+
 // begin returns the memory copy of the item if it was checked within
 // AttrTimeout, else the Remote call for it: the one in flight, or a new one.
 func (c *metaCache) begin(kind byte, path string) (*metaItem, *metaCall, error) {

@@ -417,6 +417,23 @@ func TestMountIsReadOnlyWithLargeReads(t *testing.T) {
 	}
 }
 
+// TestMountReadAheadOffKeepsKernelDefault: with read-ahead disabled, the
+// mount's kernel read-ahead stays at the kernel's default for FUSE (128
+// KiB) instead of being raised to a chunk.
+func TestMountReadAheadOffKeepsKernelDefault(t *testing.T) {
+	opts := testOptions()
+	opts.ReadAheadMax = -1
+	m := mountFS(t, newFakeRemote(testChunk), openStore(t, t.TempDir()), opts, nil)
+	dev, err := mountDevice(m.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, err := os.ReadFile("/sys/class/bdi/" + dev + "/read_ahead_kb")
+	if err != nil || strings.TrimSpace(string(ra)) != "128" {
+		t.Errorf("kernel read-ahead: %q, %v; want the default 128 KiB", ra, err)
+	}
+}
+
 // runCommand runs a program with no file of the mount open (see go-fuse's
 // notes on fork deadlocks) and returns its combined output.
 func runCommand(name string, args ...string) ([]byte, error) {

@@ -2,11 +2,14 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -27,11 +30,19 @@ type dirNode struct {
 	node
 }
 
-// fileNode is a regular file.
+// fileNode is a regular file at one version: the size and mtime of the
+// listing entry it was made for (ver, immutable). When the file changes on
+// the server, its name gets a new fileNode (a new inode for the kernel),
+// while descriptors opened before keep the old one: its own page cache and
+// size, so that they never see bytes or the size of another version.
 type fileNode struct {
 	node
+	ver transfer.Attr // the listing entry this node stands for
+	// retired is set when the file's content changed on the server with
+	// its size and mtime kept: the name then gets a new node all the same.
+	retired atomic.Bool
 
-	mu          sync.Mutex // guards lastVersion
+	mu          sync.Mutex // guards lastVersion and opened
 	lastVersion transfer.Hash
 	opened      bool // lastVersion is set
 }
@@ -60,33 +71,57 @@ var (
 	_ fs.NodeStatfser   = (*symlinkNode)(nil)
 )
 
-// attr returns the node's current Attr: the root's from Stat, any other's
-// from its parent's listing. A node whose entry is gone or changed type is
-// reported as not found.
-func (n *node) attr(ctx context.Context, typ uint32) (transfer.Attr, error) {
-	if n.path == "" {
-		return n.fsys.meta.statRoot(ctx)
-	}
+// attr returns the node's current Attr from its parent's listing, and how
+// much longer that listing is trusted (see FS.ttl). A node whose entry is
+// gone or changed type is reported as not found. It is not for the root.
+func (n *node) attr(ctx context.Context, typ uint32) (transfer.Attr, time.Duration, error) {
 	dir, name := splitPath(n.path)
 	it, err := n.fsys.meta.list(ctx, dir)
 	if err != nil {
-		return transfer.Attr{}, err
+		return transfer.Attr{}, 0, err
 	}
 	a, ok := it.lookup(name)
 	if !ok || a.Mode&transfer.ModeTypeMask != typ {
-		return transfer.Attr{}, fmt.Errorf("%q: %w", n.path, transfer.ErrNotFound)
+		return transfer.Attr{}, 0, fmt.Errorf("%q: %w", n.path, transfer.ErrNotFound)
 	}
-	return a, nil
+	return a, n.fsys.ttl(it), nil
 }
 
-// getattr answers Getattr for a node of type typ.
+// getattr answers Getattr for a directory (other than the root) or a
+// symlink: typ is its type.
 func (n *node) getattr(ctx context.Context, typ uint32, out *fuse.AttrOut) syscall.Errno {
-	a, err := n.attr(ctx, typ)
+	a, ttl, err := n.attr(ctx, typ)
 	if err != nil {
 		return n.fsys.toErrno("getattr", n.path, err)
 	}
 	n.fsys.fillAttr(&out.Attr, a)
+	out.SetTimeout(ttl)
 	return 0
+}
+
+// minKernelTTL is the shortest time the kernel is told to keep a name or
+// attributes (zero would make go-fuse apply its default).
+const minKernelTTL = 10 * time.Millisecond
+
+// ttl is how long the kernel may keep names and attributes taken from it:
+// the rest of its AttrTimeout, so that a change on the server shows through
+// the mount within AttrTimeout of the FS's asking for it, not within two
+// (the FS's memory plus the kernel's).
+func (f *FS) ttl(it *metaItem) time.Duration {
+	left := f.opts.AttrTimeout - f.now().Sub(it.checked)
+	return min(max(left, minKernelTTL), f.opts.AttrTimeout)
+}
+
+// sameVersion reports whether listing entries (or a manifest's attributes)
+// a and b describe the same version of a regular file: the server's
+// manifests are keyed by size and mtime alike.
+func sameVersion(a, b transfer.Attr) bool {
+	return a.Size == b.Size && a.MtimeNs == b.MtimeNs
+}
+
+// manifestAttr returns the attributes of the version m describes.
+func manifestAttr(m *transfer.Manifest) transfer.Attr {
+	return transfer.Attr{Mode: m.Mode, Size: m.Size, MtimeNs: m.MtimeNs}
 }
 
 // Statfs reports a read-only filesystem of unknown capacity.
@@ -158,16 +193,21 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, syscall.ENOENT
 	}
 	n.fsys.fillAttr(&out.Attr, a)
+	ttl := n.fsys.ttl(it)
+	out.SetAttrTimeout(ttl)
+	out.SetEntryTimeout(min(ttl, n.fsys.opts.EntryTimeout))
 	return child, 0
 }
 
 // child returns the inode for entry a called name: the existing child when
-// it has the same type, else a new one. Types other than directory, regular
-// file and symlink give nil.
+// it has the same type (and, for a regular file, the same version), else a
+// new one. Types other than directory, regular file and symlink give nil.
 func (n *dirNode) child(ctx context.Context, name string, a transfer.Attr) *fs.Inode {
 	typ := a.Mode & transfer.ModeTypeMask
 	if ch := n.GetChild(name); ch != nil && ch.Mode() == typ {
-		return ch
+		if f, ok := ch.Operations().(*fileNode); !ok || sameVersion(f.ver, a) && !f.retired.Load() {
+			return ch
+		}
 	}
 	fsys, path := n.fsys, joinPath(n.path, name)
 	var emb fs.InodeEmbedder
@@ -175,7 +215,7 @@ func (n *dirNode) child(ctx context.Context, name string, a transfer.Attr) *fs.I
 	case transfer.ModeDir:
 		emb = &dirNode{node: node{fsys: fsys, path: path}}
 	case transfer.ModeRegular:
-		emb = &fileNode{node: node{fsys: fsys, path: path}}
+		emb = &fileNode{node: node{fsys: fsys, path: path}, ver: a}
 	case transfer.ModeSymlink:
 		emb = &symlinkNode{node: node{fsys: fsys, path: path}}
 	default:
@@ -235,30 +275,98 @@ func (n *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.E
 	return uint32(copy(dest, list)), 0
 }
 
-// Getattr reports the file's attributes from its parent's listing.
+// Getattr reports the file's attributes from its parent's listing while
+// they describe the node's version. Once the file has changed on the server
+// (or is gone), the node stands for a past version, still read through
+// descriptors opened before: it keeps that version's attributes (those of
+// the open handle fh, when there is one), so that the kernel never takes
+// another version's size for it.
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return n.getattr(ctx, transfer.ModeRegular, out)
+	want := n.ver
+	if h, ok := fh.(*fileHandle); ok {
+		want = manifestAttr(h.m)
+	}
+	a, ttl, err := n.attr(ctx, transfer.ModeRegular)
+	switch {
+	case err == nil && sameVersion(a, want):
+		n.fsys.fillAttr(&out.Attr, a)
+		out.SetTimeout(ttl)
+	case err == nil || errors.Is(err, transfer.ErrNotFound) || fh != nil:
+		// A past version: its attributes do not change.
+		n.fsys.fillAttr(&out.Attr, want)
+	default:
+		return n.fsys.toErrno("getattr", n.path, err)
+	}
+	return 0
 }
 
-// Open pins the file's current manifest (fresh within AttrTimeout) in a new
-// handle. Opening for writing fails with EROFS. The kernel keeps its page
-// cache when the version is the one opened last time.
+// openAttempts bounds how many times Open asks for the file's manifest when
+// it does not describe the node's version.
+const openAttempts = 3
+
+// Open pins the manifest of the node's version in a new handle. Opening for
+// writing fails with EROFS. The kernel keeps its page cache when the node
+// was opened before (at the same version, necessarily). When the file has
+// changed on the server since the node was made (another size or mtime in
+// the listing, or another content in the manifest than at the node's last
+// open), Open fails with ESTALE, on which the kernel looks the name up
+// again, finding a new node for the new version, and retries the open.
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	m, err := n.fsys.meta.manifest(ctx, n.path)
+	m, err := n.manifest(ctx)
 	if err != nil {
 		return nil, 0, n.fsys.toErrno("open", n.path, err)
 	}
 	var fuseFlags uint32
 	n.mu.Lock()
-	if n.opened && n.lastVersion == m.Version {
+	if n.opened && n.lastVersion != m.Version {
+		// Same size and mtime, other content: the node's page cache
+		// and its open descriptors belong to the version opened before.
+		n.mu.Unlock()
+		n.retired.Store(true)
+		return nil, 0, n.fsys.toErrno("open", n.path, fmt.Errorf("open %q: content changed with size and mtime kept: %w", n.path, transfer.ErrStale))
+	}
+	if n.opened {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	n.lastVersion, n.opened = m.Version, true
 	n.mu.Unlock()
 	return newFileHandle(n.fsys, n.path, m), fuseFlags, 0
+}
+
+// manifest returns the manifest of the node's version: the kept one (fresh
+// within AttrTimeout) when it is of that version, else a new one. Between
+// asking for manifests it asks for the parent's listing again; when that
+// has another version of the file, or none, the node is stale and manifest
+// fails with an error wrapping transfer.ErrStale; so it does when
+// openAttempts manifests all disagree with the listing (the file keeps
+// changing).
+func (n *fileNode) manifest(ctx context.Context) (*transfer.Manifest, error) {
+	dir, name := splitPath(n.path)
+	for attempt := 1; ; attempt++ {
+		m, err := n.fsys.meta.manifest(ctx, n.path)
+		if err != nil {
+			return nil, err
+		}
+		if sameVersion(manifestAttr(m), n.ver) {
+			return m, nil
+		}
+		if attempt == openAttempts {
+			return nil, fmt.Errorf("open %q: manifest of size %d mtime %d, listing of size %d mtime %d: %w",
+				n.path, m.Size, m.MtimeNs, n.ver.Size, n.ver.MtimeNs, transfer.ErrStale)
+		}
+		n.fsys.meta.expire(kindManifest, n.path)
+		n.fsys.meta.expire(kindList, dir)
+		it, err := n.fsys.meta.list(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		if a, ok := it.lookup(name); !ok || a.Mode&transfer.ModeTypeMask != transfer.ModeRegular || !sameVersion(a, n.ver) {
+			return nil, fmt.Errorf("open %q: changed on the server: %w", n.path, transfer.ErrStale)
+		}
+	}
 }
 
 // Getxattr serves XattrCached and XattrSources (see xattr.go); other
@@ -290,7 +398,7 @@ func (n *symlinkNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 // Readlink returns the target from the parent's listing, asking the Remote
 // only when the listing has none.
 func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	a, err := n.attr(ctx, transfer.ModeSymlink)
+	a, _, err := n.attr(ctx, transfer.ModeSymlink)
 	if err != nil {
 		return nil, n.fsys.toErrno("readlink", n.path, err)
 	}

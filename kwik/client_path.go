@@ -72,6 +72,9 @@ func (p *path) dial(token []byte) {
 	s.p0.out.push(&wire.PathStatus{PathID: uint64(p.id), State: wire.PathStateUp})
 	s.pathMu.Unlock()
 	p.start()
+	if s.conf.PathStallTimeout > 0 {
+		s.spawn(p.watchStall)
+	}
 	s.reportSoon()
 	s.log.Debug("kwik: secondary path up", "path", p.id, "addr", p.addr)
 }
@@ -132,6 +135,9 @@ func (p *path) end(e *PathError) {
 		state = PathClosed
 	}
 	s.pathMu.Lock()
+	if e.Code == PathStalled && !p.state.ended() {
+		s.stalledPaths.Add(1) // before the event, so that its reader sees it
+	}
 	changed := s.setStateLocked(p, state, e)
 	conn := p.conn
 	if changed && s.ctx.Err() == nil {
@@ -204,6 +210,7 @@ func (s *Session) relayCommand(f *wire.RawData) error {
 	}
 	p.out.push(f)
 	p.stats.commandsSent.Add(1)
+	p.stall.noteWork()
 	return nil
 }
 
@@ -259,10 +266,11 @@ func (s *Session) lookupStream(id StreamID) *Stream {
 // logical stream: a data stream for a stream that does not exist is read
 // to its end and counted (RefusedStreams, OutOfGrantBytes), or, for a
 // stream that finished while the path held grants on it, counted as
-// duplicates. Framing errors end the path, never the session.
+// duplicates. Framing errors end the path, never the session. Every byte
+// read counts as data for stall detection (see stallWatch).
 func (p *path) readSecondaryData(rs *quic.ReceiveStream) {
 	s := p.s
-	br := bufio.NewReaderSize(rs, 512)
+	br := bufio.NewReaderSize(dataReader{rs, &p.stall}, 512)
 	raw, err := wire.ReadStreamHeader(br)
 	if err != nil {
 		p.secondaryReadFailed(noEOF(err))

@@ -27,6 +27,7 @@ const (
 	DefaultMaxPaths             = 8
 	DefaultReportInterval       = 20 * time.Millisecond
 	DefaultMaxSessions          = 256
+	DefaultPathStallTimeout     = 2 * time.Second
 )
 
 // maxPaths bounds Config.MaxPaths, so that a client's REPORT stays small.
@@ -34,6 +35,9 @@ const maxPaths = 32
 
 // minClusterKey is the shortest cluster key kwik accepts.
 const minClusterKey = 32
+
+// minPathStallTimeout is the shortest PathStallTimeout Config accepts.
+const minPathStallTimeout = 10 * time.Millisecond
 
 // minFrameLimit is the smallest MaxControlFrameSize and MaxDataFramePayload a
 // peer may announce, and that Config accepts.
@@ -119,6 +123,18 @@ type Config struct {
 	// (REPORT frames) while data arrives; a stream that has received all its
 	// bytes is reported at once. Default 20 ms.
 	ReportInterval time.Duration
+	// PathStallTimeout, on a client, is how long a secondary path may stay
+	// silent after it was given work: a path on which no data has arrived
+	// for PathStallTimeout since the first command relayed to it after its
+	// last data is closed as stalled (PathError with code PathStalled,
+	// matching ErrPathStalled), and the primary learns it as PathFailed.
+	// A path that keeps receiving data, however slowly, or that has been
+	// given nothing since its last data, is never closed for it (see
+	// doc.go, Stall detection). It must exceed the secondary's worst
+	// honest time to answer a command (RTT, queueing, a disk read).
+	// Default 2 s, minimum 10 ms; negative disables stall detection.
+	// Ignored by Listen and ListenSecondary.
+	PathStallTimeout time.Duration
 
 	// HandshakeTimeout bounds the QUIC and TLS handshakes and the exchange of
 	// SETTINGS (and, on a secondary, the presentation of the path token).
@@ -168,6 +184,10 @@ func (c *Config) resolve() (*Config, error) {
 	setDefault(&r.ReportInterval, DefaultReportInterval)
 	setDefault(&r.MaxSessions, DefaultMaxSessions)
 	setDefault(&r.FrameTimeout, r.IdleTimeout)
+	setDefault(&r.PathStallTimeout, DefaultPathStallTimeout)
+	if r.PathStallTimeout < 0 {
+		r.PathStallTimeout = 0 // disabled
+	}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -194,6 +214,8 @@ func (c *Config) resolve() (*Config, error) {
 		return nil, errors.New("kwik: negative TokenLifetime or ReportInterval")
 	case r.FrameTimeout < 0:
 		return nil, errors.New("kwik: negative FrameTimeout")
+	case r.PathStallTimeout > 0 && r.PathStallTimeout < minPathStallTimeout:
+		return nil, fmt.Errorf("kwik: PathStallTimeout %v below %v", r.PathStallTimeout, minPathStallTimeout)
 	}
 	return &r, nil
 }

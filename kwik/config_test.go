@@ -23,6 +23,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.MaxControlFrameSize != 64<<10 || c.MaxDataFramePayload != 256<<10 ||
 		c.HandshakeTimeout != 10*time.Second || c.IdleTimeout != 30*time.Second || c.KeepAlivePeriod != 10*time.Second ||
 		c.TokenLifetime != time.Minute || c.MaxPaths != 8 || c.ReportInterval != 20*time.Millisecond || c.ClusterKey != nil ||
+		c.PathStallTimeout != 2*time.Second ||
 		c.Logger == nil || c.now == nil {
 		t.Fatalf("defaults: %+v", c)
 	}
@@ -52,6 +53,14 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil || c.KeepAlivePeriod != 0 {
 		t.Fatalf("negative keep-alive: %v, %v", c.KeepAlivePeriod, err)
 	}
+	c, err = (&Config{TLSConfig: in, PathStallTimeout: -1}).resolve()
+	if err != nil || c.PathStallTimeout != 0 {
+		t.Fatalf("negative PathStallTimeout (disabled): %v, %v", c.PathStallTimeout, err)
+	}
+	c, err = (&Config{TLSConfig: in, PathStallTimeout: 10 * time.Millisecond}).resolve()
+	if err != nil || c.PathStallTimeout != 10*time.Millisecond {
+		t.Fatalf("shortest PathStallTimeout: %v, %v", c.PathStallTimeout, err)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -70,6 +79,7 @@ func TestConfigErrors(t *testing.T) {
 		{"short cluster key", &Config{TLSConfig: tc, ClusterKey: make([]byte, 31)}, "ClusterKey of 31 bytes"},
 		{"too many paths", &Config{TLSConfig: tc, MaxPaths: 33}, "MaxPaths 33"},
 		{"negative token lifetime", &Config{TLSConfig: tc, TokenLifetime: -1}, "negative TokenLifetime"},
+		{"tiny stall timeout", &Config{TLSConfig: tc, PathStallTimeout: time.Millisecond}, "PathStallTimeout 1ms below 10ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -97,6 +97,21 @@
 // error on a secondary path (malformed or oversized frame, any control
 // frame) ends only that path.
 //
+// # Stall detection
+//
+// A client closes a secondary path that stalls: one that has received no
+// data for Config.PathStallTimeout (default 2 s) since the first command
+// relayed to it after its last data. Any byte read from the path counts,
+// duplicates and bytes for finished streams included, so neither a slow
+// path that keeps sending nor hedging trips it, and a path given no work
+// is never closed for being quiet; the primary's reassignments do not hide
+// a stall either. A secondary that cannot serve a command answers it with
+// an empty data stream (Command.Close). The path ends with a *PathError of
+// code PathStalled (matching ErrPathStalled), reported to the primary as
+// PATH_STATUS failed like any other failure; both sides count it
+// (PathStats.Stalled, SessionStats.StalledPaths), and the client shows how
+// long each path has owed data (PathStats.AwaitingData).
+//
 // # Reports
 //
 // The client sends the primary REPORT frames every ReportInterval while
@@ -151,7 +166,7 @@
 // Blocking calls take a context or honour deadlines (os.ErrDeadlineExceeded).
 // Stream cancellation surfaces as *StreamError, session closure as
 // *SessionError, which matches ErrClosed, the end of a path as *PathError,
-// which matches the refusal's sentinel. Close and CloseWithError wait for
+// which matches the refusal's sentinel, or ErrPathStalled. Close and CloseWithError wait for
 // the session's goroutines (path goroutines included); Listener.Close and
 // Secondary.Close wait for theirs.
 //
@@ -165,7 +180,8 @@
 // Locks are taken in the order Stream.writeMu, Stream.mu, then Session.fc,
 // Session.repMu or Session.spawnMu; Session.mu and Session.pathMu are never
 // held with a Stream lock nor with each other; a path's control queue lock
-// is a leaf taken under any of them. A data stream is read by one goroutine
+// is a leaf taken under any of them, its stall watch lock (stallWatch.mu) a
+// leaf taken under none. A data stream is read by one goroutine
 // at a time: the Read in pull mode, its drain goroutine in push mode
 // (Stream.pulling and Stream.pushMode hand it over).
 package kwik

@@ -24,6 +24,9 @@ const (
 	FinalSizeError    ErrorCode = 0x6 // data beyond or contradicting a final size
 	PathRefused       ErrorCode = 0x7 // a secondary or client refused a path
 	SessionLimitError ErrorCode = 0x8 // a listener or secondary at its MaxSessions refused the connection
+	// PathStalled: a client closed a secondary path that received no data
+	// for Config.PathStallTimeout after it was given work.
+	PathStalled ErrorCode = 0x9
 )
 
 var codeNames = map[ErrorCode]string{
@@ -36,6 +39,7 @@ var codeNames = map[ErrorCode]string{
 	FinalSizeError:    "FINAL_SIZE_ERROR",
 	PathRefused:       "PATH_REFUSED",
 	SessionLimitError: "SESSION_LIMIT_ERROR",
+	PathStalled:       "PATH_STALLED",
 }
 
 // String returns the code's name, or its number in hex.

@@ -228,12 +228,18 @@ func (s *Session) handlePathStatus(f *wire.PathStatus) error {
 		s.log.Debug("kwik: path up", "path", p.id, "addr", p.addr)
 	default:
 		pe := &PathError{Path: p.id, Addr: p.addr, Code: ErrorCode(f.Code), Message: f.Reason, Remote: true}
-		if pe.Code == PathRefused {
+		switch pe.Code {
+		case PathRefused:
 			pe.Err = refusalByText(f.Reason)
+		case PathStalled:
+			pe.Err = ErrPathStalled
 		}
 		state := PathFailed
 		if f.State == wire.PathStateClosed {
 			state = PathClosed
+		}
+		if pe.Code == PathStalled && !p.state.ended() {
+			s.stalledPaths.Add(1)
 		}
 		if s.setStateLocked(p, state, pe) {
 			s.log.Info("kwik: path ended", "path", p.id, "addr", p.addr, "state", state, "reason", f.Reason)

@@ -39,6 +39,8 @@ type path struct {
 
 	// stats are updated atomically.
 	stats pathCounters
+	// stall detects a stalled secondary path (client side; see stallWatch).
+	stall stallWatch
 
 	// Guarded by Session.pathMu.
 	state    PathState
@@ -68,6 +70,7 @@ type pathCounters struct {
 func newPath(s *Session, id PathID, conn *quic.Conn, ctrl *quic.Stream, cr *bufio.Reader) *path {
 	p := &path{id: id, s: s, conn: conn, ctrl: ctrl, cr: cr, upSignal: make(chan struct{})}
 	p.out.wake = make(chan struct{}, 1)
+	p.stall.wake = make(chan struct{}, 1)
 	return p
 }
 

@@ -56,6 +56,7 @@ type secondaryCounters struct {
 	tokMissing, tokInvalid, tokExpired, tokWrong, tokReused atomic.Uint64
 	cmdAccepted, cmdRefused, cmdReplayed, cmdExpired        atomic.Uint64
 	dataBytesSent, dataFramesSent                           atomic.Uint64
+	emptyAnswers                                            atomic.Uint64
 }
 
 // SecondaryStats is a snapshot of a secondary's counters.
@@ -82,6 +83,9 @@ type SecondaryStats struct {
 
 	DataBytesSent  uint64 // payload bytes of the data frames written
 	DataFramesSent uint64
+	// EmptyAnswers counts commands closed before anything was written for
+	// them, answered with an empty data stream (see Command.Close).
+	EmptyAnswers uint64
 }
 
 // ListenSecondary listens for secondary paths on the UDP address addr
@@ -157,6 +161,7 @@ func (sec *Secondary) Stats() SecondaryStats {
 		CommandsExpired:      c.cmdExpired.Load(),
 		DataBytesSent:        c.dataBytesSent.Load(),
 		DataFramesSent:       c.dataFramesSent.Load(),
+		EmptyAnswers:         c.emptyAnswers.Load(),
 	}
 	st.TokensRefused = st.TokensMissing + st.TokensInvalid + st.TokensExpired + st.TokensWrongSecondary + st.TokensReused
 	return st
@@ -466,10 +471,11 @@ type Command struct {
 	payload []byte
 	seq     uint64
 
-	mu      sync.Mutex       // serializes writes; guards the fields below
-	written uint64           // bytes written by Write
-	u       *quic.SendStream // the data stream, opened by the first write
-	hdrSent bool
+	mu       sync.Mutex       // serializes writes; guards the fields below
+	written  uint64           // bytes written by Write
+	u        *quic.SendStream // the data stream, opened by the first write
+	hdrSent  bool
+	answered bool // a data stream was opened for the command (or Close sent an empty one)
 }
 
 var _ io.WriterAt = (*Command)(nil)
@@ -526,12 +532,45 @@ func (c *Command) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // Close closes the command's data stream; later writes open another. Call
-// it when done writing, unless Write completed the grant. It is idempotent.
+// it when done writing, unless Write completed the grant, and also when the
+// command cannot be served. It is idempotent.
+//
+// The first Close of a command for which nothing was written (the
+// secondary cannot serve it) sends an empty data stream, the stream header
+// alone, which the client reads and drops (SecondaryStats.EmptyAnswers):
+// a client closes a path that sends no data after it was given work
+// (Config.PathStallTimeout), and this answer tells it that the secondary
+// is alive, only unable to serve that command.
 func (c *Command) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.answered {
+		c.answered = true
+		c.answerEmptyLocked()
+	}
 	c.closeLocked()
 	return nil
+}
+
+// answerEmptyLocked sends an empty data stream for the command's stream,
+// unless the path has ended or the client's stream limit is reached (then
+// the client judges the path by its other data). It does not block: a
+// header fits any stream's initial window. Called with c.mu held.
+func (c *Command) answerEmptyLocked() {
+	p := c.p
+	if p.ctx.Err() != nil {
+		return
+	}
+	u, err := p.conn.OpenUniStream()
+	if err != nil {
+		return
+	}
+	if _, err := u.Write(wire.AppendStreamHeader(nil, uint64(c.grant.StreamID))); err != nil {
+		u.CancelWrite(quic.StreamErrorCode(InternalError))
+		return
+	}
+	u.Close()
+	p.sec.stats.emptyAnswers.Add(1)
 }
 
 func (c *Command) closeLocked() {
@@ -554,7 +593,7 @@ func (c *Command) writeLocked(off uint64, data []byte, fin bool) (int, error) {
 		if err != nil {
 			return 0, c.writeError(err)
 		}
-		c.u, c.hdrSent = u, false
+		c.u, c.hdrSent, c.answered = u, false, true
 	}
 	written := 0
 	var hdr [wire.MaxStreamHeaderLen + wire.MaxDataHeaderLen]byte

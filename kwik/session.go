@@ -73,6 +73,10 @@ type Session struct {
 	events      []PathEvent
 	eventSignal chan struct{} // cap 1: events grew
 
+	// stalledPaths counts the secondary paths that ended stalled
+	// (SessionStats.StalledPaths); updated under pathMu, read atomically.
+	stalledPaths atomic.Uint64
+
 	repMu     sync.Mutex           // guards dirty; a leaf lock (taken after Stream.mu)
 	dirty     map[*Stream]struct{} // client: streams with news for the next REPORT
 	repWake   chan struct{}        // cap 1: dirty grew

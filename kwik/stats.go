@@ -17,6 +17,10 @@ type SessionStats struct {
 	// ReadLatency is how long received data frames waited for Read on a
 	// client (zero on a server, which receives only requests).
 	ReadLatency LatencyStats
+	// StalledPaths counts the secondary paths of the session that ended
+	// stalled (PathStats.Stalled), forgotten ones included: closed by the
+	// client, or on a primary reported so by the client.
+	StalledPaths uint64
 }
 
 // PathStats describes one path. Data counters count payload bytes of data
@@ -29,6 +33,15 @@ type PathStats struct {
 	State PathState
 	// Err is the *PathError that ended the path; nil while it is up.
 	Err error
+	// Stalled: the path ended because it stalled: the client closed it
+	// after it received no data for Config.PathStallTimeout after it was
+	// given work (Err has code PathStalled and matches ErrPathStalled).
+	Stalled bool
+	// AwaitingData is, for a client's secondary path, how long it has owed
+	// data: the age of the oldest command relayed to it after its last
+	// data arrived (see Config.PathStallTimeout). Zero when it owes none,
+	// and on a primary.
+	AwaitingData time.Duration
 
 	// LocalAddr is nil unless this side holds the path's connection.
 	// RemoteAddr is never nil: without a connection it is Addr.
@@ -103,7 +116,7 @@ func (s *Session) Stats() SessionStats {
 	s.pathMu.Unlock()
 	slices.SortFunc(snaps[1:], func(a, b snap) int { return cmp.Compare(a.p.id, b.p.id) })
 
-	st := SessionStats{Paths: make([]PathStats, 0, len(snaps)), ReadLatency: s.readLat.stats()}
+	st := SessionStats{Paths: make([]PathStats, 0, len(snaps)), ReadLatency: s.readLat.stats(), StalledPaths: s.stalledPaths.Load()}
 	for _, sn := range snaps {
 		p := sn.p
 		ps := PathStats{
@@ -128,6 +141,10 @@ func (s *Session) Stats() SessionStats {
 		}
 		if sn.err != nil {
 			ps.Err = sn.err
+			ps.Stalled = sn.err.Code == PathStalled
+		}
+		if s.isClient && p.id != 0 && sn.state == PathUp {
+			ps.AwaitingData = p.awaiting()
 		}
 		if sn.report != nil {
 			r := *sn.report

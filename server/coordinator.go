@@ -329,6 +329,7 @@ type sessionCoord struct {
 	sess  *kwik.Session
 	log   *slog.Logger
 	stats *coordCounters
+	prio  *priority // the session's foreground and background READs
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -350,11 +351,11 @@ type sessionCoord struct {
 
 // newSessionCoord starts keeping paths to secondaries open for sess.
 // Close stops it.
-func newSessionCoord(ctx context.Context, sess *kwik.Session, secondaries []string, o *CoordinatorOptions, log *slog.Logger, stats *coordCounters) *sessionCoord {
+func newSessionCoord(ctx context.Context, sess *kwik.Session, secondaries []string, o *CoordinatorOptions, log *slog.Logger, stats *coordCounters, prio *priority) *sessionCoord {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(sess.Context(), cancel)
 	c := &sessionCoord{
-		o: o, sess: sess, log: log, stats: stats, cancel: cancel,
+		o: o, sess: sess, log: log, stats: stats, prio: prio, cancel: cancel,
 		paths:   map[kwik.PathID]*pathState{0: {id: 0, up: true, rate: o.InitialRate, avg: o.InitialRate}},
 		strikes: make(map[fileKey]*strikeRec),
 		jobs:    make(map[*job]struct{}),
@@ -378,7 +379,11 @@ func (c *sessionCoord) Close() {
 }
 
 // keepPath adds a path to the secondary at addr and adds it again, with
-// backoff, whenever it cannot be added or fails.
+// backoff, whenever it cannot be added or fails (the client closes a path
+// that stalls, see kwik.Config.PathStallTimeout). The backoff starts again
+// from PathRetryInitial only after a path that delivered data: one that
+// comes up and then stalls or fails without delivering anything, again
+// and again (a secondary whose disk hangs), is re-added ever less often.
 func (c *sessionCoord) keepPath(ctx context.Context, addr string) {
 	wait := c.o.PathRetryInitial
 	for ctx.Err() == nil {
@@ -390,11 +395,16 @@ func (c *sessionCoord) keepPath(ctx context.Context, addr string) {
 			ps := c.pathUp(id, addr)
 			c.stats.add(addr, func(pc *PathCounters) { pc.PathsAdded++ })
 			c.log.Debug("secondary path up", "peer", c.sess.RemoteAddr(), "secondary", addr, "path", id)
-			wait = c.o.PathRetryInitial
 			select {
 			case <-ps.down:
 			case <-ctx.Done():
 				return
+			}
+			c.mu.Lock()
+			delivered := ps.repDelivered > 0
+			c.mu.Unlock()
+			if delivered {
+				wait = c.o.PathRetryInitial
 			}
 		} else {
 			if errors.Is(err, kwik.ErrNoClusterKey) || errors.Is(err, kwik.ErrNotPrimary) {
@@ -595,11 +605,14 @@ var errNoProgress = errors.New("client received nothing")
 var errAbandoned = errors.New("client stopped reporting")
 
 // serveRead sends the body of a READ reply whose status byte is written:
-// chunks first to first+count-1 of f, divided between the paths. It
-// returns once the client reported every byte delivered, with the bytes
-// the primary sent itself, or fails when the stream or session ends or the
-// client makes no progress for noProgress.
-func (c *sessionCoord) serveRead(ctx context.Context, st *kwik.Stream, f *File, file string, first, count int, noProgress time.Duration) (int64, error) {
+// chunks req.First to req.First+req.Count-1 of f, divided between the
+// paths. It returns once the client reported every byte delivered, with
+// the bytes the primary sent itself, or fails when the stream or session
+// ends or the client makes no progress for noProgress. A background READ
+// assigns nothing new while a foreground READ of the session is served
+// (see priority); the time it is held back does not count as no progress.
+func (c *sessionCoord) serveRead(ctx context.Context, st *kwik.Stream, f *File, req *transfer.Request, noProgress time.Duration) (int64, error) {
+	file, first, count := req.Path, req.First, req.Count
 	m := f.Manifest()
 	body := uint64(m.ChunkOffset(first+count-1)) + uint64(m.ChunkLen(first+count-1)) - uint64(m.ChunkOffset(first))
 	start := st.SendOffset()
@@ -610,7 +623,8 @@ func (c *sessionCoord) serveRead(ctx context.Context, st *kwik.Stream, f *File, 
 		c: c, st: st, f: f, file: file, version: m.Version,
 		cs: uint64(m.ChunkSize), base: start, fileBase: uint64(m.ChunkOffset(first)),
 		total: start + body, reserved: start, next: start,
-		addrs: map[kwik.PathID]string{0: ""},
+		addrs:      map[kwik.PathID]string{0: ""},
+		background: req.Background,
 	}
 	c.mu.Lock()
 	c.jobs[j] = struct{}{}

@@ -95,6 +95,13 @@ func mpStartCluster(t testing.TB, primaryRoot string, secondaryRoots []string, c
 // before it serves.
 func mpStartClusterHooked(t testing.TB, primaryRoot string, secondaryRoots []string, copts CoordinatorOptions, hook func(i int, s *Secondary)) *mpCluster {
 	t.Helper()
+	return mpStartClusterWith(t, primaryRoot, secondaryRoots, copts, hook, nil)
+}
+
+// mpStartClusterWith is mpStartClusterHooked calling clientConf, if not
+// nil, on the client's kwik configuration.
+func mpStartClusterWith(t testing.TB, primaryRoot string, secondaryRoots []string, copts CoordinatorOptions, hook func(i int, s *Secondary), clientConf func(*kwik.Config)) *mpCluster {
+	t.Helper()
 	b, err := certgen.Generate(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -136,10 +143,11 @@ func mpStartClusterHooked(t testing.TB, primaryRoot string, secondaryRoots []str
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.client = transfer.NewClient(c.primary, &transfer.ClientOptions{
-		Config: &kwik.Config{TLSConfig: cliTLS, HandshakeTimeout: 5 * time.Second, Logger: mpQuiet()},
-		Logger: mpQuiet(),
-	})
+	conf := &kwik.Config{TLSConfig: cliTLS, HandshakeTimeout: 5 * time.Second, Logger: mpQuiet()}
+	if clientConf != nil {
+		clientConf(conf)
+	}
+	c.client = transfer.NewClient(c.primary, &transfer.ClientOptions{Config: conf, Logger: mpQuiet()})
 	t.Cleanup(func() {
 		c.client.Close()
 		cancel()
@@ -621,5 +629,44 @@ func TestMultipathTailHedge(t *testing.T) {
 	}
 	if prim.DeliveredBytes+sec.DeliveredBytes != uint64(len(data)) {
 		t.Errorf("delivered %d + %d bytes, want %d", prim.DeliveredBytes, sec.DeliveredBytes, len(data))
+	}
+}
+
+// TestStallingSecondaryBacksOff: a secondary that comes up and then never
+// sends (the client closes its path as stalled, every time) is re-added
+// with a doubling wait, not at once each time; the reads all complete from
+// the primary.
+func TestStallingSecondaryBacksOff(t *testing.T) {
+	data := mpRandomBytes(2<<20, 50)
+	files := map[string][]byte{"f.bin": data}
+	const stall, retry = 100 * time.Millisecond, 50 * time.Millisecond
+	c := mpStartClusterWith(t, mpWriteRoot(t, files), []string{mpWriteRoot(t, files)},
+		// Misses must not keep the secondary out of work: it must stall.
+		CoordinatorOptions{PathRetryInitial: retry, PathRetryMax: 10 * time.Second, MissCooldown: time.Millisecond},
+		func(_ int, s *Secondary) {
+			s.beforePiece = func(ctx context.Context) { <-ctx.Done() } // never sends
+		},
+		func(conf *kwik.Config) { conf.PathStallTimeout = stall })
+	// Reads for 2 s: the secondary is given work whenever its path is up.
+	const span = 2 * time.Second
+	start := time.Now()
+	reads := 0
+	for time.Since(start) < span {
+		got, _ := c.readFile("f.bin", 0)
+		mpCheckSame(t, got, data)
+		reads++
+	}
+	pc := c.counters(c.secs[0].Addr)
+	s, _ := c.client.SessionStats()
+	t.Logf("%d reads in %v; secondary path added %d times, lost %d; %d stalls at the client", reads, time.Since(start).Round(time.Millisecond), pc.PathsAdded, pc.PathsLost, s.StalledPaths)
+	if s.StalledPaths < 2 {
+		t.Fatalf("%d stalls at the client, want at least 2 (the path stalls each time it is added)", s.StalledPaths)
+	}
+	// Each cycle takes at least the stall timeout plus the wait, which
+	// doubles from 50 ms: up to 2 s and a little over, at most 6 adds
+	// (0, 150, 350, 650, 1150, 2050 ms). Without backoff a path would be
+	// re-added every 150 ms: 14 adds.
+	if pc.PathsAdded > 7 {
+		t.Errorf("secondary path added %d times in %v, want at most 7 with a doubling wait", pc.PathsAdded, span)
 	}
 }

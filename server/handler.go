@@ -38,6 +38,7 @@ type counters struct {
 	aborted        atomic.Int64
 	dataBytes      atomic.Int64
 	corruptReports atomic.Int64
+	backgroundHeld atomic.Int64
 }
 
 // handler serves request streams from a Catalog.
@@ -57,7 +58,8 @@ type handler struct {
 // sc, when not nil, is the session's coordinator: READ replies are then
 // divided between the paths, and REPORT_CORRUPT strikes secondaries. rep
 // answers PATH_REPORT and counts the READ replies the primary sends alone.
-func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessionCoord, rep *sessionReport) {
+// prio orders the session's foreground and background READs.
+func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessionCoord, rep *sessionReport, prio *priority) {
 	release := ctxwatch.OnDone(ctx, func() {
 		st.CancelRead(transfer.StreamCode(transfer.ErrUnavailable))
 		st.CancelWrite(transfer.StreamCode(transfer.ErrUnavailable))
@@ -95,7 +97,7 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 		return
 	}
 	if req.Op == transfer.OpRead {
-		h.serveRead(ctx, st, peer, &req, sc, rep)
+		h.serveRead(ctx, st, peer, &req, sc, rep, prio)
 		return
 	}
 	reply, err := h.answer(ctx, &req)
@@ -138,7 +140,14 @@ func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.
 // the file, the chunks are divided between the paths
 // (sessionCoord.serveRead); otherwise the primary writes them all, in
 // order.
-func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *transfer.Request, sc *sessionCoord, rep *sessionReport) {
+//
+// A foreground READ holds the session's background READs back while it is
+// served (see priority); a background one sends while none is.
+func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *transfer.Request, sc *sessionCoord, rep *sessionReport, prio *priority) {
+	if !req.Background {
+		end := prio.beginForeground()
+		defer end()
+	}
 	f, err := h.cat.Open(ctx, req.Path, req.Version)
 	if err != nil {
 		h.replyError(st, peer, req.Op, err)
@@ -149,18 +158,21 @@ func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *
 		h.replyError(st, peer, req.Op, err)
 		return
 	}
-	w := &deadlineWriter{st: st, timeout: h.writeTimeout}
+	var w io.Writer = &deadlineWriter{st: st, timeout: h.writeTimeout}
 	if _, err := w.Write([]byte{byte(transfer.StatusOK)}); err != nil {
 		h.abort(st, peer, err)
 		return
 	}
 	if kst, ok := st.(*kwik.Stream); ok && sc != nil && sc.anySecondaryFor(req.Path) {
-		n, err := sc.serveRead(ctx, kst, f, req.Path, req.First, req.Count, h.writeTimeout)
+		n, err := sc.serveRead(ctx, kst, f, req, h.writeTimeout)
 		h.stats.dataBytes.Add(n)
 		if err != nil {
 			h.abort(st, peer, err)
 		}
 		return
+	}
+	if req.Background {
+		w = &gatedWriter{ctx: ctx, prio: prio, w: w}
 	}
 	n, err := f.WriteChunks(ctx, w, req.First, req.Count)
 	h.stats.dataBytes.Add(n)

@@ -64,6 +64,9 @@ type PrimaryStats struct {
 	DataBytes int64
 	// CorruptReports counts REPORT_CORRUPT requests (well formed) received.
 	CorruptReports int64
+	// BackgroundHeld counts background READs that were held back, at
+	// least once, while a foreground READ of their session was served.
+	BackgroundHeld int64
 }
 
 // Primary is the primary server: it serves the file protocol of package
@@ -124,6 +127,7 @@ func (p *Primary) Stats() PrimaryStats {
 		Aborted:        p.stats.aborted.Load(),
 		DataBytes:      p.stats.dataBytes.Load(),
 		CorruptReports: p.stats.corruptReports.Load(),
+		BackgroundHeld: p.stats.backgroundHeld.Load(),
 	}
 	for i := range s.Requests {
 		s.Requests[i] = p.stats.requests[i].Load()
@@ -168,9 +172,10 @@ func (p *Primary) serveSession(ctx context.Context, sess *kwik.Session) {
 	peer := sess.RemoteAddr()
 	p.log.Debug("session accepted", "peer", peer)
 
+	prio := newPriority(&p.stats.backgroundHeld)
 	var sc *sessionCoord
 	if len(p.secondaries) > 0 {
-		sc = newSessionCoord(ctx, sess, p.secondaries, &p.copts, p.log, &p.cstats)
+		sc = newSessionCoord(ctx, sess, p.secondaries, &p.copts, p.log, &p.cstats, prio)
 		defer sc.Close()
 	}
 	rep := newSessionReport(sess, sc)
@@ -184,7 +189,7 @@ func (p *Primary) serveSession(ctx context.Context, sess *kwik.Session) {
 			break
 		}
 		g.Go(func() error {
-			p.h.serve(ctx, st, peer, sc, rep)
+			p.h.serve(ctx, st, peer, sc, rep, prio)
 			return nil
 		})
 	}

@@ -58,6 +58,11 @@ type job struct {
 	missed   map[kwik.PathID]bool // secondary paths with a late unit of which nothing arrived
 	// primaryOnly: the client went silent; the rest goes on path 0 only.
 	primaryOnly bool
+	// background: a background READ, which assigns nothing while a
+	// foreground READ of the session is served (held).
+	background bool
+	held       bool
+	wasHeld    bool // counted as held back
 }
 
 // received is a secondary path and the bytes it had received when a job
@@ -107,7 +112,9 @@ func (j *job) run(ctx context.Context, noProgress time.Duration) (_ int64, err e
 			return j.send.bytes.Load(), err
 		}
 		d := j.st.Delivered()
-		if d.Received > lastRecv {
+		if d.Received > lastRecv || j.held {
+			// Held back for foreground READs is not a client that
+			// stopped reading.
 			lastRecv, lastProgress = d.Received, now
 		} else if now.Sub(lastProgress) > noProgress {
 			return j.send.bytes.Load(), fmt.Errorf("read %q: %w for %v: %w", j.file, errNoProgress, noProgress, os.ErrDeadlineExceeded)
@@ -269,6 +276,11 @@ func (j *job) step(now time.Time, d *kwik.Delivery) <-chan struct{} {
 		}
 	}
 	j.units = kept
+	j.held = j.background && c.prio.busy()
+	if j.held && !j.wasHeld {
+		j.wasHeld = true
+		c.prio.held.Add(1)
+	}
 	for _, u := range misses {
 		c.strikeRecLocked(u.ps.addr, j.file).miss(now)
 		if j.missed == nil {
@@ -276,9 +288,11 @@ func (j *job) step(now time.Time, d *kwik.Delivery) <-chan struct{} {
 		}
 		j.missed[u.ps.id] = true
 	}
-	sends = j.assignLocked(now, sends)
-	if !c.o.DisableHedging {
-		sends = j.hedgeLocked(now, d, sends)
+	if !j.held {
+		sends = j.assignLocked(now, sends)
+		if !c.o.DisableHedging {
+			sends = j.hedgeLocked(now, d, sends)
+		}
 	}
 	changed := c.changed
 	c.mu.Unlock()

@@ -623,6 +623,23 @@ func (c *Client) Manifest(ctx context.Context, path string) (*Manifest, error) {
 	return r.Manifest, nil
 }
 
+// backgroundKey is the context key of WithBackgroundPriority.
+type backgroundKey struct{}
+
+// WithBackgroundPriority returns a copy of ctx under which the READs of
+// ReadChunks and DownloadFile are background work (prefetch): the server
+// sends nothing of them while it serves a foreground READ of the same
+// client. Reads under any other context are foreground.
+func WithBackgroundPriority(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// BackgroundPriority reports whether ctx came from WithBackgroundPriority.
+func BackgroundPriority(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
+}
+
 // ReadChunks fetches chunks first to first+count-1 of path at the version
 // of m in one streamed request and calls deliver for each, in order, once
 // it has verified the chunk against m. A chunk that fails verification is
@@ -653,11 +670,16 @@ func (c *Client) readChunks(ctx context.Context, path string, m *Manifest, first
 }
 
 // readRun fetches chunks *next to end-1, advancing *next past each chunk
-// delivered. Each chunk is read into buf if it is not nil, else into a new
-// buffer.
+// delivered. Each chunk is read into buf (and a second buffer like it) if
+// buf is not nil, else into a new buffer.
+//
+// Reading and verifying overlap: a goroutine reads the next chunk off the
+// stream while this one verifies and delivers the last, so the stream is
+// read as its data arrives (kwik's reassembly buffers do not hold frames
+// while a chunk is hashed), and hashing runs beside receiving.
 func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *Manifest, next *int, end int, buf []byte, deliver func(i int, data []byte) error) error {
 	name := fmt.Sprintf("READ %q [%d, %d)", path, *next, end)
-	req := Request{Op: OpRead, Path: path, Version: m.Version, First: *next, Count: end - *next}
+	req := Request{Op: OpRead, Path: path, Version: m.Version, First: *next, Count: end - *next, Background: BackgroundPriority(ctx)}
 	st, release, err := c.request(ctx, s, &req)
 	if err != nil {
 		return err
@@ -678,16 +700,50 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		}
 		return fmt.Errorf("%s: %w", name, DecodeError(append(status[:], rest...)))
 	}
+
+	// The reader hands each chunk over unbuffered: it reads chunk k+1
+	// while chunk k is verified and delivered, and fills a buffer again
+	// only once the chunk read into it has been delivered (two buffers
+	// suffice when buf is given).
+	type received struct {
+		data []byte
+		err  error
+	}
+	chunks := make(chan received)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	bufs := [2][]byte{buf}
+	if buf != nil {
+		bufs[1] = make([]byte, len(buf))
+	}
+	first := *next
+	wg.Go(func() {
+		for i := first; i < end; i++ {
+			var data []byte
+			if buf != nil {
+				data = bufs[(i-first)%2][:m.ChunkLen(i)]
+			} else {
+				// A buffer of its own, handed over to deliver: no copy.
+				data = make([]byte, m.ChunkLen(i))
+			}
+			_, err := io.ReadFull(st, data)
+			select {
+			case chunks <- received{data, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
 	for ; *next < end; *next++ {
 		i := *next
-		var data []byte
-		if buf != nil {
-			data = buf[:m.ChunkLen(i)]
-		} else {
-			// A buffer of its own, handed over to deliver: no copy.
-			data = make([]byte, m.ChunkLen(i))
-		}
-		if _, err := io.ReadFull(st, data); err != nil {
+		r := <-chunks
+		data := r.data
+		if err := r.err; err != nil {
 			if err == io.ErrUnexpectedEOF || err == io.EOF {
 				return fmt.Errorf("%s: reply ended at chunk %d: %w", name, i, ErrBadRequest)
 			}
@@ -695,7 +751,7 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		}
 		if err := m.Verify(i, data); err != nil {
 			c.corrupt.Add(1)
-			st.CancelRead(CodeCanceled)
+			st.CancelRead(CodeCanceled) // also ends the reader's Read
 			c.reportCorrupt(ctx, s, path, m.Version, i)
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -707,7 +763,8 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 			return err
 		}
 	}
-	// The reply must end here.
+	// Every chunk is read: the reader has returned. The reply must end
+	// here.
 	var extra [1]byte
 	n, err := io.ReadFull(st, extra[:])
 	switch {

@@ -47,8 +47,8 @@ func (o Op) String() string {
 // Valid reports whether o is a request type of this protocol version.
 func (o Op) Valid() bool { return o >= OpStat && o <= OpRead }
 
-// Request is one request message. Version, First and Count are used by
-// OpRead only and must be zero otherwise.
+// Request is one request message. Version, First, Count and Background
+// are used by OpRead only and must be zero otherwise.
 type Request struct {
 	Op   Op
 	Path string
@@ -57,10 +57,17 @@ type Request struct {
 	// First is the index of the first chunk and Count the number of chunks
 	// (READ): 0 <= First, 1 <= Count, First+Count <= MaxChunks.
 	First, Count int
+	// Background marks a READ made for background work (prefetch): the
+	// server sends nothing of it while it serves a foreground READ (a
+	// process waiting in read(2)) on the same session.
+	Background bool
 }
 
+// readFlagBackground is the READ flags bit of Request.Background.
+const readFlagBackground = 1
+
 // MaxRequestLen is the largest encoded Request.
-const MaxRequestLen = 1 + binary.MaxVarintLen64 + MaxPathLen + len(Hash{}) + 2*binary.MaxVarintLen64
+const MaxRequestLen = 1 + binary.MaxVarintLen64 + MaxPathLen + len(Hash{}) + 2*binary.MaxVarintLen64 + 1
 
 func (r *Request) check() error {
 	if !r.Op.Valid() {
@@ -73,7 +80,7 @@ func (r *Request) check() error {
 		if r.First < 0 || r.Count < 1 || r.First > MaxChunks || r.Count > MaxChunks-r.First {
 			return fmt.Errorf("READ chunks [%d, +%d): %w", r.First, r.Count, ErrBadRequest)
 		}
-	} else if r.First != 0 || r.Count != 0 || r.Version != (Hash{}) {
+	} else if r.First != 0 || r.Count != 0 || r.Version != (Hash{}) || r.Background {
 		return fmt.Errorf("%v with READ fields: %w", r.Op, ErrBadRequest)
 	}
 	return nil
@@ -82,20 +89,25 @@ func (r *Request) check() error {
 // MarshalBinary encodes r:
 //
 //	byte Op, uvarint len(Path), Path
-//	READ only: 32 bytes Version, uvarint First, uvarint Count
+//	READ only: 32 bytes Version, uvarint First, uvarint Count,
+//	  then for a background READ only: byte flags (1 = background)
 //
-// It refuses requests that DecodeRequest would refuse.
+// A foreground READ has no flags byte, so that every request has one
+// encoding. It refuses requests that DecodeRequest would refuse.
 func (r *Request) MarshalBinary() ([]byte, error) {
 	if err := r.check(); err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(r.Path)+len(Hash{})+2*binary.MaxVarintLen64)
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(r.Path)+len(Hash{})+2*binary.MaxVarintLen64+1)
 	b = append(b, byte(r.Op))
 	b = appendString(b, r.Path)
 	if r.Op == OpRead {
 		b = append(b, r.Version[:]...)
 		b = binary.AppendUvarint(b, uint64(r.First))
 		b = binary.AppendUvarint(b, uint64(r.Count))
+		if r.Background {
+			b = append(b, readFlagBackground)
+		}
 	}
 	return b, nil
 }
@@ -126,6 +138,13 @@ func DecodeRequest(b []byte) (Request, error) {
 			return Request{Op: op}, fmt.Errorf("READ chunks [%d, +%d): %w", first, count, ErrBadRequest)
 		}
 		r.First, r.Count = int(first), int(count)
+		if d.err == nil && len(d.b) > 0 {
+			// Flags: present only when not zero, with known bits only.
+			if flags := d.byte1("READ flags"); flags != readFlagBackground {
+				return Request{Op: op}, fmt.Errorf("READ flags %#x: %w", flags, ErrBadRequest)
+			}
+			r.Background = true
+		}
 	}
 	d.end("request")
 	if d.err != nil {

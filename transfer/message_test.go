@@ -21,6 +21,8 @@ func TestRequestRoundTrip(t *testing.T) {
 		{Op: OpRead, Path: "f", Version: v, First: 0, Count: 1},
 		{Op: OpRead, Path: "f", Version: v, First: MaxChunks - 1, Count: 1},
 		{Op: OpRead, Path: "f", Version: v, First: 0, Count: MaxChunks},
+		{Op: OpRead, Path: "f", Version: v, First: 7, Count: 3, Background: true},
+		{Op: OpRead, Path: strings.Repeat("x", MaxPathLen), Version: v, First: MaxChunks - 1, Count: 1, Background: true},
 	}
 	for _, r := range tests {
 		t.Run(fmt.Sprintf("%v %.20s %d+%d", r.Op, r.Path, r.First, r.Count), func(t *testing.T) {
@@ -72,6 +74,9 @@ func TestDecodeRequestRejects(t *testing.T) {
 		{"READ count zero", read(0, 0), ErrBadRequest, OpRead},
 		{"READ beyond MaxChunks", read(MaxChunks-1, 2), ErrBadRequest, OpRead},
 		{"READ huge first", read(1<<62, 1), ErrBadRequest, OpRead},
+		{"READ flags zero", append(read(0, 1), 0), ErrBadRequest, OpRead},
+		{"READ unknown flag", append(read(0, 1), 2), ErrBadRequest, OpRead},
+		{"READ two flag bytes", append(read(0, 1), 1, 1), ErrBadRequest, OpRead},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +98,7 @@ func TestMarshalRequestRefusesInvalid(t *testing.T) {
 		{Op: OpStat, Path: "a", Count: 1},
 		{Op: OpRead, Path: "a", Count: 0},
 		{Op: OpRead, Path: "a", First: -1, Count: 1},
+		{Op: OpStat, Path: "a", Background: true},
 	} {
 		if _, err := r.MarshalBinary(); err == nil {
 			t.Errorf("MarshalBinary(%+v) succeeded", r)
@@ -255,6 +261,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		{Op: OpStat, Path: "a/b"},
 		{Op: OpList},
 		{Op: OpRead, Path: "f", Version: Sum(nil), First: 3, Count: 2},
+		{Op: OpRead, Path: "f", Version: Sum(nil), First: 3, Count: 2, Background: true},
 	} {
 		b, err := r.MarshalBinary()
 		if err != nil {

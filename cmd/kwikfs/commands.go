@@ -31,7 +31,7 @@ func runMount(ctx context.Context, args []string) error {
 	memory := byteSize(daemon.DefaultMemoryBytes)
 	cacheSize := fl.String("cache-size", "auto", "`SIZE` of disk space for cached chunks, e.g. 512M or 10G; the least recently used chunks of files not open are evicted to stay under it; auto: half of the free space of the cache's filesystem; unlimited or 0: no limit")
 	fl.Var(&memory, "memory", "`SIZE` of the memory budget for file data: memory cache, store queue and prefetch in flight, e.g. 512M or 1G")
-	readAhead := fl.Int("read-ahead", fusefs.DefaultReadAheadMax, "largest read-ahead window of sequential reads, in `chunks`; 0 disables kwikfs's read-ahead (the kernel's own, up to 1 MiB, stays)")
+	readAhead := fl.Int("read-ahead", fusefs.DefaultReadAheadMax, "largest read-ahead window of sequential reads, in `chunks`; 0 disables read-ahead: kwikfs's, and the kernel's beyond its default of 128 KiB")
 	fl.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: a free port, shown by `kwikfs status --json` as metrics_addr)")
 	fl.BoolVar(&cfg.Debug, "debug", false, "trace FUSE requests")
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
@@ -162,8 +162,12 @@ func printPaths(out io.Writer, st *daemon.Status) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "path\tserver\tstate\tRTT\trate\tdelivered\tchunks\tstrikes\tin flight\tduplicates\t\n")
 	for _, p := range st.Paths {
+		state := p.State
+		if p.Stalled {
+			state = "stalled" // failed: closed for sending nothing
+		}
 		fmt.Fprintf(w, "%d\t%s\t%s\t%.1f ms\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			p.ID, p.Remote, p.State, p.RTTMillis,
+			p.ID, p.Remote, state, p.RTTMillis,
 			optional(p.RateBytesPerSec, func(v uint64) string { return humanBytes(int64(v)) + "/s" }),
 			humanBytes(int64(p.BytesDelivered)),
 			optional(p.ChunksDelivered, func(v uint64) string { return fmt.Sprint(v) }),

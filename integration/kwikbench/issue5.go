@@ -41,17 +41,24 @@ type rlConfig struct {
 // rlCatBuf is the read(2) size of the sequential reader, as cat's.
 const rlCatBuf = 128 << 10
 
-// kernelRAKB are the kernel read-ahead sizes (read_ahead_kb of the mount's
-// bdi) compared: what kwikfs sets on a mount made as root, and the kernel's
-// default for FUSE.
-var kernelRAKB = []int{1024, 128}
-
 // rlSetting is one row of the read-ahead table.
 type rlSetting struct {
 	readAhead int  // --read-ahead: chunks, 0 off
-	kernelKB  int  // read_ahead_kb set on the mount after it is up
+	kernelKB  int  // read_ahead_kb set on the mount after it is up; 0: as kwikfs left it
 	loopback  bool // straight to the primary, not through the relay: the machine's ceiling
 }
+
+// The rows of the read-ahead table: kwikfs's defaults (its read-ahead, and
+// the kernel's raised to a chunk), read-ahead off (--read-ahead 0, which
+// leaves the kernel's at its default of 128 KiB) and, to show what the
+// kernel's read-ahead alone does, read-ahead off with the kernel's forced
+// to a chunk; then the defaults with no relay, the machine's ceiling.
+var (
+	rlDefaults   = rlSetting{readAhead: fusefs.DefaultReadAheadMax}
+	rlOff        = rlSetting{}
+	rlKernelOnly = rlSetting{kernelKB: kwikfsReadAheadKB}
+	rlLoopback   = rlSetting{readAhead: fusefs.DefaultReadAheadMax, loopback: true}
+)
 
 // rlCat is what one cold read measured.
 type rlCat struct {
@@ -77,13 +84,12 @@ type rlList struct {
 //
 //   - a cold sequential read (128 KiB reads) of a --rl-size file through a
 //     linkemu relay (--rl-mbit, --rl-rtt) in front of a kwik-primary, with
-//     kwikfs's read-ahead at its default and off (--read-ahead 0), each
-//     with the kernel's read-ahead at 1 MiB (what kwikfs sets as root) and
-//     at 128 KiB (the kernel's default for FUSE); the target is default /
-//     off >= 1.5. A read straight from the primary over loopback (no
-//     relay) shows the machine's ceiling: read-ahead can only gain over
-//     a link when the ceiling is well above what one chunk per round trip
-//     gives;
+//     read-ahead at its default and off (--read-ahead 0); the target is
+//     default / off >= 1.5. Also read-ahead off with the kernel's own
+//     read-ahead forced to a chunk, and a read straight from the primary
+//     over loopback (no relay), the machine's ceiling: read-ahead can only
+//     gain over a link when the ceiling is well above what one chunk per
+//     round trip gives;
 //   - ls -lR and find of a --rl-files tree: first run on an empty cache,
 //     after a remount on the same cache, and after a remount with the
 //     primary stopped (the relay stays, so the daemon's dials time out as
@@ -133,11 +139,7 @@ func runReadaheadLs(c rlConfig) error {
 	r := &rlRunner{c: c, work: work, certs: certDir, relay: relay.Addr(), primary: target}
 
 	// Sequential reads.
-	var settings []rlSetting
-	for _, kb := range kernelRAKB {
-		settings = append(settings, rlSetting{readAhead: fusefs.DefaultReadAheadMax, kernelKB: kb}, rlSetting{kernelKB: kb})
-	}
-	settings = append(settings, rlSetting{readAhead: fusefs.DefaultReadAheadMax, kernelKB: kernelRAKB[0], loopback: true})
+	settings := []rlSetting{rlDefaults, rlOff, rlKernelOnly, rlLoopback}
 	cats := make(map[rlSetting][]rlCat)
 	relayBefore := relay.Stats().ServerToClient
 	for i := range max(c.runs, 1) {
@@ -187,18 +189,22 @@ func runReadaheadLs(c rlConfig) error {
 			raChunks = x.readAheadChunks
 		}
 		ratio, target, met := "", "", ""
-		if s.readAhead != 0 && !s.loopback {
-			v := med(s) / med(rlSetting{kernelKB: s.kernelKB})
+		if s != rlOff && !s.loopback {
+			v := med(s) / med(rlOff)
 			ratio = fmt.Sprintf("%.2f", v)
-			if s.kernelKB == kernelRAKB[0] {
+			if s == rlDefaults {
 				target, met = ">= 1.50", yesNo(v >= 1.5)
 			}
 		}
-		name := fmt.Sprintf("--read-ahead %d, kernel %d KiB", s.readAhead, s.kernelKB)
-		if s.readAhead == fusefs.DefaultReadAheadMax && s.kernelKB == kernelRAKB[0] {
-			name += " (defaults)"
-		}
-		if s.loopback {
+		var name string
+		switch s {
+		case rlDefaults:
+			name = fmt.Sprintf("read-ahead on (defaults: --read-ahead %d)", s.readAhead)
+		case rlOff:
+			name = "read-ahead off (--read-ahead 0)"
+		case rlKernelOnly:
+			name = fmt.Sprintf("--read-ahead 0, kernel's forced to %d KiB", s.kernelKB)
+		case rlLoopback:
 			name = "no relay (loopback), defaults"
 		}
 		fmt.Fprintf(w, "%s\t%.1f\t%s\t%d\t%s\t%s\t%s\t\n", name, med(s), strings.Join(runsText, " "), raChunks, ratio, target, met)
@@ -208,17 +214,19 @@ func runReadaheadLs(c rlConfig) error {
 	}
 	var mountedKB []string
 	for _, s := range settings {
+		var kb []string
 		for _, x := range cats[s] {
-			mountedKB = append(mountedKB, strconv.Itoa(x.mountedKB))
+			kb = append(kb, strconv.Itoa(x.mountedKB))
 		}
+		mountedKB = append(mountedKB, strings.Join(uniq(kb), "/"))
 	}
 	pkts := relayAfter.Forwarded.Packets - relayBefore.Forwarded.Packets
 	late := time.Duration(0)
 	if pkts > 0 {
 		late = (relayAfter.TotalLate - relayBefore.TotalLate) / time.Duration(pkts)
 	}
-	fmt.Printf("(read_ahead_kb as kwikfs mounted: %s; fetch errors: %d; relay server->client during the reads: mean lateness %v, max %v, %d queue drops)\n\n",
-		strings.Join(uniq(mountedKB), ","), sumErrors(cats), late.Round(time.Microsecond), relayAfter.MaxLate.Round(time.Microsecond),
+	fmt.Printf("(read_ahead_kb as kwikfs mounted, in row order: %s; fetch errors: %d; relay server->client during the reads: mean lateness %v, max %v, %d queue drops)\n\n",
+		strings.Join(mountedKB, ","), sumErrors(cats), late.Round(time.Microsecond), relayAfter.MaxLate.Round(time.Microsecond),
 		relayAfter.DroppedQueue.Packets-relayBefore.DroppedQueue.Packets)
 
 	w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
@@ -353,7 +361,7 @@ func (r *rlRunner) cat(s rlSetting) (rlCat, error) {
 	}
 	defer m.close()
 	var out rlCat
-	if out.mountedKB, err = kernelReadAhead(m.dir, s.kernelKB); err != nil {
+	if out.mountedKB, err = kernelReadAhead(m.dir, s.readAhead > 0, s.kernelKB); err != nil {
 		return rlCat{}, fmt.Errorf("set read_ahead_kb: %w", err)
 	}
 	path := filepath.Join(m.dir, "big.bin")
@@ -443,18 +451,20 @@ func readLoop(path string, bufSize int, want int64) (float64, error) {
 // sets on its mount just after mounting (fusefs.RaiseReadAhead).
 const kwikfsReadAheadKB = 1024
 
-// kernelReadAhead sets read_ahead_kb of the FUSE mount at mnt to kb and
-// returns the value kwikfs had set. The daemon raises it just after the
-// mount appears, so this first waits (up to 5 s) for kwikfs's value, lest
-// the daemon overwrite ours.
-func kernelReadAhead(mnt string, kb int) (int, error) {
+// kernelReadAhead returns read_ahead_kb of the FUSE mount at mnt as
+// kwikfs set it and, if kb is not 0, then sets it to kb. A daemon with
+// read-ahead on (raised) raises it just after the mount appears, which can
+// be after the mount answers: then this first waits (up to 5 s) for
+// kwikfs's value, so that no read starts before it and the daemon does
+// not overwrite ours. A daemon with read-ahead off leaves it alone.
+func kernelReadAhead(mnt string, raised bool, kb int) (int, error) {
 	dev, err := fuseDevice(mnt)
 	if err != nil {
 		return 0, err
 	}
 	p := "/sys/class/bdi/" + dev + "/read_ahead_kb"
 	was := 0
-	for deadline := time.Now().Add(5 * time.Second); was != kwikfsReadAheadKB && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(5 * time.Second); ; {
 		old, err := os.ReadFile(p)
 		if err != nil {
 			return 0, err
@@ -462,12 +472,15 @@ func kernelReadAhead(mnt string, kb int) (int, error) {
 		if was, err = strconv.Atoi(strings.TrimSpace(string(old))); err != nil {
 			return 0, fmt.Errorf("%s: %w", p, err)
 		}
-		if was != kwikfsReadAheadKB {
-			time.Sleep(10 * time.Millisecond)
+		if !raised || was == kwikfsReadAheadKB || time.Now().After(deadline) {
+			break
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if err := os.WriteFile(p, []byte(strconv.Itoa(kb)), 0); err != nil {
-		return 0, err
+	if kb != 0 {
+		if err := os.WriteFile(p, []byte(strconv.Itoa(kb)), 0); err != nil {
+			return 0, err
+		}
 	}
 	return was, nil
 }

@@ -92,7 +92,7 @@ func main() {
 	rlSize := flag.Int64("rl-size", 1<<30, "bytes of the file read sequentially in the read-ahead table")
 	rlFiles := flag.Int("rl-files", 10000, "files of the tree listed in the listing table")
 	rlRuns := flag.Int("rl-runs", 1, "cold reads per read-ahead setting (the median is reported)")
-	rlMbit := flag.Int64("rl-mbit", 1000, "rate of the relay link of the read-ahead and listing table, Mbit/s")
+	rlMbit := flag.Int64("rl-mbit", 400, "rate of the relay link of the read-ahead and listing table, Mbit/s (the relay forwards at most about 60 MB/s on a 2-core machine while the rest of the read runs; above that it drops)")
 	rlRTT := flag.Duration("rl-rtt", 10*time.Millisecond, "RTT of the relay link of the read-ahead and listing table")
 	rlTimeout := flag.Duration("rl-timeout", 2*time.Minute, "bound of one ls -lR or find in the listing table")
 	flag.Parse()

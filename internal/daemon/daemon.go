@@ -136,7 +136,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	})
 	defer client.Close()
 
-	if err := probe(ctx, client, cfg.Primary, log); err != nil {
+	reachable, err := probe(ctx, client, cfg.Primary, log)
+	if err != nil {
 		return err
 	}
 
@@ -156,6 +157,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		StoreQueueBytes:  cfg.MemoryBytes / 8,
 		Xattrs:           map[string][]byte{ControlXattr: []byte(sock)},
 		Logger:           log,
+		// An unreachable primary: the cached tree answers at once from
+		// the store instead of after a FetchTimeout, until it answers.
+		RemoteDown: !reachable,
 	})
 	defer fsys.Close()
 	sourcesTo.Store(fsys)
@@ -285,21 +289,26 @@ func unmount(srv interface{ Unmount() error }, mnt string, done <-chan struct{},
 // probeTimeout bounds the first contact with the primary at start-up.
 const probeTimeout = 10 * time.Second
 
-// probe contacts the primary once before mounting. A certificate the CA does
-// not vouch for is a configuration error: Run fails at once with a clear
-// message instead of mounting a tree nobody can read. An unreachable primary
-// is not: the mount serves what the cache holds and reconnects later.
-func probe(ctx context.Context, client *transfer.Client, addr string, log *slog.Logger) error {
+// probe contacts the primary once before mounting and reports whether it
+// answered (within probeTimeout). A certificate the CA does not vouch for is a configuration
+// error: Run fails at once with a clear message instead of mounting a tree
+// nobody can read. An unreachable primary is not: the mount serves what the
+// cache holds and reconnects later.
+func probe(ctx context.Context, client *transfer.Client, addr string, log *slog.Logger) (reachable bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	_, err := client.Stat(ctx, "")
+	_, err = client.Stat(ctx, "")
 	switch {
 	case err == nil:
-		return nil
+		return true, nil
 	case transfer.IsUntrusted(err):
-		return fmt.Errorf("primary %s: its TLS certificate is not trusted: %w", addr, err)
-	default:
+		return false, fmt.Errorf("primary %s: its TLS certificate is not trusted: %w", addr, err)
+	case errors.Is(err, transfer.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):
 		log.Warn("primary not reachable yet; serving the cache and retrying on demand", "primary", addr, "err", err)
-		return nil
+		return false, nil
+	default:
+		// It answered, if not with the root's attributes.
+		log.Warn("primary answered the first stat with an error", "primary", addr, "err", err)
+		return true, nil
 	}
 }

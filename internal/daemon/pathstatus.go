@@ -22,6 +22,14 @@ type PathStatus struct {
 	// State is the path's state on the client: pending, up, failed or
 	// closed.
 	State string `json:"state"`
+	// Stalled: the client closed the path (State failed) because it
+	// received no data for kwik's Config.PathStallTimeout after it was
+	// given work.
+	Stalled bool `json:"stalled,omitempty"`
+	// AwaitingDataMillis is, for a secondary path that is up, how long it
+	// has owed data: the age of the oldest command relayed to it since its
+	// last data, in milliseconds; 0 when it owes none.
+	AwaitingDataMillis float64 `json:"awaiting_data_ms,omitempty"`
 	// RTTMillis is the client's smoothed RTT of the path, in milliseconds.
 	RTTMillis float64 `json:"rtt_ms"`
 	// BytesDelivered counts the bytes the path delivered first (accepted
@@ -89,10 +97,14 @@ func mergePaths(client []kwik.PathStats, reports []transfer.PathReport) []PathSt
 		ps := PathStatus{
 			ID:             p.ID,
 			State:          p.State.String(),
+			Stalled:        p.Stalled,
 			RTTMillis:      float64(p.SmoothedRTT.Microseconds()) / 1000,
 			BytesDelivered: p.DeliveredBytes,
 			BytesReceived:  p.DataBytesReceived,
 			Duplicates:     p.DuplicateBytes,
+		}
+		if p.AwaitingData > 0 {
+			ps.AwaitingDataMillis = float64(p.AwaitingData.Microseconds()) / 1000
 		}
 		if p.RemoteAddr != nil {
 			ps.Remote = p.RemoteAddr.String()

@@ -1,0 +1,154 @@
+package integration
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/internal/daemon"
+)
+
+// secondaryPath returns the status of the mount's path to addr in state
+// (the newest one: a path added again has a higher ID), or false.
+func secondaryPath(st daemon.Status, addr, state string) (daemon.PathStatus, bool) {
+	var found daemon.PathStatus
+	ok := false
+	for _, p := range st.Paths {
+		if p.ID != 0 && p.Remote == addr && p.State == state {
+			found, ok = p, true
+		}
+	}
+	return found, ok
+}
+
+// pollStatus polls the mount's status every 20 ms until cond holds and
+// returns that status; it fails the test with what after timeout.
+func pollStatus(t *testing.T, m *mount, timeout time.Duration, what string, cond func(daemon.Status) bool) daemon.Status {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := m.liveStatus(t)
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v, still waiting for %s; paths %+v", timeout, what, st.Paths)
+		}
+		<-time.After(20 * time.Millisecond) // polling another process
+	}
+}
+
+// TestStallSecondaryStopped stops the kwik-secondary process (SIGSTOP) in
+// the middle of a cp of a 64 MiB file: its QUIC connection does not fail,
+// it just goes silent. The copy completes byte-identical, the client closes
+// the path as stalled (kwik's default PathStallTimeout, 2 s), and once the
+// secondary continues (SIGCONT) the primary adds the path again and the
+// secondary delivers chunks of another file.
+func TestStallSecondaryStopped(t *testing.T) {
+	const size = 64 << 20
+	root := filepath.Join(t.TempDir(), "tree")
+	writeRandomFile(t, filepath.Join(root, "first.bin"), size, 61)
+	writeRandomFile(t, filepath.Join(root, "second.bin"), 32<<20, 62)
+	certDir := certs(t)
+	sec := startServer(t, "kwik-secondary", root, certDir)
+	pid := sec.cmd.Process.Pid
+	// Registered after start's cleanup, so it runs before the kill: a
+	// failing test never leaves a stopped process behind.
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	p := startPrimary(t, root, certDir, "--chunk-size", strconv.Itoa(chunkSize), "--secondary", sec.addr)
+	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"),
+		"--fetch-timeout", "30s")
+	pollStatus(t, m, 20*time.Second, "the secondary path up", func(st daemon.Status) bool {
+		_, ok := secondaryPath(st, sec.addr, "up")
+		return ok
+	})
+
+	dst := filepath.Join(t.TempDir(), "first.bin")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cp := exec.CommandContext(ctx, "cp", filepath.Join(m.dir, "first.bin"), dst)
+	started := time.Now()
+	if err := cp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var cpErr error
+	cpDone := make(chan struct{})
+	go func() {
+		cpErr = cp.Wait()
+		close(cpDone)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-cpDone
+	})
+
+	// Stop the secondary once it has delivered part of the file.
+	st := pollStatus(t, m, 60*time.Second, "data from the secondary", func(st daemon.Status) bool {
+		ps, ok := secondaryPath(st, sec.addr, "up")
+		return ok && ps.BytesDelivered > 0
+	})
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stoppedAt := time.Now()
+	if st.FS.BytesFetched >= size {
+		t.Fatalf("all of first.bin (%d bytes) was fetched before the secondary stopped: not mid-copy", st.FS.BytesFetched)
+	}
+	t.Logf("secondary stopped %v into the copy, %d of %d bytes fetched", stoppedAt.Sub(started).Round(time.Millisecond), st.FS.BytesFetched, size)
+
+	<-cpDone
+	if cpErr != nil {
+		t.Fatalf("cp with the secondary stopped: %v", cpErr)
+	}
+	t.Logf("copy done %v after the stop", time.Since(stoppedAt).Round(time.Millisecond))
+	if want, got := fileSHA(t, filepath.Join(root, "first.bin")), fileSHA(t, dst); want != got {
+		t.Fatalf("first.bin copied across a stalled secondary: sha %x, want %x", got[:6], want[:6])
+	}
+
+	// The client closed the stalled path; `kwikfs status` says so.
+	pollStatus(t, m, 15*time.Second, "the secondary path stalled", func(st daemon.Status) bool {
+		ps, ok := secondaryPath(st, sec.addr, "failed")
+		return ok && ps.Stalled
+	})
+	st = m.status(t) // what `kwikfs status` prints
+	stalled, ok := secondaryPath(st, sec.addr, "failed")
+	if !ok || !stalled.Stalled {
+		t.Fatalf("kwikfs status shows no stalled path to %s: %+v", sec.addr, st.Paths)
+	}
+	t.Logf("path %d stalled (%v after the stop)", stalled.ID, time.Since(stoppedAt).Round(time.Millisecond))
+
+	// The secondary continues; the primary adds the path again.
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	contAt := time.Now()
+	st = pollStatus(t, m, 20*time.Second, "the secondary path up again", func(st daemon.Status) bool {
+		ps, ok := secondaryPath(st, sec.addr, "up")
+		return ok && ps.ID > stalled.ID
+	})
+	again, _ := secondaryPath(st, sec.addr, "up")
+	t.Logf("path %d up %v after SIGCONT", again.ID, time.Since(contAt).Round(time.Millisecond))
+
+	dst2 := filepath.Join(t.TempDir(), "second.bin")
+	run(t, 2*time.Minute, "cp", filepath.Join(m.dir, "second.bin"), dst2)
+	if want, got := fileSHA(t, filepath.Join(root, "second.bin")), fileSHA(t, dst2); want != got {
+		t.Fatalf("second.bin: sha %x, want %x", got[:6], want[:6])
+	}
+	st = m.status(t)
+	var now daemon.PathStatus
+	for _, ps := range st.Paths {
+		if ps.ID == again.ID {
+			now = ps
+		}
+	}
+	if now.State != "up" || now.Stalled || now.ChunksDelivered == nil || *now.ChunksDelivered == 0 || now.BytesDelivered == 0 {
+		t.Fatalf("re-added path %d after copying second.bin: %+v (chunks %v); want up with chunks delivered", again.ID, now, now.ChunksDelivered)
+	}
+	t.Logf("re-added path %d delivered %d chunks (%d bytes) of second.bin; test took %v",
+		now.ID, *now.ChunksDelivered, now.BytesDelivered, time.Since(started).Round(time.Millisecond))
+}
