@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 )
 
@@ -34,6 +35,14 @@ func TestFileXattrs(t *testing.T) {
 	p, secs := startCluster(t, root, certDir, 1)
 	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"),
 		"--read-ahead", "0")
+	// With read-ahead off the kernel's stays at 128 KiB, and every READ
+	// would cover a single chunk, which the primary always sends itself
+	// (nothing is earlier than a path with no command to relay). Reads of
+	// a whole MiB span 4 chunks, which the primary divides between the
+	// servers.
+	if err := fusefs.RaiseReadAhead(m.dir); err != nil {
+		t.Fatal(err)
+	}
 	file := filepath.Join(m.dir, "f.bin")
 	getfattr := func(name string) string {
 		t.Helper()
