@@ -304,7 +304,7 @@ type rlMount struct {
 
 // mount starts `kwikfs mount` on cache with extra flags and waits until its
 // control socket answers (a mount whose primary is down comes up after the
-// daemon's start-up probe gives up, up to 10 s).
+// daemon's start-up probe gives up, up to 3 s).
 func (r *rlRunner) mount(addr, cache string, extra ...string) (*rlMount, error) {
 	mnt, err := os.MkdirTemp(r.work, "mnt-")
 	if err != nil {

@@ -286,14 +286,17 @@ func unmount(srv interface{ Unmount() error }, mnt string, done <-chan struct{},
 	return nil
 }
 
-// probeTimeout bounds the first contact with the primary at start-up.
-const probeTimeout = 10 * time.Second
+// probeTimeout bounds the first contact with the primary at start-up, and
+// so how long a mount whose primary is down takes to come up. Little is
+// lost when a slow primary misses it: the mount starts in the down state
+// (kept metadata served at once) and leaves it at the first answer.
+const probeTimeout = 3 * time.Second
 
 // probe contacts the primary once before mounting and reports whether it
-// answered (within probeTimeout). A certificate the CA does not vouch for is a configuration
-// error: Run fails at once with a clear message instead of mounting a tree
-// nobody can read. An unreachable primary is not: the mount serves what the
-// cache holds and reconnects later.
+// answered (within probeTimeout). A certificate the CA does not vouch for
+// is a configuration error: Run fails at once with a clear message instead
+// of mounting a tree nobody can read. An unreachable primary is not: the
+// mount serves what the cache holds and reconnects later.
 func probe(ctx context.Context, client *transfer.Client, addr string, log *slog.Logger) (reachable bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
