@@ -322,6 +322,7 @@ func TestLoad32Clients(t *testing.T) {
 
 	// What each mount fetched, and from which path.
 	var fromPrimary, fromSecondary, duplicates uint64
+	stalled := 0 // secondary paths a client closed as stalled (and the primary re-added)
 	worstReceived := 0.0 // the highest ratio of a mount's received payload to its file bytes
 	for i, st := range statusAll(t, mounts) {
 		fs := st.FS
@@ -334,6 +335,9 @@ func TestLoad32Clients(t *testing.T) {
 		}
 		var received uint64
 		for _, path := range st.Paths {
+			if path.Stalled {
+				stalled++
+			}
 			if path.ID == 0 {
 				fromPrimary += path.BytesDelivered
 			} else {
@@ -348,6 +352,7 @@ func TestLoad32Clients(t *testing.T) {
 	for _, n := range wantFetched {
 		fetched += n
 	}
+	t.Logf("secondary paths closed as stalled: %d", stalled)
 	t.Logf("delivered first: primary %.1f MiB, secondary %.1f MiB (%.1f%%); duplicate bytes %.2f MiB (%.2f%% of %.1f MiB fetched)",
 		float64(fromPrimary)/(1<<20), float64(fromSecondary)/(1<<20), 100*float64(fromSecondary)/float64(fromPrimary+fromSecondary),
 		float64(duplicates)/(1<<20), 100*float64(duplicates)/float64(fetched), float64(fetched)/(1<<20))
