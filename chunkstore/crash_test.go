@@ -111,6 +111,43 @@ func runCrashChild(dir string, round int, limit int64) {
 	os.Exit(3)
 }
 
+// killCrashChild runs the crash child of TestCrashLeavesOnlyWholeChunks
+// for round over dir (with Options.Limit limit when it is > 0), hands each
+// acknowledgement it prints to ack, and SIGKILLs it at the killAt-th; the
+// acknowledgements already in the pipe then are handed to ack too. It
+// fails the test unless the child died of the kill after at least killAt
+// acknowledgements, and returns how many it made.
+func killCrashChild(t *testing.T, dir string, round, limit, killAt int, ack func(round, i int)) int {
+	t.Helper()
+	env := []string{crashDirEnv + "=" + dir, crashRoundEnv + "=" + strconv.Itoa(round)}
+	if limit > 0 {
+		env = append(env, crashLimitEnv+"="+strconv.Itoa(limit))
+	}
+	c := startChild(t, "TestCrashLeavesOnlyWholeChunks", env...)
+	n := 0
+	for c.out.Scan() {
+		var r, i int
+		if _, err := fmt.Sscanf(c.out.Text(), "ack %d %d", &r, &i); err != nil {
+			continue
+		}
+		ack(r, i)
+		if n++; n == killAt {
+			if err := c.cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	err := c.cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ProcessState.String() != "signal: killed" {
+		t.Fatalf("round %d: child ended with %v, want killed; stderr:\n%s", round, err, c.stderr.String())
+	}
+	if n < killAt {
+		t.Fatalf("round %d: child acknowledged %d Puts before dying, want %d", round, n, killAt)
+	}
+	return n
+}
+
 // TestCrashLeavesOnlyWholeChunks SIGKILLs a child process that is writing
 // chunks, four times over the same directory, and checks after each kill
 // that every chunk the child acknowledged is there, that every chunk in
@@ -123,49 +160,12 @@ func TestCrashLeavesOnlyWholeChunks(t *testing.T) {
 		runCrashChild(dir, round, limit)
 		return
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	acked := map[[2]int]bool{} // {round, i} of every acknowledged Put
 	for round := range 4 {
-		cmd := exec.Command(exe, "-test.run=^TestCrashLeavesOnlyWholeChunks$")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		// Kill after some acknowledgements, while both writers are mid-Put,
 		// then collect the acknowledgements already in the pipe.
-		killAt := 20 + 7*round
-		sc := bufio.NewScanner(stdout)
-		n := 0
-		for sc.Scan() {
-			var r, i int
-			if _, err := fmt.Sscanf(sc.Text(), "ack %d %d", &r, &i); err != nil {
-				continue
-			}
-			acked[[2]int{r, i}] = true
-			if n++; n == killAt {
-				if err := cmd.Process.Kill(); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		err = cmd.Wait()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ProcessState.String() != "signal: killed" {
-			t.Fatalf("round %d: child ended with %v, want killed; stderr:\n%s", round, err, stderr.String())
-		}
-		if n < killAt {
-			t.Fatalf("round %d: child acknowledged %d Puts before dying, want %d", round, n, killAt)
-		}
+		killCrashChild(t, dir, round, 0, 20+7*round, func(r, i int) { acked[[2]int{r, i}] = true })
 		checkAfterCrash(t, dir, acked)
 	}
 }
@@ -304,32 +304,8 @@ func TestKilledMidWriteLeavesNoTornChunk(t *testing.T) {
 		runTornChild(dir)
 		return
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	cmd := exec.Command(exe, "-test.run=^TestKilledMidWriteLeavesNoTornChunk$")
-	cmd.Env = append(os.Environ(), tornDirEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() || sc.Text() != "appended" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("child said %q, want appended; stderr:\n%s", sc.Text(), stderr.String())
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
+	runChildUntil(t, "TestKilledMidWriteLeavesNoTornChunk", "appended", tornDirEnv+"="+dir)
 	if got := dirBytes(t, dir); got != 1<<20+1<<19 {
 		t.Fatalf("segments hold %d bytes before reopen, want a chunk and a half", got)
 	}

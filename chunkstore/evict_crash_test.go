@@ -1,13 +1,10 @@
 package chunkstore
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 )
 
@@ -20,48 +17,11 @@ import (
 // short are finished by Open), and the last acknowledged chunk is there.
 func TestCrashWhileEvictingLeavesOnlyWholeChunks(t *testing.T) {
 	const limit = 12 << 20
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	for round := range 3 {
-		cmd := exec.Command(exe, "-test.run=^TestCrashLeavesOnlyWholeChunks$")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round),
-			crashLimitEnv+"="+strconv.Itoa(limit))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		// About 30 MiB of chunks, then more each round.
-		killAt := 55 + 11*round
-		sc := bufio.NewScanner(stdout)
-		n, last := 0, -1
-		for sc.Scan() {
-			var r, i int
-			if _, err := fmt.Sscanf(sc.Text(), "ack %d %d", &r, &i); err != nil {
-				continue
-			}
-			last = max(last, i)
-			if n++; n == killAt {
-				if err := cmd.Process.Kill(); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		err = cmd.Wait()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ProcessState.String() != "signal: killed" {
-			t.Fatalf("round %d: child ended with %v, want killed; stderr:\n%s", round, err, stderr.String())
-		}
-		if n < killAt {
-			t.Fatalf("round %d: child acknowledged %d Puts before dying, want %d", round, n, killAt)
-		}
+		last := -1
+		n := killCrashChild(t, dir, round, limit, 55+11*round, func(_, i int) { last = max(last, i) })
 
 		s, err := Open(dir, &Options{Logger: quietLogger(), Limit: limit, segmentSize: 4 << 20})
 		if err != nil {
@@ -129,32 +89,8 @@ func TestKilledMidEvictionReleasesSpaceOnOpen(t *testing.T) {
 		runEvictChild(dir)
 		return
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	cmd := exec.Command(exe, "-test.run=^TestKilledMidEvictionReleasesSpaceOnOpen$")
-	cmd.Env = append(os.Environ(), evictDirEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() || sc.Text() != "evicted" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("child said %q, want evicted; stderr:\n%s", sc.Text(), stderr.String())
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
+	runChildUntil(t, "TestKilledMidEvictionReleasesSpaceOnOpen", "evicted", evictDirEnv+"="+dir)
 	segs := segmentFiles(t, dir)
 	if len(segs) != 4 || segmentsAllocated(t, dir) != 4<<20 {
 		t.Fatalf("before reopen: %d segments taking %d bytes; want 4 full ones (nothing released)", len(segs), segmentsAllocated(t, dir))

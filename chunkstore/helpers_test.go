@@ -1,12 +1,15 @@
 package chunkstore
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -164,4 +167,52 @@ func segmentsAllocated(t testing.TB, dir string) int64 {
 		n += allocated(t, p)
 	}
 	return n
+}
+
+// child is this test binary run again as a child process that runs one
+// test; its stdout is read line by line.
+type child struct {
+	cmd    *exec.Cmd
+	out    *bufio.Scanner // the child's stdout
+	stderr bytes.Buffer   // all the child wrote to stderr
+}
+
+// startChild starts this test binary as a child that runs only the test
+// testName, with env ("NAME=value" entries) added to its environment.
+func startChild(t *testing.T, testName string, env ...string) *child {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: exec.Command(exe, "-test.run=^"+testName+"$")}
+	c.cmd.Env = append(os.Environ(), env...)
+	c.cmd.Stderr = &c.stderr
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.out = bufio.NewScanner(stdout)
+	return c
+}
+
+// runChildUntil starts the child of startChild, waits for it to print
+// word as its first line, then kills it with SIGKILL and waits for it to
+// end. If the child prints another line first or ends without printing
+// one, it kills the child and fails the test.
+func runChildUntil(t *testing.T, testName, word string, env ...string) {
+	t.Helper()
+	c := startChild(t, testName, env...)
+	if !c.out.Scan() || c.out.Text() != word {
+		c.cmd.Process.Kill()
+		c.cmd.Wait()
+		t.Fatalf("child said %q, want %s; stderr:\n%s", c.out.Text(), word, c.stderr.String())
+	}
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Wait()
 }

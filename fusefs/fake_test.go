@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kwikfs/kwikfs/chunkstore"
+	"github.com/kwikfs/kwikfs/chunkstore/chunkstoretest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -320,59 +320,9 @@ func (r *fakeRemote) entry(p string) fakeFile {
 	return *r.entries[strings.TrimPrefix(p, "/")]
 }
 
-// memStore is an in-memory Store for tests inside a synctest bubble, where
-// Badger's background goroutines cannot run. Unlike the real one, Get does
-// not verify.
-type memStore struct {
-	mu     sync.Mutex // guards chunks, meta
-	chunks map[[32]byte][]byte
-	meta   map[string][]byte
-}
+// memStore is the shared in-memory store seen through Store alone: without
+// its Has method, the FS finds out whether it holds a chunk by getting it
+// (the fallback of FS.storeHas). Unlike the real one, Get does not verify.
+type memStore struct{ Store }
 
-func newMemStore() *memStore {
-	return &memStore{chunks: map[[32]byte][]byte{}, meta: map[string][]byte{}}
-}
-
-// PutVerified stores the chunks as given, like the real one.
-func (s *memStore) PutVerified(chunks []chunkstore.Chunk) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range chunks {
-		s.chunks[c.Sum] = bytes.Clone(c.Data)
-	}
-	return nil
-}
-
-func (s *memStore) Get(sum [32]byte, buf []byte) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	data, ok := s.chunks[sum]
-	if !ok {
-		return nil, fmt.Errorf("memstore get: %w", transfer.ErrNotFound)
-	}
-	return append(buf[:0], data...), nil
-}
-
-func (s *memStore) PutMeta(key string, value []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.meta[key] = bytes.Clone(value)
-	return nil
-}
-
-func (s *memStore) GetMeta(key string) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.meta[key]
-	if !ok {
-		return nil, fmt.Errorf("memstore meta: %w", transfer.ErrNotFound)
-	}
-	return bytes.Clone(v), nil
-}
-
-func (s *memStore) DeleteMeta(key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.meta, key)
-	return nil
-}
+func newMemStore() *memStore { return &memStore{chunkstoretest.New()} }

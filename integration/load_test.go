@@ -322,7 +322,7 @@ func TestLoad32Clients(t *testing.T) {
 
 	// What each mount fetched, and from which path.
 	var fromPrimary, fromSecondary, duplicates uint64
-	stalled := 0 // secondary paths a client closed as stalled (and the primary re-added)
+	stalled := 0         // secondary paths a client closed as stalled (and the primary re-added)
 	worstReceived := 0.0 // the highest ratio of a mount's received payload to its file bytes
 	for i, st := range statusAll(t, mounts) {
 		fs := st.FS

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/chunkstore"
+	"github.com/kwikfs/kwikfs/chunkstore/chunkstoretest"
 	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/transfer"
 )
@@ -234,99 +235,31 @@ func content(seed string, n int) []byte {
 	return b
 }
 
-// memStore is an in-memory store (chunks and metadata) for tests inside a
-// synctest bubble, where Badger cannot run. putDelay is slept in every
-// PutVerified (a slow disk); stored counts the chunk bytes it holds.
+// memStore is the shared in-memory store (chunks and metadata) for tests
+// inside a synctest bubble, where Badger cannot run. putDelay is slept in
+// every PutVerified (a slow disk); stored counts the chunk bytes it holds.
 type memStore struct {
-	putDelay time.Duration
-
-	mu     sync.Mutex // guards chunks, meta
-	chunks map[[32]byte][]byte
-	meta   map[string][]byte
-	stored atomic.Int64
+	*chunkstoretest.MemStore
+	putDelay time.Duration // set before use
+	stored   storedBytes
 }
 
 func newMemStore() *memStore {
-	return &memStore{chunks: map[[32]byte][]byte{}, meta: map[string][]byte{}}
+	s := chunkstoretest.New()
+	return &memStore{MemStore: s, stored: storedBytes{s}}
 }
 
 func (s *memStore) PutVerified(chunks []chunkstore.Chunk) error {
 	if s.putDelay > 0 {
 		time.Sleep(s.putDelay)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range chunks {
-		if _, ok := s.chunks[c.Sum]; !ok {
-			s.stored.Add(int64(len(c.Data)))
-		}
-		s.chunks[c.Sum] = bytes.Clone(c.Data)
-	}
-	return nil
+	return s.MemStore.PutVerified(chunks)
 }
 
-func (s *memStore) Get(sum [32]byte, buf []byte) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	d, ok := s.chunks[sum]
-	if !ok {
-		return nil, fmt.Errorf("memstore: %w", chunkstore.ErrNotFound)
-	}
-	return append(buf[:0], d...), nil
-}
+// storedBytes reads the chunk bytes a MemStore holds.
+type storedBytes struct{ s *chunkstoretest.MemStore }
 
-func (s *memStore) Has(sum [32]byte) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.chunks[sum]
-	return ok, nil
-}
-
-func (s *memStore) PutMeta(key string, value []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.meta[key] = bytes.Clone(value)
-	return nil
-}
-
-func (s *memStore) GetMeta(key string) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.meta[key]
-	if !ok {
-		return nil, fmt.Errorf("memstore: %w", chunkstore.ErrNotFound)
-	}
-	return bytes.Clone(v), nil
-}
-
-func (s *memStore) DeleteMeta(key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.meta, key)
-	return nil
-}
-
-func (s *memStore) ScanMeta(prefix string, fn func(key string, value []byte) error) error {
-	s.mu.Lock()
-	var keys []string
-	for k := range s.meta {
-		if strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
-		}
-	}
-	s.mu.Unlock()
-	sort.Strings(keys)
-	for _, k := range keys {
-		v, err := s.GetMeta(k)
-		if err != nil {
-			continue
-		}
-		if err := fn(k, v); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (b storedBytes) Load() int64 { return b.s.StoredBytes() }
 
 // jobKeys returns the keys of the job records held.
 func (s *memStore) jobKeys() []string {
