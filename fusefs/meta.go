@@ -122,9 +122,10 @@ func (c *metaCache) stat(ctx context.Context, path string) (transfer.Attr, error
 
 // statRoot returns the Attr of the exported root like stat, except that it
 // never waits more than rootStatWait after the Remote call it needs
-// began (a call already running for longer is not waited for at all).
-// Past that, it returns the last known copy (from memory, even if older
-// than AttrTimeout, or else from the Store), or an error wrapping
+// began (a call already running for longer is not waited for at all), and
+// not at all while the last call went unanswered (down), as get. Past
+// that, it returns the last known copy (from memory, even if older than
+// AttrTimeout, or else from the Store), or an error wrapping
 // transfer.ErrUnavailable when there is none; the call goes on in the
 // background and its answer updates the cache as usual.
 func (c *metaCache) statRoot(ctx context.Context) (transfer.Attr, error) {
@@ -135,6 +136,11 @@ func (c *metaCache) statRoot(ctx context.Context) (transfer.Attr, error) {
 			return transfer.Attr{}, err
 		}
 		return it.attr, nil
+	}
+	if c.down.Load() {
+		if it, ok := c.fallback(key, kindStat, ""); ok {
+			return it.attr, nil
+		}
 	}
 	wctx, cancel := context.WithDeadline(ctx, call.started.Add(rootStatWait))
 	defer cancel()

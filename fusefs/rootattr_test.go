@@ -73,14 +73,22 @@ func TestRootGetattrDoesNotWaitForHungServer(t *testing.T) {
 			t.Errorf("Stats.StaleMeta = %d, want 3", st.StaleMeta)
 		}
 
-		// The server answers again: fresh attributes once AttrTimeout passed.
+		// The server answers again. Once AttrTimeout passed, the first
+		// Getattr still gets the kept copy at once (the last call went
+		// unanswered: the FS is down), and its call, answered, brings the
+		// fresh attributes and ends the down state: the next Getattr has
+		// them, at once.
 		r.down.Store(remoteUp)
 		r.mu.Lock()
 		r.entries[""].attr.MtimeNs = 1_700_000_000_000_000_000
 		r.mu.Unlock()
 		time.Sleep(attrTimeout)
+		if a, d := rootGetattr(t, f2); a.Mtime != uint64(want.MtimeNs/1e9) || d != 0 {
+			t.Errorf("first root Getattr after the server came back: mtime %d after %v, want the kept %d at once", a.Mtime, d, want.MtimeNs/1e9)
+		}
+		synctest.Wait()
 		if a, d := rootGetattr(t, f2); a.Mtime != 1_700_000_000 || d != 0 {
-			t.Errorf("root after the server came back: mtime %d after %v, want 1700000000 at once", a.Mtime, d)
+			t.Errorf("root after the server's answer: mtime %d after %v, want 1700000000 at once", a.Mtime, d)
 		}
 	})
 }
@@ -99,6 +107,37 @@ func TestRootGetattrWithoutKeptCopy(t *testing.T) {
 		}
 		if d != rootStatWait {
 			t.Errorf("root answered after %v, want %v", d, rootStatWait)
+		}
+	})
+}
+
+// TestRootGetattrWhileDown: an FS started down (Options.RemoteDown, the
+// daemon's start-up probe failed) with the server hanging answers the
+// root's attributes from the kept copy at once, not after rootStatWait;
+// without a kept copy it still waits rootStatWait.
+func TestRootGetattrWhileDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRemote(testChunk)
+		store := newMemStore()
+		opts := &Options{AttrTimeout: 5 * time.Second, FetchTimeout: 15 * time.Second}
+		want := r.entry("").attr
+		f1 := New(r, store, opts)
+		rootGetattr(t, f1)
+		f1.Close()
+
+		r.down.Store(remoteHang)
+		down := *opts
+		down.RemoteDown = true
+		f2 := New(r, store, &down)
+		defer f2.Close()
+		if a, d := rootGetattr(t, f2); a.Mode != want.Mode || a.Mtime != uint64(want.MtimeNs/1e9) || d != 0 {
+			t.Errorf("root while down: mode %o mtime %d after %v, want the kept %o %d at once", a.Mode, a.Mtime, d, want.Mode, want.MtimeNs/1e9)
+		}
+
+		f3 := New(r, newMemStore(), &down)
+		defer f3.Close()
+		if _, d := rootGetattr(t, f3); d != rootStatWait {
+			t.Errorf("root while down without a kept copy answered after %v, want %v", d, rootStatWait)
 		}
 	})
 }
