@@ -53,6 +53,7 @@ bench: deps build
 FUZZ_TARGETS := \
 	./chunkstore:FuzzDecodeInfo \
 	./chunkstore:FuzzDecodeMeta \
+	./chunkstore:FuzzDecodeStamp \
 	./kwik:FuzzVerifyCommand \
 	./kwik:FuzzVerifyToken \
 	./kwik/internal/reassembly:FuzzBufferPush \
