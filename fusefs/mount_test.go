@@ -309,6 +309,41 @@ func TestListingRefreshedAfterAttrTimeout(t *testing.T) {
 	}
 }
 
+// TestMissingNameAppearsWithTheListing: the kernel keeps a name's absence
+// only for what is left of the cached listing's AttrTimeout, not for a
+// whole EntryTimeout more, so that a file added on the server shows once
+// the listing is asked for again.
+func TestMissingNameAppearsWithTheListing(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	r.file("d/a", 0o644, 1, []byte("a"))
+	clk := newFakeClock()
+	opts := testOptions() // AttrTimeout and EntryTimeout: a minute
+	m := mountFS(t, r, openStore(t, t.TempDir()), opts, func(f *FS) { f.now = clk.Now })
+	if _, err := os.ReadDir(m.path("d")); err != nil {
+		t.Fatal(err)
+	}
+	// The listing has 50 ms of trust left when b is looked up, missing.
+	clk.Advance(opts.AttrTimeout - 50*time.Millisecond)
+	if _, err := os.Stat(m.path("d/b")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat of a missing name: %v, want ErrNotExist", err)
+	}
+	r.file("d/b", 0o644, 2, []byte("b"))
+	clk.Advance(time.Minute)
+	// The kernel asks again within about 50 ms (real time), and the new
+	// listing has b; before, it kept the absence for a minute.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		_, err := os.Stat(m.path("d/b"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("d/b still missing 2 s after the listing expired (%v); %d lists of d", err, r.listCalls("d"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestWritesFailReadOnly(t *testing.T) {
 	r := newFakeRemote(testChunk)
 	r.file("f", 0o644, 1, []byte("data"))

@@ -184,8 +184,14 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil {
 		return nil, n.fsys.toErrno("lookup", joinPath(n.path, name), err)
 	}
+	ttl := n.fsys.ttl(it)
 	a, ok := it.lookup(name)
 	if !ok {
+		// The kernel keeps the name's absence for what is left of the
+		// listing's trust too (go-fuse keeps a timeout set here, else it
+		// would apply the full NegativeTimeout), so that a name added on
+		// the server appears within AttrTimeout.
+		out.SetEntryTimeout(min(ttl, n.fsys.opts.EntryTimeout))
 		return nil, syscall.ENOENT
 	}
 	child := n.child(ctx, name, a)
@@ -193,7 +199,6 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, syscall.ENOENT
 	}
 	n.fsys.fillAttr(&out.Attr, a)
-	ttl := n.fsys.ttl(it)
 	out.SetAttrTimeout(ttl)
 	out.SetEntryTimeout(min(ttl, n.fsys.opts.EntryTimeout))
 	return child, 0
