@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,29 +109,15 @@ func runReadaheadLs(c rlConfig) error {
 	if err != nil {
 		return err
 	}
-	certDir := filepath.Join(work, "certs")
-	b, err := certgen.Generate(nil)
+	certDir, err := writeCerts(work)
 	if err != nil {
 		return err
 	}
-	if err := b.WriteDir(certDir); err != nil {
-		return err
-	}
-	port, err := freeUDPPort()
-	if err != nil {
-		return err
-	}
-	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	relay, err := linkemu.New(target, c.link)
+	relay, target, stopServer, err := startRelayedPrimary(&mpEnv{bin: c.bin, work: work, tree: tree, certs: certDir}, c.link)
 	if err != nil {
 		return err
 	}
 	defer relay.Close()
-	env := &mpEnv{bin: c.bin, work: work, tree: tree, certs: certDir}
-	stopServer, err := env.startServer("kwik-primary", target)
-	if err != nil {
-		return err
-	}
 	var stopOnce sync.Once
 	stopPrimary := func() { stopOnce.Do(stopServer) }
 	defer stopPrimary()
@@ -295,31 +280,37 @@ type rlRunner struct {
 	relay, primary string // addresses
 }
 
-// rlMount is a running kwikfs mount.
-type rlMount struct {
+// mount starts `kwikfs mount` of addr on cache with extra flags (see
+// startMount).
+func (r *rlRunner) mount(addr, cache string, extra ...string) (*benchMount, error) {
+	return startMount(r.c.bin, r.certs, r.work, addr, cache, append([]string{"--log-level", "error"}, extra...)...)
+}
+
+// benchMount is a running kwikfs mount.
+type benchMount struct {
 	dir string
 	ctl *daemon.ControlClient
 	cmd *exec.Cmd
 }
 
-// mount starts `kwikfs mount` on cache with extra flags and waits until its
-// control socket answers (a mount whose primary is down comes up after the
-// daemon's start-up probe gives up, up to 3 s).
-func (r *rlRunner) mount(addr, cache string, extra ...string) (*rlMount, error) {
-	mnt, err := os.MkdirTemp(r.work, "mnt-")
+// startMount starts `kwikfs mount` of the primary at addr, trusting the CA
+// in certDir, on cache, at a new mountpoint under work, with extra flags,
+// and waits until its control socket answers (a mount whose primary is
+// down comes up after the daemon's start-up probe gives up, up to 3 s).
+func startMount(bin, certDir, work, addr, cache string, extra ...string) (*benchMount, error) {
+	mnt, err := os.MkdirTemp(work, "mnt-")
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"mount", "--primary", addr, "--ca", filepath.Join(r.certs, certgen.CAFile),
-		"--cache", cache, "--log-level", "error"}, extra...)
-	cmd := exec.Command(filepath.Join(r.c.bin, "kwikfs"), append(args, mnt)...)
+	args := append([]string{"mount", "--primary", addr, "--ca", filepath.Join(certDir, certgen.CAFile), "--cache", cache}, extra...)
+	cmd := exec.Command(filepath.Join(bin, "kwikfs"), append(args, mnt)...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		os.Remove(mnt)
 		return nil, err
 	}
-	m := &rlMount{dir: mnt, cmd: cmd}
+	m := &benchMount{dir: mnt, cmd: cmd}
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		if found, err := daemon.FindMount(mnt); err == nil && found.Root == mnt {
 			m.ctl = daemon.NewControlClient(found.Socket)
@@ -334,7 +325,7 @@ func (r *rlRunner) mount(addr, cache string, extra ...string) (*rlMount, error) 
 }
 
 // close stops the daemon (it unmounts) and removes the mountpoint.
-func (m *rlMount) close() {
+func (m *benchMount) close() {
 	if m.ctl != nil {
 		m.ctl.Close()
 	}
@@ -421,7 +412,7 @@ func firstLine(s string) string {
 }
 
 // readLoop reads path with bufSize read(2) calls, checks it got want bytes
-// and returns MB/s.
+// (any number when want < 0) and returns MB/s.
 func readLoop(path string, bufSize int, want int64) (float64, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -441,7 +432,7 @@ func readLoop(path string, bufSize int, want int64) (float64, error) {
 			return 0, err
 		}
 	}
-	if n != want {
+	if want >= 0 && n != want {
 		return 0, fmt.Errorf("read %d bytes of %s, want %d", n, path, want)
 	}
 	return float64(n) / time.Since(start).Seconds() / 1e6, nil

@@ -40,7 +40,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -217,27 +216,7 @@ func streamThroughput(runs int) (raw, kw []float64, err error) {
 }
 
 // readFile reads path with 1 MiB read(2) calls and returns MB/s.
-func readFile(path string) (float64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	start := time.Now()
-	var n int64
-	for {
-		k, err := f.Read(buf)
-		n += int64(k)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-	return float64(n) / time.Since(start).Seconds() / 1e6, nil
-}
+func readFile(path string) (float64, error) { return readLoop(path, 1<<20, -1) }
 
 // fuseMemoryLoop mounts a go-fuse file system holding one file of size bytes
 // in memory, served by a child process with the mount options kwikfs uses,
@@ -321,15 +300,11 @@ func mountReads(binDir, work string, size int64, runs int) (cold, warm []float64
 	if err := os.MkdirAll(tree, 0o755); err != nil {
 		return nil, nil, err
 	}
-	if err := writeRandomFile(filepath.Join(tree, "big.bin"), size); err != nil {
+	if err := writeSeededFile(filepath.Join(tree, "big.bin"), size, 7); err != nil {
 		return nil, nil, err
 	}
-	certDir := filepath.Join(work, "certs")
-	b, err := certgen.Generate(nil)
+	certDir, err := writeCerts(work)
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := b.WriteDir(certDir); err != nil {
 		return nil, nil, err
 	}
 	primary := exec.Command(filepath.Join(binDir, "kwik-primary"), "--root", tree, "--listen", "127.0.0.1:0",
@@ -405,28 +380,4 @@ func readThroughMount(binDir, work, addr, certDir, cache string, reads int) ([]f
 		out = append(out, v)
 	}
 	return out, nil
-}
-
-func writeRandomFile(path string, size int64) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	rng := rand.New(rand.NewPCG(7, 11))
-	buf := make([]byte, 1<<20)
-	for done := int64(0); done < size; {
-		for i := 0; i+8 <= len(buf); i += 8 {
-			v := rng.Uint64()
-			for k := range 8 {
-				buf[i+k] = byte(v >> (8 * k))
-			}
-		}
-		n := min(int64(len(buf)), size-done)
-		if _, err := f.Write(buf[:n]); err != nil {
-			f.Close()
-			return err
-		}
-		done += n
-	}
-	return f.Close()
 }

@@ -91,15 +91,11 @@ func runMultipath(binDir string, size int64, runs int, only string, trace bool) 
 	if err := os.MkdirAll(tree, 0o755); err != nil {
 		return err
 	}
-	if err := writeRandomFile(filepath.Join(tree, "big.bin"), size); err != nil {
+	if err := writeSeededFile(filepath.Join(tree, "big.bin"), size, 7); err != nil {
 		return err
 	}
-	certDir := filepath.Join(work, "certs")
-	b, err := certgen.Generate(nil)
+	certDir, err := writeCerts(work)
 	if err != nil {
-		return err
-	}
-	if err := b.WriteDir(certDir); err != nil {
 		return err
 	}
 	env := &mpEnv{bin: binDir, work: work, tree: tree, certs: certDir, size: size, runs: max(runs, 1), trace: trace}
@@ -401,6 +397,37 @@ func vmHWM(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+// writeCerts writes a new CA, server certificate and cluster key (kwikfs
+// certs) to work/certs and returns that directory.
+func writeCerts(work string) (string, error) {
+	dir := filepath.Join(work, "certs")
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		return "", err
+	}
+	return dir, b.WriteDir(dir)
+}
+
+// startRelayedPrimary starts a kwik-primary serving env.tree on a free
+// port of 127.0.0.1 (target) behind a linkemu relay with link, and returns
+// the relay (clients dial relay.Addr()), target and a func that stops the
+// primary. The caller closes the relay.
+func startRelayedPrimary(env *mpEnv, link linkemu.Config) (relay *linkemu.Relay, target string, stop func(), err error) {
+	port, err := freeUDPPort()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	target = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if relay, err = linkemu.New(target, link); err != nil {
+		return nil, "", nil, err
+	}
+	if stop, err = env.startServer("kwik-primary", target); err != nil {
+		relay.Close()
+		return nil, "", nil, err
+	}
+	return relay, target, stop, nil
 }
 
 // freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.

@@ -4,21 +4,15 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kwikfs/kwikfs/integration/linkemu"
-	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
 	"github.com/kwikfs/kwikfs/prefetch"
 )
 
@@ -63,29 +57,15 @@ func runPrefetchBench(c pfConfig) error {
 			return err
 		}
 	}
-	certDir := filepath.Join(work, "certs")
-	b, err := certgen.Generate(nil)
+	certDir, err := writeCerts(work)
 	if err != nil {
 		return err
 	}
-	if err := b.WriteDir(certDir); err != nil {
-		return err
-	}
-	port, err := freeUDPPort()
-	if err != nil {
-		return err
-	}
-	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	relay, err := linkemu.New(target, c.link)
+	relay, target, stop, err := startRelayedPrimary(&mpEnv{bin: c.bin, work: work, tree: tree, certs: certDir}, c.link)
 	if err != nil {
 		return err
 	}
 	defer relay.Close()
-	env := &mpEnv{bin: c.bin, work: work, tree: tree, certs: certDir}
-	stop, err := env.startServer("kwik-primary", target)
-	if err != nil {
-		return err
-	}
 	defer stop()
 
 	fmt.Fprintf(os.Stderr, "prefetch of the whole %d MiB over loopback with --memory %d MiB ...\n", c.bulkSize>>20, pfMemoryBudget>>20)
@@ -168,37 +148,16 @@ func pfMemory(c pfConfig, work, certDir, addr string) (pfMem, error) {
 		return out, err
 	}
 	defer os.RemoveAll(cache)
-	mnt, err := os.MkdirTemp(work, "mnt-")
+	m, err := startMount(c.bin, certDir, work, addr, cache, "--log-level", "warn", "--memory", strconv.Itoa(pfMemoryBudget>>20)+"M")
 	if err != nil {
 		return out, err
 	}
-	defer os.Remove(mnt)
-	m := exec.Command(filepath.Join(c.bin, "kwikfs"), "mount", "--primary", addr,
-		"--ca", filepath.Join(certDir, certgen.CAFile), "--cache", cache, "--log-level", "warn",
-		"--memory", strconv.Itoa(pfMemoryBudget>>20)+"M", mnt)
-	m.Stderr = os.Stderr
-	m.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := m.Start(); err != nil {
-		return out, err
-	}
-	defer func() {
-		m.Process.Signal(syscall.SIGINT)
-		m.Wait()
-		unix.Unmount(mnt, unix.MNT_DETACH)
-	}()
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if found, err := daemon.FindMount(mnt); err == nil && found.Root == mnt {
-			break
-		}
-		if time.Now().After(deadline) {
-			return out, fmt.Errorf("mount at %s not up after 20s", mnt)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	defer m.close()
+	mnt := m.dir
 	if _, err := os.Stat(filepath.Join(mnt, "bulk")); err != nil {
 		return out, err
 	}
-	if out.idleKiB, err = vmHWM(m.Process.Pid); err != nil {
+	if out.idleKiB, err = vmHWM(m.cmd.Process.Pid); err != nil {
 		return out, err
 	}
 	start := time.Now()
@@ -206,7 +165,7 @@ func pfMemory(c pfConfig, work, certDir, addr string) (pfMem, error) {
 		return out, fmt.Errorf("kwikfs prefetch: %w: %s", err, msg)
 	}
 	out.mbps = float64(c.bulkSize) / time.Since(start).Seconds() / 1e6
-	if out.peakKiB, err = vmHWM(m.Process.Pid); err != nil {
+	if out.peakKiB, err = vmHWM(m.cmd.Process.Pid); err != nil {
 		return out, err
 	}
 	return out, nil
@@ -221,35 +180,12 @@ func pfCat(c pfConfig, work, certDir, addr string, r *pfRun) (float64, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(cache)
-	mnt, err := os.MkdirTemp(work, "mnt-")
+	m, err := startMount(c.bin, certDir, work, addr, cache, "--log-level", "warn")
 	if err != nil {
 		return 0, err
 	}
-	defer os.Remove(mnt)
-	m := exec.Command(filepath.Join(c.bin, "kwikfs"), "mount", "--primary", addr,
-		"--ca", filepath.Join(certDir, certgen.CAFile), "--cache", cache, "--log-level", "warn", mnt)
-	m.Stderr = os.Stderr
-	m.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := m.Start(); err != nil {
-		return 0, err
-	}
-	defer func() {
-		m.Process.Signal(syscall.SIGINT)
-		m.Wait()
-		unix.Unmount(mnt, unix.MNT_DETACH)
-	}()
-	var found daemon.Mount
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if found, err = daemon.FindMount(mnt); err == nil && found.Root == mnt {
-			break
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("mount at %s not up after 20s", mnt)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ctl := daemon.NewControlClient(found.Socket)
-	defer ctl.Close()
+	defer m.close()
+	mnt, ctl := m.dir, m.ctl
 	ctx := context.Background()
 	// The session comes up on the first request.
 	if _, err := os.Stat(filepath.Join(mnt, "cat.bin")); err != nil {
