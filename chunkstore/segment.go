@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,10 +50,24 @@ func parseSegmentName(name string) (uint32, bool) {
 }
 
 // appender appends chunks to the active segment with positioned writes (no
-// memory mapping: the page cache takes the caller's bytes with one copy and
-// the kernel zero-fills nothing). With align set, every non-empty chunk
-// starts at a multiple of chunkAlign (the gap before it is zeros, or a hole
-// before the first chunk of an append), so each chunk owns whole blocks.
+// memory mapping). With align set, every non-empty chunk starts at a
+// multiple of chunkAlign (the gap before it is zeros, or a hole before the
+// first chunk of an append), so each chunk owns whole blocks.
+//
+// # Direct I/O
+//
+// Where the file system supports it (statx's STATX_DIOALIGN), the active
+// segment is also open with O_DIRECT, and every buffer whose address,
+// offset and length are multiples of the file system's direct-I/O
+// alignments (a whole chunk in a buffer of its own, as the transfer client
+// allocates them, always is) goes to the disk from the caller's memory: no
+// copy into the page cache, no page cache to allocate for data the reader
+// already holds, and no write-back later. The rest (a file's short last
+// chunk, the zeros before the next aligned chunk) is written through the
+// page cache. The two never share a page (chunks start on chunkAlign
+// boundaries), and the kernel keeps the page cache coherent with direct
+// writes, so reads see either.
+//
 // It is not safe for concurrent use: the Store serializes writers with
 // writeMu.
 type appender struct {
@@ -62,8 +77,71 @@ type appender struct {
 	sync  bool   // Options.SyncWrites: fdatasync after every append
 
 	f    *os.File // the active segment, open for writing; nil before the first append into segment id
+	df   *os.File // the active segment open with O_DIRECT; nil when f is, or direct I/O is not to be had
 	id   uint32   // the active segment, or the one the next append creates when f is nil
 	size int64    // bytes in f: where the last chunk ends
+
+	dio dioAlign // direct-I/O alignments of dir, probed at the first segment opened
+}
+
+// dioAlign holds the direct-I/O alignments of a file system: memAlign for
+// buffer addresses, offAlign for file offsets and lengths. Zero offAlign
+// means no direct I/O.
+type dioAlign struct {
+	probed             bool
+	memAlign, offAlign uint32
+}
+
+// probeDIO fills a.dio from f's statx, once.
+func (a *appender) probeDIO(f *os.File) {
+	if a.dio.probed {
+		return
+	}
+	a.dio.probed = true
+	var st unix.Statx_t
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &st); err != nil {
+		return
+	}
+	if st.Mask&unix.STATX_DIOALIGN == 0 || st.Dio_offset_align == 0 || st.Dio_mem_align == 0 ||
+		st.Dio_offset_align > chunkAlign {
+		return
+	}
+	a.dio.memAlign, a.dio.offAlign = st.Dio_mem_align, st.Dio_offset_align
+}
+
+// openDirect opens the active segment f a second time, with O_DIRECT, when
+// its file system allows it; a.df stays nil otherwise.
+func (a *appender) openDirect(f *os.File) {
+	a.probeDIO(f)
+	a.df = nil
+	if a.dio.offAlign == 0 {
+		return
+	}
+	df, err := os.OpenFile(f.Name(), os.O_WRONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return
+	}
+	a.df = df
+}
+
+// direct reports whether b may be written at off through a.df.
+func (a *appender) direct(b []byte, off int64) bool {
+	if a.df == nil || len(b) == 0 {
+		return false
+	}
+	oa, ma := int64(a.dio.offAlign), uintptr(a.dio.memAlign)
+	return off%oa == 0 && int64(len(b))%oa == 0 && uintptr(unsafe.Pointer(&b[0]))%ma == 0
+}
+
+// closeFiles closes the active segment's descriptors and forgets them.
+func (a *appender) closeFiles() error {
+	if a.df != nil {
+		a.df.Close()
+		a.df = nil
+	}
+	f := a.f
+	a.f = nil
+	return f.Close()
 }
 
 // placed says where one append went.
@@ -87,6 +165,7 @@ func (a *appender) resume(id uint32, size int64) error {
 		return fmt.Errorf("open segment: %w", err)
 	}
 	a.f, a.id, a.size = f, id, size
+	a.openDirect(f)
 	return nil
 }
 
@@ -131,27 +210,9 @@ func (a *appender) append(bufs [][]byte) (placed, error) {
 		offs, end = a.layout(0, bufs)
 	}
 	p := placed{seg: a.id, before: a.size, offs: offs, end: end}
-	// The iovecs: each buffer, preceded by zeros up to its aligned start
-	// (none before the first: the write starts there).
-	iovs := make([][]byte, 0, 2*len(bufs))
-	start, at := int64(-1), int64(0)
-	for k, b := range bufs {
-		if len(b) == 0 {
-			continue
-		}
-		if start < 0 {
-			start = offs[k]
-		} else if pad := offs[k] - at; pad > 0 {
-			iovs = append(iovs, zeros[:pad])
-		}
-		iovs = append(iovs, b)
-		at = offs[k] + int64(len(b))
-	}
-	if start >= 0 {
-		if err := pwritevAll(a.f, iovs, start); err != nil {
-			a.rollback(p.before)
-			return placed{}, fmt.Errorf("append to segment %s: %w", segmentName(a.id), err)
-		}
+	if err := a.write(bufs, offs); err != nil {
+		a.rollback(p.before)
+		return placed{}, fmt.Errorf("append to segment %s: %w", segmentName(a.id), err)
 	}
 	if a.sync {
 		if err := fdatasync(a.f); err != nil {
@@ -161,6 +222,59 @@ func (a *appender) append(bufs [][]byte) (placed, error) {
 	}
 	a.size = end
 	return p, nil
+}
+
+// write writes each non-empty bufs[k] at offs[k], preceded by zeros up to
+// its aligned start (none before the first: the write starts there). Runs
+// of buffers that may go direct (see appender.direct) are written with one
+// pwritev on a.df, the others with one pwritev on a.f.
+func (a *appender) write(bufs [][]byte, offs []int64) error {
+	var (
+		iovs      [][]byte
+		runStart  int64 = -1 // where the pending run of iovs starts
+		runDirect bool
+		at        int64 = -1 // where the pending run ends
+	)
+	flush := func() error {
+		if len(iovs) == 0 {
+			return nil
+		}
+		f := a.f
+		if runDirect {
+			f = a.df
+		}
+		err := pwritevAll(f, iovs, runStart)
+		iovs = iovs[:0]
+		return err
+	}
+	for k, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		off := offs[k]
+		d := a.direct(b, off)
+		if at >= 0 && off > at {
+			// The gap before b: zeros, through the page cache.
+			if runDirect {
+				if err := flush(); err != nil {
+					return err
+				}
+				runStart, runDirect = at, false
+			}
+			iovs = append(iovs, zeros[:off-at])
+		}
+		if len(iovs) > 0 && d != runDirect {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if len(iovs) == 0 {
+			runStart, runDirect = off, d
+		}
+		iovs = append(iovs, b)
+		at = off + int64(len(b))
+	}
+	return flush()
 }
 
 // zeros pads the gap between aligned chunks of one append.
@@ -179,8 +293,8 @@ func (a *appender) undo(p placed) {
 // Open).
 func (a *appender) rollback(off int64) {
 	if err := a.f.Truncate(off); err != nil {
-		a.f.Close()
-		a.f, a.size = nil, 0
+		a.closeFiles()
+		a.size = 0
 		a.id++
 		return
 	}
@@ -190,13 +304,12 @@ func (a *appender) rollback(off int64) {
 // seal closes the active segment; the next append starts a new one. It is
 // a no-op when no segment is open.
 func (a *appender) seal() error {
-	f := a.f
-	if f == nil {
+	if a.f == nil {
 		return nil
 	}
-	a.f, a.size = nil, 0
+	a.size = 0
 	a.id++
-	if err := f.Close(); err != nil {
+	if err := a.closeFiles(); err != nil {
 		return fmt.Errorf("close segment: %w", err)
 	}
 	return nil
@@ -221,6 +334,7 @@ func (a *appender) create() error {
 		}
 	}
 	a.f, a.size = f, 0
+	a.openDirect(f)
 	return nil
 }
 
@@ -230,10 +344,8 @@ func (a *appender) close() error {
 	if a.f == nil {
 		return nil
 	}
-	f := a.f
-	a.f = nil
-	err := fdatasync(f)
-	if cerr := f.Close(); err == nil {
+	err := fdatasync(a.f)
+	if cerr := a.closeFiles(); err == nil {
 		err = cerr
 	}
 	if err != nil {
