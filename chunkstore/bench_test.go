@@ -20,7 +20,7 @@ func BenchmarkPut(b *testing.B) {
 		binary.LittleEndian.PutUint64(data, i)
 		sum := sha256.Sum256(data)
 		b.StartTimer()
-		if err := s.Put(sum, data); err != nil {
+		if err := s.Put(Chunk{Sum: sum, Data: data}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,13 +1,14 @@
 package chunkstore
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/kwikfs/kwikfs/internal/chunkhash"
 )
 
 // maxConflictRetries bounds the retries of a transaction that lost a
@@ -28,30 +29,37 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	return err
 }
 
-// Put stores data as the chunk whose SHA-256 is sum. It hashes data first:
-// if sha256(data) != sum it returns an error wrapping ErrCorrupt and writes
-// nothing. Put is idempotent: when the chunk is already stored it writes
+// Put stores c.Data as the chunk whose c.Alg hash is c.Sum. It hashes
+// c.Data first: if it does not hash to c.Sum it returns an error wrapping
+// ErrCorrupt and writes nothing (an unknown c.Alg is refused the same way).
+// Put is idempotent: when a chunk is already stored under c.Sum it writes
 // nothing and counts Stats.PutDups (a stored chunk is not re-verified here;
 // Get does that); concurrent Puts of the same chunk store it once. Put does
-// not retain data. With Options.SyncWrites false a machine crash may lose a
-// chunk Put acknowledged; Get never returns part of one.
-func (s *Store) Put(sum [32]byte, data []byte) error {
+// not retain c.Data. With Options.SyncWrites false a machine crash may lose
+// a chunk Put acknowledged; Get never returns part of one.
+func (s *Store) Put(c Chunk) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.ops.Done()
-	if sha256.Sum256(data) != sum {
-		return fmt.Errorf("chunkstore: put chunk %x: %w", sum, ErrCorrupt)
+	if !c.Alg.Valid() {
+		return fmt.Errorf("chunkstore: put chunk %x: hash algorithm %v: %w", c.Sum, c.Alg, ErrCorrupt)
 	}
-	if err := s.putChunks([]Chunk{{Sum: sum, Data: data}}); err != nil {
-		return fmt.Errorf("chunkstore: put chunk %x: %w", sum, err)
+	if chunkhash.Sum(c.Alg, c.Data) != c.Sum {
+		return fmt.Errorf("chunkstore: put chunk %x: %w", c.Sum, ErrCorrupt)
+	}
+	if err := s.putChunks([]Chunk{c}); err != nil {
+		return fmt.Errorf("chunkstore: put chunk %x: %w", c.Sum, err)
 	}
 	return nil
 }
 
-// Chunk is a chunk to store: its bytes and their SHA-256.
+// Chunk is a chunk to store: its bytes and their hash under Alg.
 type Chunk struct {
-	Sum  [32]byte
+	Sum [32]byte
+	// Alg is the algorithm of Sum, which the chunk's record keeps and
+	// Get verifies the chunk with; the zero value is SHA-256.
+	Alg  chunkhash.Alg
 	Data []byte
 }
 
@@ -60,11 +68,13 @@ type Chunk struct {
 const maxBatchChunks = 64
 
 // PutVerified stores chunks whose Data the caller has already checked
-// against their Sum (for example against a manifest, as transfer.Client
-// does for every chunk it delivers): unlike Put it does not hash them, so
-// a chunk whose Data does not match its Sum is stored as given. Such a
-// chunk still never leaves the store: Get verifies every chunk it returns,
-// and removes one that fails.
+// against their Sum under their Alg (for example against a manifest, as
+// transfer.Client does for every chunk it delivers): unlike Put it does
+// not hash them, so a chunk whose Data does not match its Sum is stored as
+// given. Such a chunk still never leaves the store: Get verifies every
+// chunk it returns, with the Alg it was stored under, and removes one that
+// fails. A chunk with an unknown Alg makes PutVerified store nothing and
+// return an error wrapping ErrCorrupt.
 //
 // The chunks are written together, up to 64 (and no more bytes than a
 // segment holds) with one write to a segment and one Badger transaction,
@@ -80,6 +90,11 @@ func (s *Store) PutVerified(chunks []Chunk) error {
 		return err
 	}
 	defer s.ops.Done()
+	for _, c := range chunks {
+		if !c.Alg.Valid() {
+			return fmt.Errorf("chunkstore: put chunk %x: hash algorithm %v: %w", c.Sum, c.Alg, ErrCorrupt)
+		}
+	}
 	for len(chunks) > 0 {
 		n, size := 0, int64(0)
 		for n < len(chunks) && n < maxBatchChunks {
@@ -112,7 +127,8 @@ func (s *Store) putChunks(chunks []Chunk) error {
 	seen := make(map[[32]byte]bool, len(chunks))
 	var (
 		bufs [][]byte
-		need int64 // disk bytes of the new chunks
+		algs []chunkhash.Alg // algs[j]: the algorithm of bufs[j]'s chunk
+		need int64           // disk bytes of the new chunks
 	)
 	for k, c := range chunks {
 		if seen[c.Sum] {
@@ -126,6 +142,7 @@ func (s *Store) putChunks(chunks []Chunk) error {
 		}
 		created[k] = true
 		bufs = append(bufs, c.Data)
+		algs = append(algs, c.Alg)
 		if len(c.Data) > 0 {
 			need += alignUp(int64(len(c.Data)))
 		}
@@ -145,7 +162,7 @@ func (s *Store) putChunks(chunks []Chunk) error {
 		locs := make([]location, 0, len(bufs))
 		stamps := make([]uint64, 0, len(bufs))
 		for j, b := range bufs {
-			locs = append(locs, location{seg: p.seg, off: p.offs[j], n: int64(len(b)), aligned: s.app.align})
+			locs = append(locs, location{seg: p.seg, off: p.offs[j], n: int64(len(b)), aligned: s.app.align, alg: algs[j]})
 			stamps = append(stamps, s.clock.Add(1))
 		}
 		// Only writers, all under writeMu, create chunk records, so no
@@ -191,9 +208,10 @@ func (s *Store) putChunks(chunks []Chunk) error {
 	return nil
 }
 
-// Get returns the chunk whose SHA-256 is sum, verified: it hashes the bytes
-// it is about to return, and counts the chunk as used now (for LRU
-// eviction). The chunk is read with pread straight into buf's backing
+// Get returns the chunk stored under sum, verified: it hashes the bytes
+// it is about to return with the algorithm the chunk was stored under (its
+// Chunk.Alg, kept in its record), and counts the chunk as used now (for
+// LRU eviction). The chunk is read with pread straight into buf's backing
 // array when cap(buf) is large enough, else into a new slice; buf's
 // contents are overwritten either way. A missing chunk gives an error
 // wrapping ErrNotFound (counted in Stats.Misses), and so does a chunk
@@ -260,7 +278,7 @@ func (s *Store) get(sum [32]byte, buf []byte) (out []byte, changed bool, err err
 			return nil, false, fmt.Errorf("chunkstore: get chunk %x: %w", sum, bad)
 		}
 	}
-	if bad == nil && sha256.Sum256(out) == sum {
+	if bad == nil && chunkhash.Sum(loc.alg, out) == sum {
 		s.count(func(st *Stats) { st.Hits++ })
 		s.touch(sum)
 		return out, false, nil
@@ -295,7 +313,7 @@ func (s *Store) dropCorrupt(sum [32]byte, version uint64, cause string) (bool, e
 	return removed, nil
 }
 
-// Has reports whether the chunk whose SHA-256 is sum is stored. It does not
+// Has reports whether a chunk is stored under sum. It does not
 // read or verify the chunk, and does not count a hit, a miss or a use.
 func (s *Store) Has(sum [32]byte) (bool, error) {
 	if err := s.enter(); err != nil {
@@ -308,7 +326,7 @@ func (s *Store) Has(sum [32]byte) (bool, error) {
 	return ok, nil
 }
 
-// Delete removes the chunk whose SHA-256 is sum and releases its disk
+// Delete removes the chunk stored under sum and releases its disk
 // space (see Store.Pin: Delete removes a pinned chunk too). Deleting a
 // chunk that is not stored is not an error.
 func (s *Store) Delete(sum [32]byte) error {

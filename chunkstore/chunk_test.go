@@ -77,7 +77,7 @@ func TestPutWrongDataIsCorruptAndWritesNothing(t *testing.T) {
 	data, sum := testChunk(3, 1<<20)
 	bad := bytes.Clone(data)
 	bad[12345] ^= 1
-	if err := s.Put(sum, bad); !errors.Is(err, ErrCorrupt) {
+	if err := s.Put(Chunk{Sum: sum, Data: bad}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Put(wrong data) = %v, want ErrCorrupt", err)
 	}
 	if ok, err := s.Has(sum); err != nil || ok {
@@ -172,7 +172,7 @@ func TestStatsExactUnderConcurrency(t *testing.T) {
 		wg.Go(func() {
 			for k := range chunks {
 				i := (k + w) % chunks
-				if err := s.Put(sums[i], data[i]); err != nil {
+				if err := s.Put(Chunk{Sum: sums[i], Data: data[i]}); err != nil {
 					errs <- err
 					return
 				}
@@ -299,7 +299,7 @@ func TestUseAfterCloseIsErrClosed(t *testing.T) {
 	}
 	data, sum := testChunk(301, 10)
 	checks := map[string]error{
-		"Put":   s.Put(sum, data),
+		"Put":   s.Put(Chunk{Sum: sum, Data: data}),
 		"Get":   func() error { _, err := s.Get(sum, nil); return err }(),
 		"Has":   func() error { _, err := s.Has(sum); return err }(),
 		"Del":   s.Delete(sum),

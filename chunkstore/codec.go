@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/kwikfs/kwikfs/internal/chunkhash"
 )
 
 // Key namespaces: the first byte of every Badger key. ('c' held chunk
@@ -57,6 +59,10 @@ type location struct {
 	// it may release [off, alignUp(end)). Chunks of the first segment
 	// layout (record format 2) lie back to back and own [off, end) only.
 	aligned bool
+	// alg is the hash the chunk's key is under, which Get verifies it
+	// with. It says nothing of where the chunk is, but is recorded with
+	// it, in the same record.
+	alg chunkhash.Alg
 }
 
 // end returns the offset just past the chunk in its segment.
@@ -108,6 +114,14 @@ func (l location) diskBytes() int64 {
 //	[1:9]    chunk length, uint64 little endian
 //	[9:13]   segment number, uint32 little endian, >= 1
 //	[13:21]  offset of the chunk in the segment, uint64 little endian
+//	[21]     only for a chunk not under SHA-256: its hash algorithm
+//	         (chunkhash.Alg, never chunkhash.SHA256)
+//
+// A SHA-256 chunk's record is 21 bytes, exactly as before chunks named
+// their algorithm, so stores written then read as they were, and every
+// record has one encoding. A store written by an older kwikfs refuses a
+// 22-byte record as corrupt and drops its chunk: it is fetched again,
+// never served unverified.
 //
 // The chunk's last use lives in a record of its own (stampKey), so that
 // touching a chunk never rewrites its record.
@@ -115,6 +129,8 @@ const (
 	infoV2  = 2
 	infoV3  = 3
 	infoLen = 21
+	// infoAlgLen is the length of a record with its algorithm byte.
+	infoAlgLen = infoLen + 1
 	// maxLocation bounds the length and the offset of a chunk, so that
 	// their sum never overflows an int64 (nor its alignment).
 	maxLocation = 1 << 60
@@ -122,7 +138,11 @@ const (
 
 // encodeInfo returns the chunk record of a chunk stored at l.
 func encodeInfo(l location) []byte {
-	b := make([]byte, infoLen)
+	n := infoLen
+	if l.alg != chunkhash.SHA256 {
+		n = infoAlgLen
+	}
+	b := make([]byte, n)
 	b[0] = infoV2
 	if l.aligned {
 		b[0] = infoV3
@@ -130,15 +150,19 @@ func encodeInfo(l location) []byte {
 	binary.LittleEndian.PutUint64(b[1:], uint64(l.n))
 	binary.LittleEndian.PutUint32(b[9:], l.seg)
 	binary.LittleEndian.PutUint64(b[13:], uint64(l.off))
+	if n == infoAlgLen {
+		b[infoLen] = byte(l.alg)
+	}
 	return b
 }
 
 // decodeInfo returns the location held in chunk record b. It rejects
 // anything but a well-formed version 2 or 3 record with an error wrapping
-// ErrCorrupt; a version 3 record must name an aligned offset.
+// ErrCorrupt; a version 3 record must name an aligned offset, and an
+// algorithm byte must name a known algorithm other than SHA-256.
 func decodeInfo(b []byte) (location, error) {
-	if len(b) != infoLen {
-		return location{}, fmt.Errorf("chunk record of %d bytes, want %d: %w", len(b), infoLen, ErrCorrupt)
+	if len(b) != infoLen && len(b) != infoAlgLen {
+		return location{}, fmt.Errorf("chunk record of %d bytes, want %d or %d: %w", len(b), infoLen, infoAlgLen, ErrCorrupt)
 	}
 	if b[0] != infoV2 && b[0] != infoV3 {
 		return location{}, fmt.Errorf("chunk record format %d, want %d or %d: %w", b[0], infoV2, infoV3, ErrCorrupt)
@@ -156,7 +180,14 @@ func decodeInfo(b []byte) (location, error) {
 	if aligned && off%chunkAlign != 0 {
 		return location{}, fmt.Errorf("aligned chunk record at offset %d: %w", off, ErrCorrupt)
 	}
-	return location{seg: seg, off: int64(off), n: int64(n), aligned: aligned}, nil
+	alg := chunkhash.SHA256
+	if len(b) == infoAlgLen {
+		alg = chunkhash.Alg(b[infoLen])
+		if alg == chunkhash.SHA256 || !alg.Valid() {
+			return location{}, fmt.Errorf("chunk record hash algorithm %v: %w", alg, ErrCorrupt)
+		}
+	}
+	return location{seg: seg, off: int64(off), n: int64(n), aligned: aligned, alg: alg}, nil
 }
 
 // Last-use stamp record: the value of the Store's logical clock when the

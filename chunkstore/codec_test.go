@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/kwikfs/kwikfs/internal/chunkhash"
 )
 
 func TestDecodeInfo(t *testing.T) {
@@ -20,12 +22,17 @@ func TestDecodeInfo(t *testing.T) {
 		{"literal", []byte{2, 0x10, 0x20, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, location{seg: 7, off: 0x100, n: 0x2010}, false},
 		{"empty", nil, location{}, true},
 		{"short", encodeInfo(mib)[:infoLen-1], location{}, true},
-		{"long", append(encodeInfo(mib), 0), location{}, true},
 		{"format 1", []byte{1, 5, 0, 0, 0, 0, 0, 0, 0}, location{}, true},
 		{"aligned", encodeInfo(location{seg: 3, off: 5 << 20, n: 1000, aligned: true}), location{seg: 3, off: 5 << 20, n: 1000, aligned: true}, false},
 		{"aligned literal", []byte{3, 0x10, 0x20, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0}, location{seg: 7, off: 0x1000, n: 0x2010, aligned: true}, false},
 		{"aligned record at unaligned offset", []byte{3, 0x10, 0x20, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0}, location{}, true},
 		{"unknown format", append([]byte{4}, encodeInfo(mib)[1:]...), location{}, true},
+		{"blake3", encodeInfo(location{seg: 3, off: 5 << 20, n: 1000, aligned: true, alg: chunkhash.BLAKE3}), location{seg: 3, off: 5 << 20, n: 1000, aligned: true, alg: chunkhash.BLAKE3}, false},
+		{"blake3 literal", []byte{3, 0x10, 0x20, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 1}, location{seg: 7, off: 0x1000, n: 0x2010, aligned: true, alg: chunkhash.BLAKE3}, false},
+		{"blake3 back to back", encodeInfo(location{seg: 2, off: 17, n: 5, alg: chunkhash.BLAKE3}), location{seg: 2, off: 17, n: 5, alg: chunkhash.BLAKE3}, false},
+		{"sha256 named in an alg byte", append(encodeInfo(mib), 0), location{}, true},
+		{"unknown alg", append(encodeInfo(mib), 2), location{}, true},
+		{"two alg bytes", append(encodeInfo(mib), 1, 1), location{}, true},
 		{"segment 0", encodeInfo(location{seg: 0, n: 5}), location{}, true},
 		{"length out of range", encodeInfo(location{seg: 1, n: maxLocation + 1}), location{}, true},
 		{"offset out of range", encodeInfo(location{seg: 1, off: -1}), location{}, true},
@@ -131,6 +138,7 @@ func FuzzDecodeInfo(f *testing.F) {
 	f.Add(encodeInfo(location{seg: 1, off: 0, n: 1 << 20}))
 	f.Add(encodeInfo(location{seg: 9, off: 255 << 20, n: 17}))
 	f.Add(encodeInfo(location{seg: 2, off: 8 << 10, n: 5000, aligned: true}))
+	f.Add(encodeInfo(location{seg: 2, off: 8 << 10, n: 5000, aligned: true, alg: chunkhash.BLAKE3}))
 	f.Add([]byte{})
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {

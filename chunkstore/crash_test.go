@@ -80,7 +80,7 @@ func runCrashChild(dir string, round int, limit int64) {
 					err = s.PutVerified(chunks)
 				} else {
 					for _, c := range chunks {
-						if err = s.Put(c.Sum, c.Data); err != nil {
+						if err = s.Put(c); err != nil {
 							break
 						}
 					}
@@ -275,7 +275,7 @@ func runTornChild(dir string) {
 		os.Exit(2)
 	}
 	a, sa := tornChunk(0)
-	if err := s.Put(sa, a); err != nil {
+	if err := s.Put(Chunk{Sum: sa, Data: a}); err != nil {
 		fmt.Fprintln(os.Stderr, "child put:", err)
 		os.Exit(2)
 	}
@@ -288,7 +288,7 @@ func runTornChild(dir string) {
 		select {} // killed here
 	}
 	b, sb := tornChunk(1)
-	s.Put(sb, b)
+	s.Put(Chunk{Sum: sb, Data: b})
 	os.Exit(3)
 }
 

@@ -1,15 +1,19 @@
 // Package chunkstore is kwikfs's local cache (DESIGN.md layer 4): verified
-// file chunks keyed by their SHA-256, plus opaque metadata records
-// (manifests, directory listings, resume state) that other packages encode.
-// Chunk bytes live in append-only segment files; Badger v4, in the same
+// file chunks keyed by their 256-bit hash (SHA-256 or BLAKE3, as the
+// chunk's manifest says), plus opaque metadata records (manifests,
+// directory listings, resume state) that other packages encode. Chunk
+// bytes live in append-only segment files; Badger v4, in the same
 // directory, holds the index (where each chunk is) and the metadata.
 //
 // # Concepts
 //
-// A chunk is stored under its SHA-256, so identical chunks are stored once.
-// [Store.Put] verifies sha256(data) before it writes anything and
-// [Store.Get] verifies the bytes it is about to return, so a corrupt byte
-// never leaves the store: a chunk that fails verification is deleted,
+// A chunk is stored under its hash, so identical chunks are stored once.
+// The caller names the hash algorithm ([Chunk].Alg, zero value SHA-256);
+// the chunk's record keeps it next to the chunk's location, and a record
+// written before there was a choice reads as SHA-256. [Store.Put] verifies
+// the hash of the data before it writes anything and [Store.Get] verifies
+// the bytes it is about to return with the algorithm the chunk was stored
+// under, so a corrupt byte never leaves the store: a chunk that fails verification is deleted,
 // counted in [Stats].Corrupt and reported as [ErrCorrupt], and the caller
 // fetches it again. [Store.PutVerified] is for chunks the caller has just
 // verified itself (the file protocol client checks every chunk against its
@@ -17,6 +21,17 @@
 // with one write and one index transaction; Get still verifies them on the
 // way out. Metadata records carry a CRC-32C that [Store.GetMeta] and
 // [Store.ScanMeta] check in the same spirit.
+//
+// The key is the 32-byte hash alone, not the algorithm with it: the two
+// algorithms share one key space. A SHA-256 key could name a BLAKE3 chunk
+// only for bytes x and y with SHA-256(x) = BLAKE3(y), which takes as much
+// work to find (2^128) as the SHA-256 collision that content addressing
+// already rules out, and Get would still return only bytes that hash to
+// the key under their recorded algorithm. Keeping the key as it was leaves
+// old stores, [Store.Has], [Store.Pin], [Store.Delete] and the stamps
+// unchanged; the same bytes under both algorithms are stored twice, once
+// under each hash (a cache filled from SHA-256 manifests is not reused by
+// BLAKE3 ones).
 //
 // # Layout
 //
@@ -35,7 +50,8 @@
 //
 //	'i' sum[32]  chunk record: format byte (2: back to back, as stores
 //	             written before alignment; 3: aligned), length, segment,
-//	             offset (21 bytes)
+//	             offset (21 bytes), then for a chunk not under SHA-256
+//	             its hash algorithm (1 byte)
 //	'a' sum[32]  the chunk's last use: a logical clock value (8 bytes)
 //	'm' key      metadata record: format byte, CRC-32C, caller's bytes
 //

@@ -62,7 +62,7 @@ func runEvictChild(dir string) {
 	}
 	for i := range 16 {
 		data, sum := evictChunk(i)
-		if err := s.Put(sum, data); err != nil {
+		if err := s.Put(Chunk{Sum: sum, Data: data}); err != nil {
 			fmt.Fprintln(os.Stderr, "child put:", err)
 			os.Exit(2)
 		}

@@ -366,7 +366,7 @@ func TestGetsDuringEvictionSeeOnlyWholeChunks(t *testing.T) {
 	wg.Go(func() {
 		for i := range n {
 			data, sum := testChunk(uint64(5200+i), 256<<10)
-			if err := s.Put(sum, data); err != nil {
+			if err := s.Put(Chunk{Sum: sum, Data: data}); err != nil {
 				t.Error(err)
 				return
 			}

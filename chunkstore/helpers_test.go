@@ -50,7 +50,7 @@ func openTest(t testing.TB, dir string) *Store {
 // mustPut stores a chunk or fails the test.
 func mustPut(t testing.TB, s *Store, sum [32]byte, data []byte) {
 	t.Helper()
-	if err := s.Put(sum, data); err != nil {
+	if err := s.Put(Chunk{Sum: sum, Data: data}); err != nil {
 		t.Fatalf("Put(%x): %v", sum[:4], err)
 	}
 }

@@ -90,7 +90,7 @@ func (s *Store) touch(sum [32]byte) {
 // (Options.Limit); 0 means no limit.
 func (s *Store) Limit() int64 { return s.limit }
 
-// Pin protects the chunks whose SHA-256 are sums from eviction until the
+// Pin protects the chunks stored under sums from eviction until the
 // returned unpin is called: a pinned chunk is never evicted to make room,
 // whatever its last use (Delete and the removal of a corrupt chunk still
 // remove it). A sum may be pinned before its chunk is stored, and is then

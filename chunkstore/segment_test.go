@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestConcurrentIdenticalPutsStoreOnce(t *testing.T) {
@@ -18,7 +20,7 @@ func TestConcurrentIdenticalPutsStoreOnce(t *testing.T) {
 		wg.Go(func() {
 			var err error
 			if w%2 == 0 {
-				err = s.Put(sum, data)
+				err = s.Put(Chunk{Sum: sum, Data: data})
 			} else {
 				err = s.PutVerified([]Chunk{{Sum: sum, Data: data}})
 			}
@@ -160,7 +162,7 @@ func TestTornTailCutOnOpen(t *testing.T) {
 	if n := segmentBytes(t, s); n != 1<<20+5000 {
 		t.Fatalf("segments hold %d bytes, want %d (torn tail cut)", n, 1<<20+5000)
 	}
-	for _, c := range []Chunk{{sa, a}, {sb, b}} {
+	for _, c := range []Chunk{{Sum: sa, Data: a}, {Sum: sb, Data: b}} {
 		if got, err := s.Get(c.Sum, nil); err != nil || !bytes.Equal(got, c.Data) {
 			t.Fatalf("Get(%x): %v", c.Sum[:4], err)
 		}
@@ -188,7 +190,7 @@ func TestOpenDropsChunksWhoseBytesAreLost(t *testing.T) {
 	a, sa := testChunk(1350, 700<<10) // segment 1
 	b, sb := testChunk(1351, 200<<10) // segment 1
 	c, sc := testChunk(1352, 700<<10) // segment 2
-	if err := s.PutVerified([]Chunk{{sa, a}, {sb, b}}); err != nil {
+	if err := s.PutVerified([]Chunk{{Sum: sa, Data: a}, {Sum: sb, Data: b}}); err != nil {
 		t.Fatal(err)
 	}
 	mustPut(t, s, sc, c)
@@ -226,10 +228,10 @@ func TestOpenDropsChunksWhoseBytesAreLost(t *testing.T) {
 	if fi, err := os.Stat(pb); err != nil || fi.Size() != lb.off {
 		t.Fatalf("segment of a and b: %v, want %d bytes (b's remains cut)", err, lb.off)
 	}
-	if err := s.PutVerified([]Chunk{{sb, b}, {sc, c}}); err != nil {
+	if err := s.PutVerified([]Chunk{{Sum: sb, Data: b}, {Sum: sc, Data: c}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, ch := range []Chunk{{sb, b}, {sc, c}} {
+	for _, ch := range []Chunk{{Sum: sb, Data: b}, {Sum: sc, Data: c}} {
 		if got, err := s.Get(ch.Sum, nil); err != nil || !bytes.Equal(got, ch.Data) {
 			t.Fatalf("Get(%x) stored again: %v", ch.Sum[:4], err)
 		}
@@ -254,7 +256,7 @@ func TestDeleteReleasesSpace(t *testing.T) {
 	b, sb := testChunk(1361, 300<<10)
 	c, sc := testChunk(1362, 300<<10) // b and c: segment 2
 	mustPut(t, s, sa, a)
-	if err := s.PutVerified([]Chunk{{sb, b}, {sc, c}}); err != nil {
+	if err := s.PutVerified([]Chunk{{Sum: sb, Data: b}, {Sum: sc, Data: c}}); err != nil {
 		t.Fatal(err)
 	}
 	la, pa := locate(t, s, sa)
@@ -302,7 +304,7 @@ func TestDeleteReleasesSpace(t *testing.T) {
 	// Stored again, as new bytes.
 	mustPut(t, s, sa, a)
 	mustPut(t, s, sc, c)
-	for _, ch := range []Chunk{{sa, a}, {sc, c}} {
+	for _, ch := range []Chunk{{Sum: sa, Data: a}, {Sum: sc, Data: c}} {
 		if got, err := s.Get(ch.Sum, nil); err != nil || !bytes.Equal(got, ch.Data) {
 			t.Fatalf("Get(%x) stored again: %v", ch.Sum[:4], err)
 		}
@@ -323,7 +325,7 @@ func TestSyncWritesRoundTrip(t *testing.T) {
 	var chunks []Chunk
 	for i := range 5 {
 		data, sum := testChunk(uint64(1370+i), 400<<10)
-		chunks = append(chunks, Chunk{sum, data})
+		chunks = append(chunks, Chunk{Sum: sum, Data: data})
 	}
 	mustPut(t, s, chunks[0].Sum, chunks[0].Data)
 	if err := s.PutVerified(chunks[1:]); err != nil {
@@ -354,7 +356,7 @@ func TestCloseDuringGets(t *testing.T) {
 	var chunks []Chunk
 	for i := range 4 {
 		data, sum := testChunk(uint64(1380+i), 600<<10)
-		chunks = append(chunks, Chunk{sum, data})
+		chunks = append(chunks, Chunk{Sum: sum, Data: data})
 		mustPut(t, s, sum, data)
 	}
 	start := make(chan struct{})
@@ -464,4 +466,63 @@ func TestPwritevAllManyBuffers(t *testing.T) {
 	if !bytes.Equal(raw[10:], want) || !bytes.Equal(raw[:10], make([]byte, 10)) {
 		t.Fatalf("file holds %d bytes, not the %d written at offset 10", len(raw), len(want))
 	}
+}
+
+// TestWholeChunksWrittenPastPageCache: a whole chunk in a buffer of its own
+// goes to the segment with direct I/O (the page cache holds none of its
+// pages afterwards), a short chunk through the page cache, and both read
+// back intact, before and after a reopen.
+func TestWholeChunksWrittenPastPageCache(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	whole, wholeSum := testChunk(1, 1<<20)
+	tail, tailSum := testChunk(2, 5000)
+	if err := s.PutVerified([]Chunk{{Sum: tailSum, Data: tail}, {Sum: wholeSum, Data: whole}}); err != nil {
+		t.Fatal(err)
+	}
+	_, seg := locate(t, s, wholeSum)
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, seg, 0, unix.STATX_DIOALIGN, &st); err != nil || st.Mask&unix.STATX_DIOALIGN == 0 || st.Dio_offset_align == 0 {
+		t.Skipf("the file system of the test directory offers no direct I/O (statx: %v)", err)
+	}
+	if s.app.df == nil {
+		t.Fatal("the active segment has no O_DIRECT descriptor on a file system that offers direct I/O")
+	}
+	cachedIn := func(sum [32]byte) (pages, want uint64) {
+		loc, p := locate(t, s, sum)
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var cs unix.Cachestat_t
+		rng := unix.CachestatRange{Off: uint64(alignDown(loc.off)), Len: uint64(alignUp(loc.off+int64(loc.n)) - alignDown(loc.off))}
+		if err := unix.Cachestat(uint(f.Fd()), &rng, &cs, 0); err != nil {
+			t.Skipf("no cachestat(2): %v", err)
+		}
+		return cs.Cache, rng.Len / chunkAlign
+	}
+	if got, _ := cachedIn(wholeSum); got != 0 {
+		t.Errorf("%d pages of the whole chunk are in the page cache, want 0 (direct write)", got)
+	}
+	if got, want := cachedIn(tailSum); got != want {
+		t.Errorf("%d pages of the short chunk are in the page cache, want %d (written through it)", got, want)
+	}
+	check := func(s *Store) {
+		for _, c := range []Chunk{{Sum: wholeSum, Data: whole}, {Sum: tailSum, Data: tail}} {
+			if got, err := s.Get(c.Sum, nil); err != nil || !bytes.Equal(got, c.Data) {
+				t.Fatalf("Get(%x): %v, equal %v", c.Sum[:4], err, bytes.Equal(got, c.Data))
+			}
+		}
+	}
+	check(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(dir, &Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	check(s2)
 }

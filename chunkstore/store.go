@@ -251,7 +251,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 //   - MemTableSize 16 MiB, NumMemtables 2: a chunk takes about 100 bytes of
 //     memtable, so 16 MiB covers well over 100 GiB of chunks; resident
 //     memory stays well under 64 MiB.
-//   - Compression None: SHA-256 keys and locations do not compress, so
+//   - Compression None: hash keys and locations do not compress, so
 //     Snappy would cost CPU for nothing. Without compression or
 //     encryption, table blocks are read from the mmapped files, so
 //     BlockCacheSize 8 MiB (default 256 MiB) only keeps parsed blocks of

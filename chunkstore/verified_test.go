@@ -38,7 +38,7 @@ func TestPutVerifiedCountsDuplicates(t *testing.T) {
 	b, sb := testChunk(111, 2000)
 	mustPut(t, s, sa, a)
 	// a is stored already; b is listed twice.
-	if err := s.PutVerified([]Chunk{{sa, a}, {sb, b}, {sb, b}}); err != nil {
+	if err := s.PutVerified([]Chunk{{Sum: sa, Data: a}, {Sum: sb, Data: b}, {Sum: sb, Data: b}}); err != nil {
 		t.Fatalf("PutVerified: %v", err)
 	}
 	want := Stats{Chunks: 2, ChunkBytes: 1<<20 + 2000, Puts: 2, PutBytes: 1<<20 + 2000, PutDups: 2}

@@ -23,7 +23,7 @@ func TestFetchBackgroundFetchesOnlyMissing(t *testing.T) {
 	store := openStore(t, t.TempDir())
 	var held []chunkstore.Chunk
 	for i := range 3 {
-		held = append(held, chunkstore.Chunk{Sum: [32]byte(man.Hashes[i]), Data: data[man.ChunkOffset(i) : man.ChunkOffset(i)+int64(man.ChunkLen(i))]})
+		held = append(held, chunkstore.Chunk{Sum: [32]byte(man.Hashes[i]), Alg: man.Alg, Data: data[man.ChunkOffset(i) : man.ChunkOffset(i)+int64(man.ChunkLen(i))]})
 	}
 	if err := store.PutVerified(held); err != nil {
 		t.Fatal(err)

@@ -223,8 +223,6 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead, 
 	fr.mu.Unlock()
 	defer fr.idle.Stop()
 
-	// Whatever this fetch queued for the Store is written once it ends.
-	defer f.writer.kick()
 	first := run[0].idx
 	var err error
 	for attempt := 0; ; attempt++ {
@@ -323,7 +321,7 @@ func (fr *fetchRun) accept(ctx context.Context, i int, data []byte) error {
 	}
 	// Pending in the writer before the flight ends: from then on a reader
 	// finds the chunk in memory, in the writer or in the Store.
-	f.writer.add(m.Hashes[i], data)
+	f.writer.add(m.Hashes[i], m.Alg, data)
 	f.complete(m.Hashes[i], fr.run[fr.next].fl, data, nil)
 	fr.next++
 	return nil

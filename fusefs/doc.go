@@ -52,11 +52,13 @@
 // window is fetched in batches of at least a quarter of it, so each
 // ReadChunks call carries several chunks and a few are under way at once.
 //
-// Every chunk is hashed once on its way in: by the Remote when it declares
+// Every chunk is hashed once on its way in, with its manifest's algorithm
+// (SHA-256 or BLAKE3, as the primary chose): by the Remote when it declares
 // that it verifies what it delivers (transfer.Client does), else by the FS.
 // A fetched chunk goes to its readers and the memory cache at once, and to
 // the Store through a writer goroutine that writes batches of chunks with
-// Store.PutVerified (no second hash; Store.Get verifies on the way out).
+// Store.PutVerified, each with its algorithm (no second hash; Store.Get
+// verifies on the way out, with the algorithm the chunk was stored under).
 // Until the Store has it, a chunk stays findable in the writer, so it is
 // never fetched twice; at most Options.StoreQueueBytes wait, after which
 // fetches pause. Close writes every waiting chunk before it returns, and

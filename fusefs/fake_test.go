@@ -27,6 +27,7 @@ const (
 // switch shows what the filesystem does with bad data.
 type fakeRemote struct {
 	chunkSize uint32
+	alg       transfer.HashAlg // of the manifests file makes; set before use
 
 	mu      sync.Mutex           // guards entries, listsOf
 	entries map[string]*fakeFile // by path; "" is the root directory
@@ -62,6 +63,7 @@ type fakeFile struct {
 func newFakeRemote(chunkSize uint32) *fakeRemote {
 	r := &fakeRemote{
 		chunkSize: chunkSize,
+		alg:       transfer.BLAKE3, // as the primary's default
 		entries:   make(map[string]*fakeFile),
 		listsOf:   make(map[string]int),
 	}
@@ -92,14 +94,15 @@ func (r *fakeRemote) mkdirLocked(p string, perm uint32) {
 func (r *fakeRemote) file(p string, perm uint32, mtimeNs int64, data []byte) *transfer.Manifest {
 	hashes := make([]transfer.Hash, 0, len(data)/int(r.chunkSize)+1)
 	for off := 0; off < len(data); off += int(r.chunkSize) {
-		hashes = append(hashes, transfer.Sum(data[off:min(off+int(r.chunkSize), len(data))]))
+		hashes = append(hashes, transfer.SumAlg(r.alg, data[off:min(off+int(r.chunkSize), len(data))]))
 	}
 	m := &transfer.Manifest{
 		Size:      int64(len(data)),
 		MtimeNs:   mtimeNs,
 		Mode:      transfer.ModeRegular | perm,
 		ChunkSize: r.chunkSize,
-		Version:   transfer.ComputeVersion(int64(len(data)), r.chunkSize, hashes),
+		Alg:       r.alg,
+		Version:   transfer.ComputeVersion(r.alg, int64(len(data)), r.chunkSize, hashes),
 		Hashes:    hashes,
 	}
 	if err := m.Check(); err != nil {

@@ -61,13 +61,14 @@ var _ ChunkVerifier = (*transfer.Client)(nil)
 // it. It must be safe for concurrent use.
 type Store interface {
 	// PutVerified stores chunks whose data the caller has checked against
-	// their SHA-256 sums, without hashing them again (the FS hands it
-	// only chunks verified against a manifest); it must not retain the
-	// chunks' data.
+	// their sums, each under its Alg (the manifest's), without hashing
+	// them again (the FS hands it only chunks verified against a
+	// manifest); it must not retain the chunks' data.
 	PutVerified(chunks []chunkstore.Chunk) error
-	// Get returns the chunk stored under sum, verified (whatever
-	// PutVerified was given), appended to buf[:0] when it fits. Any error
-	// (not found, corrupt) means "fetch it".
+	// Get returns the chunk stored under sum, verified with the algorithm
+	// it was stored under (whatever PutVerified was given), appended to
+	// buf[:0] when it fits. Any error (not found, corrupt) means "fetch
+	// it".
 	Get(sum [32]byte, buf []byte) ([]byte, error)
 	// PutMeta stores a metadata record; it must not retain value.
 	PutMeta(key string, value []byte) error

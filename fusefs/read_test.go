@@ -95,30 +95,42 @@ func TestConcurrentReadersOfOneChunkFetchOnce(t *testing.T) {
 	}
 }
 
+// TestRemountWithSameStoreFetchesNothing, for manifests of either hash
+// algorithm: the chunks a first mount fetched are stored under their
+// manifest's algorithm, and a second mount reads them all back from the
+// Store, each verified by it, none found corrupt.
 func TestRemountWithSameStoreFetchesNothing(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	buildTree(r)
-	storeDir := t.TempDir()
-	store := openStore(t, storeDir)
-	m := mountFS(t, r, store, testOptions(), nil)
-	checkTree(t, r, m.dir)
-	first := m.fsys.Stats()
-	if first.BytesFetched == 0 {
-		t.Fatal("first mount fetched nothing")
-	}
-	m.unmount()
+	for _, alg := range []transfer.HashAlg{transfer.SHA256, transfer.BLAKE3} {
+		t.Run(alg.String(), func(t *testing.T) {
+			r := newFakeRemote(testChunk)
+			r.alg = alg
+			buildTree(r)
+			storeDir := t.TempDir()
+			store := openStore(t, storeDir)
+			m := mountFS(t, r, store, testOptions(), nil)
+			checkTree(t, r, m.dir)
+			first := m.fsys.Stats()
+			if first.BytesFetched == 0 {
+				t.Fatal("first mount fetched nothing")
+			}
+			m.unmount()
 
-	m2 := mountFS(t, r, store, testOptions(), nil)
-	checkTree(t, r, m2.dir)
-	st := m2.fsys.Stats()
-	if st.BytesFetched != 0 || st.ChunksFetched != 0 || st.FetchCalls != 0 {
-		t.Errorf("remount fetched %d bytes in %d chunks (%d calls), want 0", st.BytesFetched, st.ChunksFetched, st.FetchCalls)
-	}
-	if st.StoreHits != first.ChunksFetched {
-		t.Errorf("remount: %d store hits, want %d (the chunks of the first mount)", st.StoreHits, first.ChunksFetched)
-	}
-	if got := r.bytesSent.Load(); got != first.BytesFetched {
-		t.Errorf("remote sent %d bytes in all, want %d", got, first.BytesFetched)
+			m2 := mountFS(t, r, store, testOptions(), nil)
+			checkTree(t, r, m2.dir)
+			st := m2.fsys.Stats()
+			if st.BytesFetched != 0 || st.ChunksFetched != 0 || st.FetchCalls != 0 {
+				t.Errorf("remount fetched %d bytes in %d chunks (%d calls), want 0", st.BytesFetched, st.ChunksFetched, st.FetchCalls)
+			}
+			if st.StoreHits != first.ChunksFetched {
+				t.Errorf("remount: %d store hits, want %d (the chunks of the first mount)", st.StoreHits, first.ChunksFetched)
+			}
+			if got := r.bytesSent.Load(); got != first.BytesFetched {
+				t.Errorf("remote sent %d bytes in all, want %d", got, first.BytesFetched)
+			}
+			if ss := store.Stats(); ss.Corrupt != 0 || ss.Hits != first.ChunksFetched {
+				t.Errorf("store: %d corrupt chunks, %d hits; want 0 and %d", ss.Corrupt, ss.Hits, first.ChunksFetched)
+			}
+		})
 	}
 }
 

@@ -13,22 +13,18 @@ import (
 // one PutVerified call.
 const maxWriteBatch = 32
 
-// writeBatchBytes is how much add lets pend before it starts the writer on
-// its own; below it, the writer starts when kicked (a fetch ended).
-// Writing several chunks at once costs the Store much less than writing
-// them one by one.
-const writeBatchBytes = 8 << 20
-
 // storeWriter writes fetched, verified chunks to the Store off the fetch
 // path, in batches. A chunk is pending from add until the Store has it (or
 // refused it); pending chunks are served by get, so a chunk is never
 // fetched again while it waits. The pending bytes are bounded: add's
 // caller waits (waitRoom) while they exceed max.
 //
-// One goroutine writes while anything is pending and ends when nothing is.
-// add starts it once writeBatchBytes are pending, kick (called when a
-// fetch ends), flush and close whenever anything is. close waits for it
-// after it has written everything.
+// One goroutine writes while anything is pending and ends when nothing is:
+// add starts it, so a chunk reaches the Store as soon as the chunks ahead
+// of it are written (a daemon killed loses only what was being written and
+// what arrived meanwhile), and chunks that arrive while a batch is written
+// make the next batch: writes batch up exactly when the Store is the
+// bottleneck. close waits for it after it has written everything.
 type storeWriter struct {
 	store Store
 	log   *slog.Logger
@@ -37,7 +33,7 @@ type storeWriter struct {
 	wg sync.WaitGroup // the writing goroutine
 
 	mu      sync.Mutex // guards the fields below; taken after FS.mu
-	pending map[transfer.Hash][]byte
+	pending map[transfer.Hash]chunkstore.Chunk
 	queue   []transfer.Hash // pending chunks in the order added
 	bytes   int64           // total length of the pending chunks
 	running bool            // the writing goroutine runs
@@ -53,15 +49,15 @@ func newStoreWriter(store Store, log *slog.Logger, max int64) *storeWriter {
 		store:   store,
 		log:     log,
 		max:     max,
-		pending: make(map[transfer.Hash][]byte),
+		pending: make(map[transfer.Hash]chunkstore.Chunk),
 		room:    make(chan struct{}),
 	}
 }
 
-// add queues data, verified to hash to h, for the Store; data must not
-// change afterwards. A chunk already pending is not queued twice. After
-// close, add drops the chunk (it is fetched again if wanted later).
-func (w *storeWriter) add(h transfer.Hash, data []byte) {
+// add queues data, verified to hash to h under alg, for the Store; data
+// must not change afterwards. A chunk already pending is not queued twice.
+// After close, add drops the chunk (it is fetched again if wanted later).
+func (w *storeWriter) add(h transfer.Hash, alg transfer.HashAlg, data []byte) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -71,19 +67,10 @@ func (w *storeWriter) add(h transfer.Hash, data []byte) {
 	if _, ok := w.pending[h]; ok {
 		return
 	}
-	w.pending[h] = data
+	w.pending[h] = chunkstore.Chunk{Sum: h, Alg: alg, Data: data}
 	w.queue = append(w.queue, h)
 	w.bytes += int64(len(data))
-	if w.bytes >= min(writeBatchBytes, w.max) {
-		w.startLocked()
-	}
-}
-
-// kick starts writing whatever is pending.
-func (w *storeWriter) kick() {
-	w.mu.Lock()
 	w.startLocked()
-	w.mu.Unlock()
 }
 
 // startLocked starts the writing goroutine unless it runs or nothing is
@@ -101,8 +88,8 @@ func (w *storeWriter) startLocked() {
 func (w *storeWriter) get(h transfer.Hash) ([]byte, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	data, ok := w.pending[h]
-	return data, ok
+	c, ok := w.pending[h]
+	return c.Data, ok
 }
 
 // waitRoom blocks while the pending bytes exceed the bound, until ctx is
@@ -128,7 +115,6 @@ func (w *storeWriter) waitRoom(ctx context.Context) error {
 // flush blocks until nothing is pending, or ctx is done (returning its
 // error).
 func (w *storeWriter) flush(ctx context.Context) error {
-	w.kick()
 	for {
 		w.mu.Lock()
 		if len(w.pending) == 0 {
@@ -183,7 +169,7 @@ func (w *storeWriter) run() {
 		}
 		batch = batch[:0]
 		for _, h := range w.queue[:n] {
-			batch = append(batch, chunkstore.Chunk{Sum: h, Data: w.pending[h]})
+			batch = append(batch, w.pending[h])
 		}
 		w.queue = w.queue[n:]
 		w.mu.Unlock()

@@ -50,45 +50,39 @@ func testChunks(n, size int) ([]transfer.Hash, [][]byte) {
 	ds := make([][]byte, n)
 	for i := range n {
 		ds[i] = content(string(rune('a'+i)), size)
-		hs[i] = transfer.Sum(ds[i])
+		hs[i] = transfer.SumAlg(transfer.SHA256, ds[i])
 	}
 	return hs, ds
 }
 
-func TestStoreWriterServesPendingChunksAndBatches(t *testing.T) {
+// TestStoreWriterWritesAtOnceAndBatchesWhileBusy: the first chunk added is
+// written at once, without waiting for more; the chunks added while that
+// write is under way are served from memory and written together next.
+func TestStoreWriterWritesAtOnceAndBatchesWhileBusy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := &gatedStore{memStore: newMemStore(), gate: make(chan struct{})}
 		w := newStoreWriter(store, slog.New(slog.DiscardHandler), 1<<20)
 		hs, ds := testChunks(5, 1000)
-		for i := range hs {
-			w.add(hs[i], ds[i])
+		w.add(hs[0], transfer.SHA256, ds[0])
+		synctest.Wait() // the writer took chunk 0 and waits at the gate
+		for i := 1; i < len(hs); i++ {
+			w.add(hs[i], transfer.SHA256, ds[i])
 		}
-		w.add(hs[0], ds[0]) // pending already: not queued twice
+		w.add(hs[1], transfer.SHA256, ds[1]) // pending already: not queued twice
 		for i := range hs {
 			if got, ok := w.get(hs[i]); !ok || !bytes.Equal(got, ds[i]) {
 				t.Fatalf("pending chunk %d not served", i)
 			}
 		}
 		if c := w.counts(); c.pending != 5 || c.bytes != 5000 || c.writes != 0 {
-			t.Fatalf("before the kick: %+v, want 5 chunks, 5000 bytes pending and no write", c)
-		}
-		// Below the batch size nothing is written until a kick.
-		synctest.Wait()
-		if n := len(store.batchSizes()); n != 0 {
-			t.Fatalf("%d writes before the kick", n)
-		}
-		w.kick()
-		synctest.Wait()
-		// The writer waits at the gate; the chunks are still served.
-		if _, ok := w.get(hs[4]); !ok {
-			t.Fatal("chunk being written not served")
+			t.Fatalf("while the first write waits: %+v, want 5 chunks, 5000 bytes pending and no write done", c)
 		}
 		close(store.gate)
 		if err := w.flush(context.Background()); err != nil {
 			t.Fatalf("flush: %v", err)
 		}
-		if got := store.batchSizes(); len(got) != 1 || got[0] != 5 {
-			t.Fatalf("batches %v, want one of 5", got)
+		if got := store.batchSizes(); len(got) != 2 || got[0] != 1 || got[1] != 4 {
+			t.Fatalf("batches %v, want [1 4]: the first chunk alone, then the four that arrived meanwhile", got)
 		}
 		for i := range hs {
 			if _, ok := w.get(hs[i]); ok {
@@ -98,7 +92,7 @@ func TestStoreWriterServesPendingChunksAndBatches(t *testing.T) {
 				t.Fatalf("chunk %d not in the store: %v", i, err)
 			}
 		}
-		if c := w.counts(); c != (writerCounts{written: 5, writes: 1}) {
+		if c := w.counts(); c != (writerCounts{written: 5, writes: 2}) {
 			t.Fatalf("counts %+v", c)
 		}
 		w.close()
@@ -111,7 +105,7 @@ func TestStoreWriterBoundsPendingBytes(t *testing.T) {
 		w := newStoreWriter(store, slog.New(slog.DiscardHandler), 2500)
 		hs, ds := testChunks(3, 1000)
 		for i := range hs {
-			w.add(hs[i], ds[i])
+			w.add(hs[i], transfer.SHA256, ds[i])
 		}
 		// 3000 pending bytes, more than 2500: waitRoom blocks (and starts
 		// the writer, which waits at the gate).
@@ -147,7 +141,7 @@ func TestStoreWriterCloseWritesEverything(t *testing.T) {
 		w := newStoreWriter(store, slog.New(slog.DiscardHandler), 64<<20)
 		hs, ds := testChunks(3, 100)
 		for i := range hs {
-			w.add(hs[i], ds[i])
+			w.add(hs[i], transfer.SHA256, ds[i])
 		}
 		w.close()
 		for i := range hs {
@@ -157,7 +151,7 @@ func TestStoreWriterCloseWritesEverything(t *testing.T) {
 		}
 		// After close a chunk is not queued.
 		h, d := testChunks(4, 100)
-		w.add(h[3], d[3])
+		w.add(h[3], transfer.SHA256, d[3])
 		if _, ok := w.get(h[3]); ok {
 			t.Fatal("chunk queued after close")
 		}
@@ -173,7 +167,7 @@ func TestStoreWriterCountsRefusedChunks(t *testing.T) {
 		w := newStoreWriter(store, slog.New(slog.DiscardHandler), 64<<20)
 		hs, ds := testChunks(2, 100)
 		for i := range hs {
-			w.add(hs[i], ds[i])
+			w.add(hs[i], transfer.SHA256, ds[i])
 		}
 		if err := w.flush(context.Background()); err != nil {
 			t.Fatal(err)

@@ -74,11 +74,11 @@ func (r *fakeRemote) mkdirLocked(p string) {
 func (r *fakeRemote) file(p string, data []byte) *transfer.Manifest {
 	var hashes []transfer.Hash
 	for off := 0; off < len(data); off += int(r.chunkSize) {
-		hashes = append(hashes, transfer.Sum(data[off:min(off+int(r.chunkSize), len(data))]))
+		hashes = append(hashes, transfer.SumAlg(transfer.BLAKE3, data[off:min(off+int(r.chunkSize), len(data))]))
 	}
 	m := &transfer.Manifest{
-		Size: int64(len(data)), Mode: transfer.ModeRegular | 0o644, ChunkSize: r.chunkSize,
-		Version: transfer.ComputeVersion(int64(len(data)), r.chunkSize, hashes), Hashes: hashes,
+		Size: int64(len(data)), Mode: transfer.ModeRegular | 0o644, ChunkSize: r.chunkSize, Alg: transfer.BLAKE3,
+		Version: transfer.ComputeVersion(transfer.BLAKE3, int64(len(data)), r.chunkSize, hashes), Hashes: hashes,
 	}
 	if err := m.Check(); err != nil {
 		panic(err)

@@ -31,6 +31,11 @@ type CatalogOptions struct {
 	// ManifestCacheBytes bounds the memory of cached manifests
 	// (approximately 32 bytes per chunk). Default 64 MiB.
 	ManifestCacheBytes int64
+	// Hash names the chunk hash algorithm of every manifest, as
+	// transfer.ParseHashAlg reads it: "blake3" or "sha256" (for clients
+	// that predate BLAKE3). Default ("") "blake3". Only the primary
+	// computes manifests; a secondary never hashes.
+	Hash string
 }
 
 // CatalogStats are exact counters of a Catalog.
@@ -58,6 +63,7 @@ const maxManifestAttempts = 3
 type Catalog struct {
 	root      *os.Root
 	chunkSize uint32
+	alg       transfer.HashAlg
 	cache     *manifestCache
 	flight    singleflight.Group
 	bufs      sync.Pool // of *[]byte with cap == chunkSize
@@ -79,6 +85,13 @@ func NewCatalog(dir string, opts *CatalogOptions) (*Catalog, error) {
 	if o.ChunkSize < transfer.MinChunkSize || o.ChunkSize > transfer.MaxChunkSize {
 		return nil, fmt.Errorf("chunk size %d outside [%d, %d]", o.ChunkSize, transfer.MinChunkSize, transfer.MaxChunkSize)
 	}
+	if o.Hash == "" {
+		o.Hash = transfer.BLAKE3.String()
+	}
+	alg, err := transfer.ParseHashAlg(o.Hash)
+	if err != nil {
+		return nil, err
+	}
 	if o.ManifestCacheEntries == 0 {
 		o.ManifestCacheEntries = 4096
 	}
@@ -92,6 +105,7 @@ func NewCatalog(dir string, opts *CatalogOptions) (*Catalog, error) {
 	c := &Catalog{
 		root:      root,
 		chunkSize: o.ChunkSize,
+		alg:       alg,
 		cache:     newManifestCache(o.ManifestCacheEntries, o.ManifestCacheBytes),
 	}
 	c.bufs.New = func() any {
@@ -116,6 +130,9 @@ func (c *Catalog) Close() error { return c.root.Close() }
 
 // ChunkSize returns the chunk size of the catalog's manifests.
 func (c *Catalog) ChunkSize() uint32 { return c.chunkSize }
+
+// HashAlg returns the chunk hash algorithm of the catalog's manifests.
+func (c *Catalog) HashAlg() transfer.HashAlg { return c.alg }
 
 // Stats returns the catalog's counters.
 func (c *Catalog) Stats() CatalogStats {
@@ -400,13 +417,15 @@ func (c *Catalog) compute(ctx context.Context, path string, f *os.File) (*transf
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	buf := *bp
+	rd := &chunkReader{f: f}
+	defer rd.close()
 	for attempt := 0; attempt < maxManifestAttempts; attempt++ {
 		fi, err := f.Stat()
 		if err != nil {
 			return nil, c.mapErr("manifest", path, err)
 		}
 		a, _ := attrOf(fi)
-		m := &transfer.Manifest{Size: fi.Size(), MtimeNs: a.MtimeNs, Mode: a.Mode, ChunkSize: c.chunkSize}
+		m := &transfer.Manifest{Size: fi.Size(), MtimeNs: a.MtimeNs, Mode: a.Mode, ChunkSize: c.chunkSize, Alg: c.alg}
 		if m.Size > int64(transfer.MaxChunks)*int64(c.chunkSize) {
 			return nil, fmt.Errorf("manifest %q: %d bytes need more than %d chunks: %w", path, m.Size, transfer.MaxChunks, transfer.ErrTooLarge)
 		}
@@ -416,7 +435,7 @@ func (c *Catalog) compute(ctx context.Context, path string, f *os.File) (*transf
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("manifest %q: %w", path, err)
 			}
-			n, err := f.ReadAt(buf[:m.ChunkLen(i)], m.ChunkOffset(i))
+			n, err := rd.readAt(buf[:m.ChunkLen(i)], m.ChunkOffset(i))
 			if n < m.ChunkLen(i) {
 				if err == io.EOF {
 					changed = true // the file shrank
@@ -424,7 +443,7 @@ func (c *Catalog) compute(ctx context.Context, path string, f *os.File) (*transf
 				}
 				return nil, c.mapErr("manifest", path, err)
 			}
-			m.Hashes[i] = transfer.Sum(buf[:n])
+			m.Hashes[i] = m.Sum(buf[:n])
 		}
 		c.computed.Add(1)
 		fi2, err := f.Stat()
@@ -434,7 +453,7 @@ func (c *Catalog) compute(ctx context.Context, path string, f *os.File) (*transf
 		if changed || fi2.Size() != fi.Size() || !fi2.ModTime().Equal(fi.ModTime()) {
 			continue
 		}
-		m.Version = transfer.ComputeVersion(m.Size, m.ChunkSize, m.Hashes)
+		m.Version = transfer.ComputeVersion(m.Alg, m.Size, m.ChunkSize, m.Hashes)
 		c.cache.put(path, manifestKey{size: m.Size, mtimeNs: m.MtimeNs}, m)
 		return m, nil
 	}
@@ -447,6 +466,7 @@ type File struct {
 	c    *Catalog
 	path string
 	f    *os.File
+	rd   *chunkReader // reads f's chunks
 	m    *transfer.Manifest
 }
 
@@ -467,7 +487,7 @@ func (c *Catalog) Open(ctx context.Context, path string, version transfer.Hash) 
 		f.Close()
 		return nil, fmt.Errorf("read %q: version %.12s is not the current %.12s: %w", path, version, m.Version, transfer.ErrStale)
 	}
-	return &File{c: c, path: path, f: f, m: m}, nil
+	return &File{c: c, path: path, f: f, rd: &chunkReader{f: f}, m: m}, nil
 }
 
 // Manifest returns the manifest the File was opened at. It is shared:
@@ -475,7 +495,10 @@ func (c *Catalog) Open(ctx context.Context, path string, version transfer.Hash) 
 func (f *File) Manifest() *transfer.Manifest { return f.m }
 
 // Close closes the file.
-func (f *File) Close() error { return f.f.Close() }
+func (f *File) Close() error {
+	f.rd.close()
+	return f.f.Close()
+}
 
 // ReadChunk reads chunk i into buf, which must hold ChunkLen(i) bytes, and
 // returns the chunk's bytes (a prefix of buf). The data is not verified
@@ -488,7 +511,7 @@ func (f *File) ReadChunk(i int, buf []byte) ([]byte, error) {
 	if len(buf) < n {
 		return nil, fmt.Errorf("read %q: buffer of %d bytes for chunk of %d: %w", f.path, len(buf), n, transfer.ErrInternal)
 	}
-	got, err := f.f.ReadAt(buf[:n], f.m.ChunkOffset(i))
+	got, err := f.rd.readAt(buf[:n], f.m.ChunkOffset(i))
 	if got < n {
 		if err == io.EOF {
 			return nil, fmt.Errorf("read %q: chunk %d: file shrank: %w", f.path, i, transfer.ErrStale)

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zeebo/blake3"
 
 	"github.com/kwikfs/kwikfs/transfer"
 )
@@ -241,8 +244,54 @@ func TestCatalogManifestAndChunks(t *testing.T) {
 		t.Fatalf("Manifest(fifo) = %v, want ErrNotFound", err)
 	}
 	em, err := c.Manifest(ctx, "empty")
-	if err != nil || em.NumChunks() != 0 || em.Version != transfer.ComputeVersion(0, testChunk, nil) {
+	if err != nil || em.NumChunks() != 0 || em.Version != transfer.ComputeVersion(transfer.BLAKE3, 0, testChunk, nil) {
 		t.Fatalf("Manifest(empty) = %+v, %v", em, err)
+	}
+}
+
+// TestCatalogManifestHashAlg: a catalog hashes chunks with BLAKE3 unless
+// told "sha256", and refuses an algorithm it does not know.
+func TestCatalogManifestHashAlg(t *testing.T) {
+	root, big := testTree(t)
+	tests := []struct {
+		hash string
+		alg  transfer.HashAlg
+		sum  func([]byte) [32]byte
+	}{
+		{"", transfer.BLAKE3, blake3.Sum256},
+		{"blake3", transfer.BLAKE3, blake3.Sum256},
+		{"sha256", transfer.SHA256, sha256.Sum256},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.hash), func(t *testing.T) {
+			c, err := NewCatalog(root, &CatalogOptions{ChunkSize: testChunk, Hash: tt.hash})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if c.HashAlg() != tt.alg {
+				t.Fatalf("HashAlg = %v, want %v", c.HashAlg(), tt.alg)
+			}
+			m, err := c.Manifest(context.Background(), "dir/big.bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Alg != tt.alg || m.NumChunks() != 11 || m.Check() != nil {
+				t.Fatalf("manifest alg %v, %d chunks, check %v", m.Alg, m.NumChunks(), m.Check())
+			}
+			for i := range m.Hashes {
+				off := m.ChunkOffset(i)
+				if want := tt.sum(big[off : off+int64(m.ChunkLen(i))]); m.Hashes[i] != want {
+					t.Fatalf("chunk %d: hash %v, want %x", i, m.Hashes[i], want)
+				}
+			}
+			if want := transfer.ComputeVersion(tt.alg, m.Size, m.ChunkSize, m.Hashes); m.Version != want {
+				t.Fatalf("version %v, want %v", m.Version, want)
+			}
+		})
+	}
+	if _, err := NewCatalog(root, &CatalogOptions{Hash: "md5"}); err == nil {
+		t.Fatal("NewCatalog with Hash md5 succeeded")
 	}
 }
 

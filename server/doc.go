@@ -17,15 +17,18 @@
 //
 // # Manifests
 //
-// A Catalog computes a file's manifest (chunk size 1 MiB unless configured)
-// by hashing it once, caches it in a bounded LRU keyed by path, and uses
+// A Catalog computes a file's manifest (chunk size 1 MiB and BLAKE3 chunk
+// hashes unless configured; CatalogOptions.Hash "sha256" serves clients
+// that predate BLAKE3) by hashing it once, caches it in a bounded LRU keyed by path, and uses
 // the cached one while the file's size and mtime are unchanged; a manifest
 // whose file changed while it was hashed is computed again. Concurrent
 // requests for the same file state share one computation (singleflight).
 // READ names the manifest Version it expects; a file whose current manifest
 // has another Version is answered with ErrStale. Chunks are read with pread
 // into pooled buffers. A Catalog knows nothing of sessions, so a secondary
-// can read chunks from its own root with it.
+// can read chunks from its own root with it. A secondary never hashes: it
+// sends the byte ranges the primary delegates, and the client verifies
+// them against the primary's manifest, with its algorithm.
 //
 // # Serving
 //

@@ -279,7 +279,7 @@ func TestSecondaryServesDelegatedRanges(t *testing.T) {
 			continue
 		}
 		off, n := tt.delegate(st, uint64(sg.to-sg.from), func(done uint64) []byte {
-			b, err := (&transfer.SendChunk{Path: "dir/f.bin", Version: transfer.Sum(data), FileOffset: uint64(sg.from) + done}).MarshalBinary()
+			b, err := (&transfer.SendChunk{Path: "dir/f.bin", Version: transfer.SumAlg(transfer.SHA256, data), FileOffset: uint64(sg.from) + done}).MarshalBinary()
 			if err != nil {
 				t.Fatal(err)
 			}

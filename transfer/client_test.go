@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/zeebo/blake3"
 
 	"github.com/kwikfs/kwikfs/server"
 	"github.com/kwikfs/kwikfs/server/servertest"
@@ -44,8 +47,14 @@ func writeFile(t *testing.T, path string, data []byte, mode os.FileMode, mtime t
 // returns the root, the server and a client of it.
 func setup(t *testing.T, chunkSize uint32) (string, *servertest.Server, *transfer.Client) {
 	t.Helper()
+	return setupCatalog(t, server.CatalogOptions{ChunkSize: chunkSize})
+}
+
+// setupCatalog is setup with the given catalog options.
+func setupCatalog(t *testing.T, co server.CatalogOptions) (string, *servertest.Server, *transfer.Client) {
+	t.Helper()
 	root := t.TempDir()
-	srv := servertest.Start(t, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: chunkSize}})
+	srv := servertest.Start(t, root, &server.PrimaryOptions{Catalog: co})
 	c := transfer.NewClient(srv.Addr, &transfer.ClientOptions{
 		Config:        srv.ClientConfig(),
 		RedialBackoff: transfer.RedialBackoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
@@ -120,7 +129,7 @@ func TestClientOperations(t *testing.T) {
 	}
 	for i := range m.Hashes {
 		off := m.ChunkOffset(i)
-		if m.Hashes[i] != transfer.Sum(data[off:off+int64(m.ChunkLen(i))]) {
+		if m.Hashes[i] != m.Sum(data[off:off+int64(m.ChunkLen(i))]) {
 			t.Fatalf("hash of chunk %d differs", i)
 		}
 	}
@@ -268,6 +277,79 @@ func TestDownloadFileSizes(t *testing.T) {
 	}
 	if s := c.Stats(); s.DataBytes != total {
 		t.Fatalf("DataBytes = %d, want %d", s.DataBytes, total)
+	}
+}
+
+// TestDownloadFileWithEitherHashAlg: a primary computes BLAKE3 manifests
+// by default and SHA-256 ones when told; the client verifies every chunk
+// with the manifest's algorithm, and a manifest of the other algorithm
+// names another version.
+func TestDownloadFileWithEitherHashAlg(t *testing.T) {
+	const cs = transfer.MinChunkSize
+	tests := []struct {
+		hash      string
+		alg       transfer.HashAlg
+		otherAlg  transfer.HashAlg
+		otherHash func([]byte) [32]byte
+	}{
+		{"", transfer.BLAKE3, transfer.SHA256, sha256.Sum256},
+		{"blake3", transfer.BLAKE3, transfer.SHA256, sha256.Sum256},
+		{"sha256", transfer.SHA256, transfer.BLAKE3, blake3.Sum256},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.hash), func(t *testing.T) {
+			root, _, c := setupCatalog(t, server.CatalogOptions{ChunkSize: cs, Hash: tt.hash})
+			ctx := testCtx(t)
+			data := randomData(6*cs+123, 9)
+			writeFile(t, filepath.Join(root, "f"), data, 0o644, mtime0)
+			m, err := c.Manifest(ctx, "f")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Alg != tt.alg || m.NumChunks() != 7 {
+				t.Fatalf("manifest alg %v with %d chunks, want %v with 7", m.Alg, m.NumChunks(), tt.alg)
+			}
+			local := filepath.Join(t.TempDir(), "f")
+			if err := c.DownloadFile(ctx, "f", local, nil); err != nil {
+				t.Fatal(err)
+			}
+			if fileSHA(t, local) != sha256.Sum256(data) {
+				t.Fatal("content differs")
+			}
+			if s := c.Stats(); s.Chunks != 7 || s.CorruptChunks != 0 {
+				t.Fatalf("client stats %+v; want 7 chunks, none corrupt", s)
+			}
+
+			// One chunk hash damaged, the version left alone (the server
+			// accepts it): chunks 0 to 2 are delivered, chunk 3 fails.
+			bad := *m
+			bad.Hashes = slices.Clone(m.Hashes)
+			bad.Hashes[3][31] ^= 1
+			var delivered []int
+			err = c.ReadChunks(ctx, "f", &bad, 0, 7, func(i int, _ []byte) error {
+				delivered = append(delivered, i)
+				return nil
+			})
+			if !errors.Is(err, transfer.ErrCorrupt) || !slices.Equal(delivered, []int{0, 1, 2}) {
+				t.Fatalf("ReadChunks = %v, delivered %v; want ErrCorrupt after [0 1 2]", err, delivered)
+			}
+
+			// The manifest of the same bytes under the other algorithm is
+			// valid, but another version: the server answers ErrStale.
+			other := transfer.Manifest{Size: m.Size, MtimeNs: m.MtimeNs, Mode: m.Mode, ChunkSize: m.ChunkSize, Alg: tt.otherAlg}
+			for i := 0; i < m.NumChunks(); i++ {
+				off := m.ChunkOffset(i)
+				other.Hashes = append(other.Hashes, tt.otherHash(data[off:off+int64(m.ChunkLen(i))]))
+			}
+			other.Version = transfer.ComputeVersion(other.Alg, other.Size, other.ChunkSize, other.Hashes)
+			if err := other.Check(); err != nil || other.Version == m.Version {
+				t.Fatalf("other manifest: check %v, same version %v", err, other.Version == m.Version)
+			}
+			err = c.ReadChunks(ctx, "f", &other, 0, 1, func(int, []byte) error { return nil })
+			if !errors.Is(err, transfer.ErrStale) {
+				t.Fatalf("ReadChunks with the %v manifest = %v, want ErrStale", tt.otherAlg, err)
+			}
+		})
 	}
 }
 

@@ -32,11 +32,17 @@ const (
 	MaxErrorLen = 1024
 )
 
-// manifestFormat is the first byte of an encoded Manifest.
-const manifestFormat = 1
+// The first byte of an encoded Manifest: manifestFormat for a SHA-256
+// manifest (the only format before manifests named their algorithm, so
+// such manifests encode as they always did), manifestFormatAlg for any
+// other, with the algorithm in the next byte.
+const (
+	manifestFormat    = 1
+	manifestFormatAlg = 2
+)
 
 // manifestHeaderMax bounds the fixed part of an encoded Manifest.
-const manifestHeaderMax = 1 + 4*binary.MaxVarintLen64 + len(Hash{}) + binary.MaxVarintLen64
+const manifestHeaderMax = 2 + 4*binary.MaxVarintLen64 + len(Hash{}) + binary.MaxVarintLen64
 
 // MaxManifestLen is the largest encoded (uncompressed) Manifest.
 const MaxManifestLen = manifestHeaderMax + MaxChunks*len(Hash{})
@@ -322,11 +328,12 @@ func DecodeAttr(b []byte) (Attr, error) {
 	return a, nil
 }
 
-// Check validates m: ChunkSize within [MinChunkSize, MaxChunkSize], Size
-// not negative and at most MaxChunks chunks, len(Hashes) == NumChunks(),
-// a regular-file Mode with no unknown bits (errors wrap ErrBadRequest or
-// ErrTooLarge), and Version == ComputeVersion(Size, ChunkSize, Hashes)
-// (an error wrapping both ErrCorrupt and ErrBadRequest otherwise).
+// Check validates m: a known Alg, ChunkSize within [MinChunkSize,
+// MaxChunkSize], Size not negative and at most MaxChunks chunks,
+// len(Hashes) == NumChunks(), a regular-file Mode with no unknown bits
+// (errors wrap ErrBadRequest or ErrTooLarge), and Version ==
+// ComputeVersion(Alg, Size, ChunkSize, Hashes) (an error wrapping both
+// ErrCorrupt and ErrBadRequest otherwise).
 func (m *Manifest) Check() error {
 	if err := m.checkShape(); err != nil {
 		return err
@@ -334,7 +341,7 @@ func (m *Manifest) Check() error {
 	if len(m.Hashes) != m.NumChunks() {
 		return fmt.Errorf("manifest: %d hashes for %d chunks: %w", len(m.Hashes), m.NumChunks(), ErrBadRequest)
 	}
-	if ComputeVersion(m.Size, m.ChunkSize, m.Hashes) != m.Version {
+	if ComputeVersion(m.Alg, m.Size, m.ChunkSize, m.Hashes) != m.Version {
 		return fmt.Errorf("manifest: version does not match its hashes: %w (%w)", ErrCorrupt, ErrBadRequest)
 	}
 	return nil
@@ -342,6 +349,9 @@ func (m *Manifest) Check() error {
 
 // checkShape checks everything but the hashes.
 func (m *Manifest) checkShape() error {
+	if !m.Alg.Valid() {
+		return fmt.Errorf("manifest: hash algorithm %v: %w", m.Alg, ErrBadRequest)
+	}
 	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize {
 		return fmt.Errorf("manifest: chunk size %d outside [%d, %d]: %w", m.ChunkSize, MinChunkSize, MaxChunkSize, ErrBadRequest)
 	}
@@ -359,17 +369,24 @@ func (m *Manifest) checkShape() error {
 
 // MarshalBinary encodes m:
 //
-//	byte 1 (format), uvarint Size, varint MtimeNs, uvarint Mode,
+//	format, [alg,] uvarint Size, varint MtimeNs, uvarint Mode,
 //	uvarint ChunkSize, 32 bytes Version, uvarint len(Hashes), the hashes
 //
-// It fails (see Check) when m is inconsistent, so that only decodable
-// manifests are ever sent.
+// where a SHA256 manifest starts with the byte 1 and no alg byte (as every
+// manifest did before they named their algorithm), and a manifest of any
+// other algorithm with the bytes 2 and Alg. Each manifest has exactly one
+// encoding. It fails (see Check) when m is inconsistent, so that only
+// decodable manifests are ever sent.
 func (m *Manifest) MarshalBinary() ([]byte, error) {
 	if err := m.Check(); err != nil {
 		return nil, err
 	}
 	b := make([]byte, 0, manifestHeaderMax+len(m.Hashes)*len(Hash{}))
-	b = append(b, manifestFormat)
+	if m.Alg == SHA256 {
+		b = append(b, manifestFormat)
+	} else {
+		b = append(b, manifestFormatAlg, byte(m.Alg))
+	}
 	b = binary.AppendUvarint(b, uint64(m.Size))
 	b = binary.AppendVarint(b, m.MtimeNs)
 	b = binary.AppendUvarint(b, uint64(m.Mode))
@@ -383,16 +400,26 @@ func (m *Manifest) MarshalBinary() ([]byte, error) {
 }
 
 // UnmarshalBinary decodes the output of MarshalBinary into m and runs
-// Check on the result. The hash count must equal NumChunks() (so at most
-// MaxChunks) and is checked against the remaining input before the hashes
-// are allocated. Errors wrap ErrBadRequest, ErrTooLarge or ErrCorrupt; on
-// error m is left unchanged.
+// Check on the result. An unknown format or algorithm, and format 2 naming
+// SHA256 (whose encoding is format 1), are refused. The hash count must
+// equal NumChunks() (so at most MaxChunks) and is checked against the
+// remaining input before the hashes are allocated. Errors wrap
+// ErrBadRequest, ErrTooLarge or ErrCorrupt; on error m is left unchanged.
 func (m *Manifest) UnmarshalBinary(b []byte) error {
 	if len(b) > MaxManifestLen {
 		return fmt.Errorf("manifest of %d bytes: %w", len(b), ErrTooLarge)
 	}
 	d := decoder{b: b}
-	if f := d.byte1("manifest format"); d.err == nil && f != manifestFormat {
+	alg := SHA256
+	switch f := d.byte1("manifest format"); {
+	case d.err != nil:
+		return d.err
+	case f == manifestFormatAlg:
+		alg = HashAlg(d.byte1("manifest hash algorithm"))
+		if d.err == nil && (alg == SHA256 || !alg.Valid()) {
+			return fmt.Errorf("manifest hash algorithm %v in format %d: %w", alg, f, ErrBadRequest)
+		}
+	case f != manifestFormat:
 		return fmt.Errorf("manifest format %d: %w", f, ErrBadRequest)
 	}
 	size := d.uvarint("manifest size")
@@ -407,7 +434,7 @@ func (m *Manifest) UnmarshalBinary(b []byte) error {
 	if size > 1<<62 || mode > uint64(^uint32(0)) || chunkSize > uint64(^uint32(0)) {
 		return fmt.Errorf("manifest: size %d, mode %o, chunk size %d: %w", size, mode, chunkSize, ErrBadRequest)
 	}
-	nm := Manifest{Size: int64(size), MtimeNs: mtime, Mode: uint32(mode), ChunkSize: uint32(chunkSize), Version: version}
+	nm := Manifest{Size: int64(size), MtimeNs: mtime, Mode: uint32(mode), ChunkSize: uint32(chunkSize), Alg: alg, Version: version}
 	if err := nm.checkShape(); err != nil {
 		return err
 	}

@@ -2,21 +2,31 @@ package transfer
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// testManifest builds the manifest of data with the given chunk size.
+// testManifest builds the SHA-256 manifest of data with the given chunk
+// size.
 func testManifest(data []byte, chunkSize uint32) *Manifest {
-	m := &Manifest{Size: int64(len(data)), MtimeNs: 1700000000123456789, Mode: ModeRegular | 0o640, ChunkSize: chunkSize}
+	return testManifestAlg(SHA256, data, chunkSize)
+}
+
+// testManifestAlg builds the manifest of data with the given hash algorithm
+// and chunk size.
+func testManifestAlg(alg HashAlg, data []byte, chunkSize uint32) *Manifest {
+	m := &Manifest{Size: int64(len(data)), MtimeNs: 1700000000123456789, Mode: ModeRegular | 0o640, ChunkSize: chunkSize, Alg: alg}
 	for off := 0; off < len(data); off += int(chunkSize) {
 		end := min(off+int(chunkSize), len(data))
-		m.Hashes = append(m.Hashes, Sum(data[off:end]))
+		m.Hashes = append(m.Hashes, SumAlg(alg, data[off:end]))
 	}
-	m.Version = ComputeVersion(m.Size, m.ChunkSize, m.Hashes)
+	m.Version = ComputeVersion(alg, m.Size, m.ChunkSize, m.Hashes)
 	return m
 }
 
@@ -108,33 +118,122 @@ func TestManifestRoundTrip(t *testing.T) {
 		{"sixteen chunks", data, MinChunkSize},
 		{"max chunk size", data, MaxChunkSize},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			m := testManifest(tt.data, tt.chunkSize)
-			b, err := m.MarshalBinary()
-			if err != nil {
-				t.Fatalf("MarshalBinary: %v", err)
-			}
-			var got Manifest
-			if err := got.UnmarshalBinary(b); err != nil {
-				t.Fatalf("UnmarshalBinary: %v", err)
-			}
-			if got.Hashes == nil {
-				got.Hashes = m.Hashes[:0:0]
-			}
-			if m.Hashes == nil {
-				m.Hashes = got.Hashes
-			}
-			if !reflect.DeepEqual(&got, m) {
-				t.Fatalf("round trip: got %+v, want %+v", got, *m)
-			}
-			for i := 0; i < got.NumChunks(); i++ {
-				off := got.ChunkOffset(i)
-				if err := got.Verify(i, tt.data[off:off+int64(got.ChunkLen(i))]); err != nil {
-					t.Fatalf("Verify chunk %d: %v", i, err)
+	algs := []struct {
+		alg    HashAlg
+		prefix []byte // the encoding's first bytes: format, then alg if any
+	}{
+		{SHA256, []byte{1}},
+		{BLAKE3, []byte{2, 1}},
+	}
+	for _, a := range algs {
+		for _, tt := range tests {
+			t.Run(a.alg.String()+"/"+tt.name, func(t *testing.T) {
+				m := testManifestAlg(a.alg, tt.data, tt.chunkSize)
+				b, err := m.MarshalBinary()
+				if err != nil {
+					t.Fatalf("MarshalBinary: %v", err)
 				}
-			}
-		})
+				if !bytes.HasPrefix(b, a.prefix) {
+					t.Fatalf("encoding starts % x, want % x", b[:3], a.prefix)
+				}
+				var got Manifest
+				if err := got.UnmarshalBinary(b); err != nil {
+					t.Fatalf("UnmarshalBinary: %v", err)
+				}
+				if got.Hashes == nil {
+					got.Hashes = m.Hashes[:0:0]
+				}
+				if m.Hashes == nil {
+					m.Hashes = got.Hashes
+				}
+				if !reflect.DeepEqual(&got, m) {
+					t.Fatalf("round trip: got %+v, want %+v", got, *m)
+				}
+				if got.Alg != a.alg {
+					t.Fatalf("Alg = %v, want %v", got.Alg, a.alg)
+				}
+				for i := 0; i < got.NumChunks(); i++ {
+					off := got.ChunkOffset(i)
+					if err := got.Verify(i, tt.data[off:off+int64(got.ChunkLen(i))]); err != nil {
+						t.Fatalf("Verify chunk %d: %v", i, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestManifestSHA256EncodingUnchanged pins the encoding of a SHA-256
+// manifest, version included, to the bytes of the first format, which
+// clients persisted before manifests named their algorithm.
+func TestManifestSHA256EncodingUnchanged(t *testing.T) {
+	m := testManifest([]byte("hello"), MinChunkSize)
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Format 1, size 5, mtime, mode, chunk size, then the version.
+	const wantHex = "0105aab4aed8c7bfce972fa083028020" +
+		"7219c70ba6b78add4baecdd30ce5ee946a8c7ba7ff7f6f8839ec4c46ccaf74ab" + // version
+		"01" + // one hash: SHA-256("hello")
+		"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+	if got := hex.EncodeToString(b); got != wantHex {
+		t.Fatalf("encoding\n%s\nwant\n%s", got, wantHex)
+	}
+}
+
+// TestComputeVersionNamesNonSHA256Alg: the version hashes the size and
+// chunk size big endian, then the algorithm byte for any algorithm but
+// SHA-256, then the chunk hashes.
+func TestComputeVersionNamesNonSHA256Alg(t *testing.T) {
+	hashes := []Hash{{1, 2, 3}, {4, 5, 6}}
+	hdr := []byte{0, 0, 0, 0, 0, 1, 0x23, 0x45, 0, 0, 0x10, 0}
+	for _, tt := range []struct {
+		alg   HashAlg
+		extra []byte
+	}{{SHA256, nil}, {BLAKE3, []byte{1}}} {
+		in := slices.Concat(hdr, tt.extra, hashes[0][:], hashes[1][:])
+		if got, want := ComputeVersion(tt.alg, 0x12345, 0x1000, hashes), Hash(sha256.Sum256(in)); got != want {
+			t.Errorf("%v: version %v, want %v", tt.alg, got, want)
+		}
+	}
+}
+
+func TestManifestVerifiesWithItsAlg(t *testing.T) {
+	data := bytes.Repeat([]byte("kwikfs"), 2*MinChunkSize)
+	sha := testManifestAlg(SHA256, data, MinChunkSize)
+	b3 := testManifestAlg(BLAKE3, data, MinChunkSize)
+	if sha.Hashes[0] == b3.Hashes[0] {
+		t.Fatal("SHA-256 and BLAKE3 hashes of a chunk are equal")
+	}
+	if sha.Version == b3.Version {
+		t.Fatal("SHA-256 and BLAKE3 manifests of the same bytes have the same version")
+	}
+	chunk := data[:MinChunkSize]
+	if got := b3.Sum(chunk); got != b3.Hashes[0] {
+		t.Fatalf("Manifest.Sum = %v, want %v", got, b3.Hashes[0])
+	}
+	// The SHA-256 hashes under a BLAKE3 manifest: every chunk fails.
+	mixed := *b3
+	mixed.Hashes = sha.Hashes
+	if err := mixed.Verify(0, chunk); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Verify of a chunk listed by its SHA-256 in a BLAKE3 manifest = %v, want ErrCorrupt", err)
+	}
+	flipped := bytes.Clone(chunk)
+	flipped[100] ^= 1
+	if err := b3.Verify(0, flipped); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Verify of a damaged chunk = %v, want ErrCorrupt", err)
+	}
+	if err := b3.Verify(0, chunk); err != nil {
+		t.Fatalf("Verify of an intact chunk = %v", err)
+	}
+	unknown := *b3
+	unknown.Alg = 2
+	if err := unknown.Verify(0, chunk); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("Verify with alg 2 = %v, want ErrBadRequest", err)
+	}
+	if _, err := unknown.MarshalBinary(); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("MarshalBinary with alg 2 = %v, want ErrBadRequest", err)
 	}
 }
 
@@ -170,13 +269,28 @@ func TestManifestRejects(t *testing.T) {
 	hugeCount = append(hugeCount, make([]byte, 32)...)
 	hugeCount = binary.AppendUvarint(hugeCount, 1<<40/MinChunkSize)
 
+	b3 := testManifestAlg(BLAKE3, data, MinChunkSize)
+	b3enc, err := b3.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	withAlg := func(alg byte, rest []byte) []byte { return append([]byte{manifestFormatAlg, alg}, rest...) }
+
 	tests := []struct {
 		name string
 		in   []byte
 		want error
 	}{
 		{"empty", nil, ErrBadRequest},
-		{"bad format", append([]byte{2}, enc[1:]...), ErrBadRequest},
+		{"bad format", append([]byte{3}, enc[1:]...), ErrBadRequest},
+		{"format 0", append([]byte{0}, enc[1:]...), ErrBadRequest},
+		{"unknown alg", withAlg(2, b3enc[2:]), ErrBadRequest},
+		{"alg 255", withAlg(255, b3enc[2:]), ErrBadRequest},
+		{"sha256 named in format 2", withAlg(byte(SHA256), enc[1:]), ErrBadRequest},
+		{"format 2 without alg", []byte{manifestFormatAlg}, ErrBadRequest},
+		{"blake3 manifest as format 1", append([]byte{manifestFormat}, b3enc[2:]...), ErrCorrupt},
+		{"sha256 manifest as blake3", withAlg(byte(BLAKE3), enc[1:]), ErrCorrupt},
+		{"blake3 truncated hashes", b3enc[:len(b3enc)-1], ErrBadRequest},
 		{"truncated header", enc[:10], ErrBadRequest},
 		{"truncated hashes", enc[:len(enc)-1], ErrBadRequest},
 		{"trailing byte", append(append([]byte(nil), enc...), 0), ErrBadRequest},
@@ -265,13 +379,16 @@ func FuzzDecodeAttrs(f *testing.F) {
 }
 
 func FuzzManifestUnmarshal(f *testing.F) {
-	for _, n := range []int{0, 1, MinChunkSize, 3*MinChunkSize + 1} {
-		b, err := testManifest(bytes.Repeat([]byte{3}, n), MinChunkSize).MarshalBinary()
-		if err != nil {
-			f.Fatal(err)
+	for _, alg := range []HashAlg{SHA256, BLAKE3} {
+		for _, n := range []int{0, 1, MinChunkSize, 3*MinChunkSize + 1} {
+			b, err := testManifestAlg(alg, bytes.Repeat([]byte{3}, n), MinChunkSize).MarshalBinary()
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
 		}
-		f.Add(b)
 	}
+	f.Add([]byte{manifestFormatAlg, 2})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Manifest
 		if err := m.UnmarshalBinary(b); err != nil {

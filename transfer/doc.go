@@ -6,11 +6,14 @@
 // # Files, chunks and manifests
 //
 // A regular file is a sequence of chunks of Manifest.ChunkSize bytes (only
-// the last chunk may be shorter). Its Manifest lists the SHA-256 hash of
-// every chunk and a Version, the SHA-256 over the size, chunk size and chunk
+// the last chunk may be shorter). Its Manifest names a hash algorithm
+// (Manifest.Alg: SHA256 or BLAKE3, both 256-bit; the server chooses, a
+// client accepts either), lists the hash of every chunk under it and a
+// Version, the SHA-256 over the size, chunk size, algorithm and chunk
 // hashes (ComputeVersion). Two manifests with equal Version describe the
 // same bytes; a client names the content it wants by Version, and a server
-// whose file changed answers ErrStale.
+// whose file changed answers ErrStale. A client verifies every chunk with
+// its manifest's algorithm (Manifest.Verify).
 //
 // # Streams and messages
 //
@@ -38,9 +41,13 @@
 // errors of this package with errors.Is. Status 0 (OK) is followed by the
 // body (see EncodeReply): an Attr for STAT, an attribute list with every
 // entry's full Attr for LIST (so "ls -l" needs no further round trip), the
-// target for READLINK, and an encoded Manifest for MANIFEST. LIST and
-// MANIFEST bodies are preceded by an encoding byte: 0 raw, 1 a zstd frame
-// (used when the body is large and shrinks).
+// target for READLINK, and an encoded Manifest for MANIFEST (see
+// Manifest.MarshalBinary: it starts with the byte 1 for a SHA-256
+// manifest, as before manifests named their algorithm, and with 2 and the
+// algorithm for any other; a client refuses an algorithm it does not know
+// with ErrBadRequest). LIST and MANIFEST bodies are preceded by an
+// encoding byte: 0 raw, 1 a zstd frame (used when the body is large and
+// shrinks).
 //
 // # READ replies and the offset contract
 //

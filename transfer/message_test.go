@@ -11,7 +11,7 @@ import (
 )
 
 func TestRequestRoundTrip(t *testing.T) {
-	v := Sum([]byte("v"))
+	v := SumAlg(SHA256, []byte("v"))
 	tests := []Request{
 		{Op: OpStat, Path: ""},
 		{Op: OpStat, Path: "a/b/c"},
@@ -179,6 +179,8 @@ func TestReplyRoundTrip(t *testing.T) {
 		{"manifest empty file", OpManifest, Reply{Manifest: testManifest(nil, DefaultChunkSize)}, false},
 		{"manifest small", OpManifest, Reply{Manifest: testManifest([]byte("hello"), MinChunkSize)}, false},
 		{"manifest large", OpManifest, Reply{Manifest: bigManifest}, true},
+		{"blake3 manifest small", OpManifest, Reply{Manifest: testManifestAlg(BLAKE3, []byte("hello"), MinChunkSize)}, false},
+		{"blake3 manifest large", OpManifest, Reply{Manifest: testManifestAlg(BLAKE3, bytes.Repeat([]byte("abc"), 300*MinChunkSize), MinChunkSize)}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,8 +262,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	for _, r := range []Request{
 		{Op: OpStat, Path: "a/b"},
 		{Op: OpList},
-		{Op: OpRead, Path: "f", Version: Sum(nil), First: 3, Count: 2},
-		{Op: OpRead, Path: "f", Version: Sum(nil), First: 3, Count: 2, Background: true},
+		{Op: OpRead, Path: "f", Version: SumAlg(SHA256, nil), First: 3, Count: 2},
+		{Op: OpRead, Path: "f", Version: SumAlg(SHA256, nil), First: 3, Count: 2, Background: true},
 	} {
 		b, err := r.MarshalBinary()
 		if err != nil {
@@ -305,6 +307,8 @@ func FuzzDecodeReply(f *testing.F) {
 	add(OpReadlink, Reply{Target: "t"})
 	add(OpManifest, Reply{Manifest: testManifest([]byte("data"), MinChunkSize)})
 	add(OpManifest, Reply{Manifest: testManifest(make([]byte, 100*MinChunkSize), MinChunkSize)})
+	add(OpManifest, Reply{Manifest: testManifestAlg(BLAKE3, []byte("data"), MinChunkSize)})
+	add(OpManifest, Reply{Manifest: testManifestAlg(BLAKE3, make([]byte, 100*MinChunkSize), MinChunkSize)})
 	f.Add(uint8(OpStat), EncodeError(ErrNotFound))
 	f.Fuzz(func(t *testing.T, op uint8, b []byte) {
 		r, err := DecodeReply(Op(op), b)

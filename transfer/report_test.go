@@ -10,7 +10,7 @@ import (
 func TestCorruptReportRoundTrip(t *testing.T) {
 	tests := []CorruptReport{
 		{Path: "a", Chunk: 0},
-		{Path: "dir/big.bin", Version: Sum([]byte("v")), Chunk: 12345},
+		{Path: "dir/big.bin", Version: SumAlg(SHA256, []byte("v")), Chunk: 12345},
 		{Path: strings.Repeat("x", 200), Chunk: MaxChunks - 1},
 	}
 	for _, want := range tests {
@@ -72,7 +72,7 @@ func mustReport(t *testing.T, path string) []byte {
 }
 
 func FuzzDecodeCorruptReport(f *testing.F) {
-	for _, r := range []CorruptReport{{Path: "a", Chunk: 1}, {Path: "d/e", Version: Sum(nil), Chunk: 1 << 19}} {
+	for _, r := range []CorruptReport{{Path: "a", Chunk: 1}, {Path: "d/e", Version: SumAlg(SHA256, nil), Chunk: 1 << 19}} {
 		b, _ := r.MarshalBinary()
 		f.Add(b)
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 func TestSendChunkRoundTrip(t *testing.T) {
-	v := Sum([]byte("v"))
+	v := SumAlg(SHA256, []byte("v"))
 	tests := []SendChunk{
 		{Path: "f", FileOffset: 0},
 		{Path: "a/b/c.dat", Version: v, FileOffset: 1 << 20},
@@ -141,7 +141,7 @@ func TestSendChunkNotARequest(t *testing.T) {
 func FuzzDecodeSendChunk(f *testing.F) {
 	for _, s := range []SendChunk{
 		{Path: "f"},
-		{Path: "dir/file.bin", Version: Sum([]byte("x")), FileOffset: 5 << 20},
+		{Path: "dir/file.bin", Version: SumAlg(SHA256, []byte("x")), FileOffset: 5 << 20},
 		{Path: "z", FileOffset: math.MaxInt64},
 	} {
 		b, err := s.MarshalBinary()

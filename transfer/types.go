@@ -5,16 +5,37 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+
+	"github.com/kwikfs/kwikfs/internal/chunkhash"
 )
 
-// Hash is the SHA-256 digest of a chunk's bytes.
-type Hash [sha256.Size]byte
+// Hash is the 256-bit digest of a chunk's bytes under its manifest's
+// HashAlg.
+type Hash [32]byte
 
 // String returns the hash in lowercase hex.
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
-// Sum returns the Hash of data.
-func Sum(data []byte) Hash { return Hash(sha256.Sum256(data)) }
+// HashAlg is the algorithm a manifest hashes its chunks with. The zero value
+// is SHA256; a manifest encoded before the field existed decodes as SHA256.
+// Both algorithms give 32-byte digests.
+type HashAlg = chunkhash.Alg
+
+// The chunk hash algorithms; their values are part of the manifest
+// encoding.
+const (
+	// SHA256 is SHA-256, the algorithm of every manifest before BLAKE3.
+	SHA256 HashAlg = chunkhash.SHA256
+	// BLAKE3 is BLAKE3 (256-bit output), the primary's default.
+	BLAKE3 HashAlg = chunkhash.BLAKE3
+)
+
+// ParseHashAlg returns the algorithm called name: "sha256" or "blake3".
+func ParseHashAlg(name string) (HashAlg, error) { return chunkhash.Parse(name) }
+
+// SumAlg returns the Hash of data under alg. It panics if alg is not
+// Valid (decoded manifests always hold a valid one).
+func SumAlg(alg HashAlg, data []byte) Hash { return Hash(chunkhash.Sum(alg, data)) }
 
 // File type bits of Attr.Mode; the same values as the Unix S_IF* constants,
 // so that Attr.Mode can be handed to the kernel unchanged.
@@ -61,13 +82,20 @@ type Manifest struct {
 	MtimeNs   int64
 	Mode      uint32
 	ChunkSize uint32
-	// Version identifies the content: SHA-256 over Size, ChunkSize and every
-	// chunk hash (see ComputeVersion). Two manifests with the same Version
-	// describe the same bytes.
+	// Alg is the algorithm of Hashes; the zero value is SHA256.
+	Alg HashAlg
+	// Version identifies the content: SHA-256 over Size, ChunkSize, Alg
+	// (unless SHA256) and every chunk hash (see ComputeVersion). Two
+	// manifests with the same Version describe the same bytes.
 	Version Hash
-	// Hashes holds one hash per chunk; len(Hashes) == NumChunks().
+	// Hashes holds one hash per chunk under Alg; len(Hashes) ==
+	// NumChunks().
 	Hashes []Hash
 }
+
+// Sum returns the Hash of data under m.Alg, as m's chunk hashes are
+// computed. It panics if m.Alg is not Valid (see Check).
+func (m *Manifest) Sum(data []byte) Hash { return SumAlg(m.Alg, data) }
 
 // NumChunks returns how many chunks the file has (0 for an empty file).
 func (m *Manifest) NumChunks() int {
@@ -93,33 +121,49 @@ func (m *Manifest) ChunkLen(i int) int {
 	return int(end - start)
 }
 
-// Verify reports whether data is exactly chunk i of m. It returns an error
-// wrapping ErrCorrupt when the length or the hash differs.
+// Verify reports whether data is exactly chunk i of m, hashing it with
+// m.Alg. It returns an error wrapping ErrCorrupt when the length or the
+// hash differs, and ErrBadRequest for an index out of range or an unknown
+// m.Alg.
 func (m *Manifest) Verify(i int, data []byte) error {
 	if i < 0 || i >= len(m.Hashes) {
 		return fmt.Errorf("chunk %d of %d: %w", i, len(m.Hashes), ErrBadRequest)
 	}
+	if !m.Alg.Valid() {
+		return fmt.Errorf("chunk %d: hash algorithm %v: %w", i, m.Alg, ErrBadRequest)
+	}
 	if len(data) != m.ChunkLen(i) {
 		return fmt.Errorf("chunk %d: length %d, want %d: %w", i, len(data), m.ChunkLen(i), ErrCorrupt)
 	}
-	if Sum(data) != m.Hashes[i] {
+	if m.Sum(data) != m.Hashes[i] {
 		return fmt.Errorf("chunk %d: hash mismatch: %w", i, ErrCorrupt)
 	}
 	return nil
 }
 
 // ComputeVersion returns the content version of a file of the given size and
-// chunk size whose chunks have the given hashes.
-func ComputeVersion(size int64, chunkSize uint32, hashes []Hash) Hash {
+// chunk size whose chunks have the given hashes under alg: SHA-256 over a
+// header and the hashes. The header is size (8 bytes, big endian) and
+// chunkSize (4 bytes), followed, for any alg but SHA256, by alg (1 byte).
+// So SHA-256 manifests keep the versions they always had, and manifests of
+// different algorithms never share a version (short of a SHA-256
+// collision): a SHA-256 manifest's input is 12+32n bytes long, any
+// other's 13+32m bytes, and two other algorithms differ in the alg byte.
+// The version is SHA-256 whatever alg is: it hashes 32 bytes per chunk,
+// which costs nothing next to the chunks themselves.
+func ComputeVersion(alg HashAlg, size int64, chunkSize uint32, hashes []Hash) Hash {
 	h := sha256.New()
-	var hdr [12]byte
+	hdr := make([]byte, 12, 13)
 	for i := 0; i < 8; i++ {
 		hdr[i] = byte(uint64(size) >> (56 - 8*i))
 	}
 	for i := 0; i < 4; i++ {
 		hdr[8+i] = byte(chunkSize >> (24 - 8*i))
 	}
-	h.Write(hdr[:])
+	if alg != SHA256 {
+		hdr = append(hdr, byte(alg))
+	}
+	h.Write(hdr)
 	for i := range hashes {
 		h.Write(hashes[i][:])
 	}

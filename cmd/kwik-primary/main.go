@@ -9,6 +9,9 @@
 // the secondaries up. The cluster key signs the path tokens and the
 // delegated commands.
 //
+// --hash names the algorithm manifests hash chunks with: blake3 (the
+// default) or sha256, for clients that predate BLAKE3.
+//
 // Once it listens it prints "listening on HOST:PORT" on standard output (the
 // real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
 // exits 0 after its sessions are closed.
@@ -28,6 +31,7 @@ import (
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
+	"github.com/kwikfs/kwikfs/transfer"
 )
 
 func main() {
@@ -39,6 +43,7 @@ func run(args []string) error {
 	var sf cli.ServerFlags
 	sf.Register(fl, "directory to export", "127.0.0.1:4433")
 	chunkSize := fl.Uint("chunk-size", 1<<20, "chunk size in bytes for manifests")
+	hash := fl.String("hash", "blake3", "chunk hash algorithm of manifests: blake3, or sha256 for clients that predate BLAKE3")
 	var secondaries addrList
 	fl.Var(&secondaries, "secondary", "HOST:PORT of a secondary, as clients dial it (repeatable)")
 	var co server.CoordinatorOptions
@@ -53,6 +58,9 @@ func run(args []string) error {
 	if *chunkSize < 4096 || *chunkSize > 16<<20 {
 		return cli.Usagef("--chunk-size must be between 4 KiB and 16 MiB")
 	}
+	if _, err := transfer.ParseHashAlg(*hash); err != nil {
+		return cli.Usagef("--hash: %v", err)
+	}
 	if co.LateFactor < 1 || co.LateSlack <= 0 || co.MissCooldown <= 0 || co.PathRetryMax <= 0 {
 		return cli.Usagef("--late-factor must be at least 1 and --late-slack, --miss-cooldown, --path-retry-max positive")
 	}
@@ -63,7 +71,7 @@ func run(args []string) error {
 		}
 	}
 	p, err := server.NewPrimary(sf.Root, &server.PrimaryOptions{
-		Catalog:     server.CatalogOptions{ChunkSize: uint32(*chunkSize)},
+		Catalog:     server.CatalogOptions{ChunkSize: uint32(*chunkSize), Hash: *hash},
 		Logger:      log,
 		Secondaries: secondaries,
 		Coordinator: co,
@@ -72,6 +80,13 @@ func run(args []string) error {
 		return err
 	}
 	defer p.Close()
+	if sf.Pprof != "" {
+		stopPprof, err := cli.ServePprof(sf.Pprof, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	ln, err := kwik.Listen(sf.Listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: clusterSecret, ClusterKey: clusterSecret})
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", sf.Listen, err)

@@ -50,6 +50,13 @@ func run(args []string) error {
 		}
 	}
 	log, tlsConf, clusterSecret := setup.Logger, setup.TLS, setup.ClusterKey
+	if sf.Pprof != "" {
+		stopPprof, err := cli.ServePprof(sf.Pprof, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	s, err := server.NewSecondary(sf.Root, &server.SecondaryOptions{Logger: log})
 	if err != nil {
 		return err

@@ -2,8 +2,14 @@ package cli
 
 import (
 	"crypto/tls"
+	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/kwik"
@@ -12,6 +18,8 @@ import (
 // ServerFlags are the flags kwik-primary and kwik-secondary share.
 type ServerFlags struct {
 	Root, Listen, Cert, Key, ClusterKey, LogLevel string
+	// Pprof is the TCP address of the profiling endpoint, "" for none.
+	Pprof string
 }
 
 // Register defines the shared flags on fl; rootHelp describes --root and
@@ -23,6 +31,7 @@ func (sf *ServerFlags) Register(fl *flag.FlagSet, rootHelp, listen string) {
 	fl.StringVar(&sf.Key, "key", "", "server private key, PEM (required)")
 	fl.StringVar(&sf.ClusterKey, "cluster-key", "", "cluster key shared by the primary and its secondaries (required)")
 	fl.StringVar(&sf.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&sf.Pprof, "pprof", "", "HOST:PORT to serve Go's profiles on (/debug/pprof/), e.g. 127.0.0.1:6060; off when empty")
 }
 
 // ServerSetup is what the shared flags name, loaded.
@@ -59,4 +68,34 @@ func (sf *ServerFlags) Parse(fl *flag.FlagSet, args []string) (*ServerSetup, err
 		return nil, err
 	}
 	return &ServerSetup{Logger: log, TLS: tlsConf, ClusterKey: key}, nil
+}
+
+// ServePprof serves net/http/pprof's handlers on addr; it returns once the
+// listener is bound, and the returned function stops the server and waits
+// for it. Profiles expose the process's internals: bind
+// addr to loopback.
+func ServePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("pprof server", "err", err)
+		}
+	}()
+	log.Info("serving profiles", "addr", ln.Addr().String())
+	return func() {
+		srv.Close()
+		<-done
+	}, nil
 }
