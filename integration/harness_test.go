@@ -114,8 +114,16 @@ func start(t *testing.T, name string, args ...string) *proc {
 // startAs is start with the process running under cred (nil: as the test).
 func startAs(t *testing.T, cred *syscall.Credential, name string, args ...string) *proc {
 	t.Helper()
+	return startArgv(t, cred, name, bin(name), args...)
+}
+
+// startArgv is startAs running program (a binary of ours, or a wrapper
+// that runs one, such as `ip netns exec`) with args; name names it in
+// reports.
+func startArgv(t *testing.T, cred *syscall.Credential, name, program string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(bin(name), args...)
+	p.cmd = exec.Command(program, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := p.cmd.Start(); err != nil {
@@ -167,14 +175,30 @@ func startPrimary(t *testing.T, root, certDir string, extra ...string) *primary 
 // port and waits until it listens.
 func startServer(t *testing.T, binary, root, certDir string, extra ...string) *server {
 	t.Helper()
+	return startServerIn(t, nil, binary, root, certDir, extra...)
+}
+
+// startServerIn is startServer with the server in link's namespace,
+// listening on its end of the veth pair (link nil: on loopback, here).
+func startServerIn(t *testing.T, link *netnsLink, binary, root, certDir string, extra ...string) *server {
+	t.Helper()
+	listen := "127.0.0.1:0"
+	if link != nil {
+		listen = link.nsIP + ":0"
+	}
 	args := append([]string{
-		"--root", root, "--listen", "127.0.0.1:0",
+		"--root", root, "--listen", listen,
 		"--cert", filepath.Join(certDir, certgen.CertFile),
 		"--key", filepath.Join(certDir, certgen.KeyFile),
 		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile),
 		"--log-level", "warn",
 	}, extra...)
-	p := start(t, binary, args...)
+	var p *proc
+	if link != nil {
+		p = startArgv(t, nil, binary, "ip", append([]string{"netns", "exec", link.ns, bin(binary)}, args...)...)
+	} else {
+		p = start(t, binary, args...)
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		sc := bufio.NewScanner(strings.NewReader(p.Output()))
