@@ -5,10 +5,10 @@ GO      ?= go
 BIN     := bin
 PKGS    := ./...
 # Packages needed by tests and the demo. apt-get runs only when one is missing.
-DEB_PKGS := fuse3 rsync attr
+DEB_PKGS := fuse3 rsync attr iproute2
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test unit integration demo bench fuzz vet deps clean
+.PHONY: all build test unit integration demo bench bench-peers bench-links fuzz vet deps peers-deps clean
 
 all: build
 
@@ -20,6 +20,19 @@ deps:
 	command -v fusermount3 >/dev/null || missing="$$missing fuse3"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v getfattr >/dev/null || missing="$$missing attr"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# The peers kwikbench --peers compares kwikfs with (make bench-peers).
+peers-deps:
+	@missing=""; \
+	command -v sshfs >/dev/null || missing="$$missing sshfs"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v rclone >/dev/null || missing="$$missing rclone"; \
+	command -v nginx >/dev/null || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -45,6 +58,23 @@ demo: deps build
 # Throughput report: ratios measured in the same run (see README).
 bench: deps build
 	$(GO) run ./integration/kwikbench && $(GO) run ./integration/kwikbench --multipath && $(GO) run ./integration/kwikbench --prefetch && $(GO) run ./integration/kwikbench --readahead-ls
+	$(MAKE) --no-print-directory bench-peers
+
+# Multipath over kernel-shaped links (network namespaces, veth, tbf): kwikfs
+# against curl and aria2c from nginx; installs iproute2, nginx, curl and
+# aria2 when missing.
+bench-links: deps build
+	$(GO) run ./integration/kwikbench --links $(LINKS_FLAGS)
+
+# kwikfs beside what users would pick instead, on the same data in the same
+# run: on loopback sshfs and rclone mount of an nginx export, with CPU
+# seconds per GiB per process (integration/kwikbench/peers.go); then over
+# kernel-shaped links curl and aria2c with two nginx mirrors (links.go).
+# PEERS_FLAGS and LINKS_FLAGS are passed on, e.g.
+# PEERS_FLAGS='--peers-runs 1 --peers-profile prof'.
+bench-peers: deps peers-deps build
+	$(GO) run ./integration/kwikbench --peers $(PEERS_FLAGS)
+	$(GO) run ./integration/kwikbench --links $(LINKS_FLAGS)
 
 # A short run of every fuzz target (FUZZTIME each), listed as
 # package:function; `make test` runs them on their seed corpora

@@ -31,6 +31,25 @@
 // resident memory (VmHWM). Each figure is one read; the table takes several
 // minutes at the default 256 MiB (the 10 Mbit/s link alone is ~215 s).
 //
+// With --peers it prints the loopback comparison instead (see peers.go): a
+// cold cat of a --peers-size file through kwikfs (one path, and a primary
+// with two secondaries), sshfs and rclone mount of an nginx export, all on
+// 127.0.0.1 and started by the bench, the ratios kwikfs / peer against
+// their targets, kwikfs's re-reads from the page cache and its store, and
+// each process's CPU seconds per GiB read (--peers-runs rounds, medians).
+// --peers-profile DIR also saves CPU profiles of the daemon and the primary
+// during a further cold read.
+//
+// With --links it prints the kernel-shaped links table instead (see
+// links.go): a primary and a secondary each in a network namespace of its
+// own behind a veth pair shaped by tbf, no relay; for 500+500 Mbit/s,
+// 1+1 Gbit/s and 1 Gbit/s + 250 Mbit/s, the cold-read goodput of a
+// --links-size file through link A alone, B alone and both, the efficiency
+// against its target, each path's share of the bytes and the CPU seconds
+// per GiB of the daemon and the servers; against curl and aria2c from
+// nginx over the same links, all in the same run (--links-runs rounds,
+// interleaved, medians reported).
+//
 // It needs the binaries in --bin (make build) and root for the mounts.
 package main
 
@@ -73,6 +92,15 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) == 5 && os.Args[1] == "read-file" {
+		// The peers table's reader runs in a process of its own, so its
+		// CPU time is its rusage.
+		if err := readFileChild(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "kwikbench read-file:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	binDir := flag.String("bin", "bin", "directory with kwikfs and kwik-primary")
 	size := flag.Int64("size", 1<<30, "bytes of the file read through the mount")
 	runs := flag.Int("runs", 3, "repetitions of every measurement (the median is reported)")
@@ -94,9 +122,21 @@ func main() {
 	rlMbit := flag.Int64("rl-mbit", 400, "rate of the relay link of the read-ahead and listing table, Mbit/s (the relay forwards at most about 60 MB/s on a 2-core machine while the rest of the read runs; above that it drops)")
 	rlRTT := flag.Duration("rl-rtt", 10*time.Millisecond, "RTT of the relay link of the read-ahead and listing table")
 	rlTimeout := flag.Duration("rl-timeout", 2*time.Minute, "bound of one ls -lR or find in the listing table")
+	peers := flag.Bool("peers", false, "print the loopback comparison with sshfs and rclone, and CPU seconds per GiB per process, instead")
+	peersSize := flag.Int64("peers-size", 1<<30, "bytes of the file read in the loopback comparison")
+	peersRuns := flag.Int("peers-runs", 3, "rounds of the loopback comparison (the median is reported)")
+	peersProfile := flag.String("peers-profile", "", "directory to save 5-second CPU profiles of the daemon and the primary in, during a further one-path cold read; none when empty")
+	links := flag.Bool("links", false, "print the kernel-shaped links table (network namespaces, veth, tbf; kwikfs against curl and aria2c) instead")
+	linksSize := flag.Int64("links-size", 256<<20, "bytes of the file read in each links-table measurement")
+	linksRuns := flag.Int("links-runs", 3, "rounds of the links table, interleaved (the median is reported)")
+	linksProfile := flag.String("links-profile", "", "directory to save 5 s CPU profiles of the daemon, primary and secondary into, from an extra 1G + 1G read over both links")
 	flag.Parse()
 	var err error
-	if *rl {
+	if *links {
+		err = runLinks(linksConfig{bin: *binDir, size: *linksSize, runs: *linksRuns, profileDir: *linksProfile})
+	} else if *peers {
+		err = runPeers(peersConfig{bin: *binDir, size: *peersSize, runs: *peersRuns, profileDir: *peersProfile})
+	} else if *rl {
 		err = runReadaheadLs(rlConfig{bin: *binDir, size: *rlSize, files: *rlFiles, runs: *rlRuns,
 			link: link(*rlMbit, *rlRTT, 0), timeout: *rlTimeout})
 	} else if *pf {
