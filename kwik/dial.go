@@ -35,7 +35,7 @@ func Dial(ctx context.Context, addr string, conf *Config) (*Session, error) {
 	if ua.IP.To4() != nil {
 		local = "0.0.0.0:0"
 	}
-	tr, err := newTransport(local, c.Logger)
+	tr, err := newDialTransport(local, c.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
 	}

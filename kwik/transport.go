@@ -65,6 +65,21 @@ func newTransport(addr string, log *slog.Logger) (*transport, error) {
 	return &transport{tr: &quic.Transport{Conn: c}, conn: c, refs: 1}, nil
 }
 
+// newDialTransport is newTransport for a dialing side, which receives the
+// data: its socket coalesces received datagrams where the kernel allows it
+// (see groConn), and quic-go reads them through it.
+func newDialTransport(addr string, log *slog.Logger) (*transport, error) {
+	c, err := listenUDP(addr, log)
+	if err != nil {
+		return nil, err
+	}
+	var pc net.PacketConn = c
+	if g, ok := newGROConn(c); ok {
+		pc = g
+	}
+	return &transport{tr: &quic.Transport{Conn: pc}, conn: c, refs: 1}, nil
+}
+
 // acquire adds a reference; it fails if the transport is already closed.
 func (t *transport) acquire() bool {
 	t.mu.Lock()
