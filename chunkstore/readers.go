@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/kwikfs/kwikfs/internal/directio"
 )
 
 // readers is a bounded cache of read-only descriptors of segment files,
@@ -28,8 +30,9 @@ type readers struct {
 type segReader struct {
 	id   uint32
 	f    *os.File
-	refs int           // read calls using f; guarded by readers.mu
-	elem *list.Element // sr's place in readers.lru, nil once forgotten; guarded by readers.mu
+	rd   *directio.Reader // reads f past the page cache unless it holds the range
+	refs int              // read calls using f; guarded by readers.mu
+	elem *list.Element    // sr's place in readers.lru, nil once forgotten; guarded by readers.mu
 }
 
 func newReaders(dir string, max int) *readers {
@@ -62,9 +65,10 @@ func (r *readers) read(id uint32, off, n int64, buf []byte) ([]byte, error) {
 		if off+n > fi.Size() {
 			return nil, fmt.Errorf("%d bytes at %d of %s: %w (segment ends at %d)", n, off, segmentName(id), io.ErrUnexpectedEOF, fi.Size())
 		}
-		p = make([]byte, n)
+		// Room up to the next block, so that the read may go direct.
+		p = make([]byte, n, alignUp(n))
 	}
-	got, err := sr.f.ReadAt(p, off)
+	got, err := sr.rd.ReadAt(p, off)
 	if err == io.EOF && got < len(p) {
 		return nil, fmt.Errorf("%d bytes at %d of %s: %w (segment ends at %d)", n, off, segmentName(id), io.ErrUnexpectedEOF, off+int64(got))
 	}
@@ -91,7 +95,7 @@ func (r *readers) acquire(id uint32) (*segReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open segment: %w", err)
 	}
-	sr := &segReader{id: id, f: f, refs: 1}
+	sr := &segReader{id: id, f: f, rd: directio.NewReader(f), refs: 1}
 	sr.elem = r.lru.PushFront(sr)
 	r.open[id] = sr
 	r.evictLocked()
@@ -104,7 +108,7 @@ func (r *readers) release(sr *segReader) {
 	r.mu.Lock()
 	sr.refs--
 	if sr.elem == nil && sr.refs == 0 {
-		sr.f.Close()
+		sr.close()
 	}
 	r.evictLocked()
 	r.mu.Unlock()
@@ -124,7 +128,7 @@ func (r *readers) forget(id uint32) {
 	r.lru.Remove(sr.elem)
 	sr.elem = nil
 	if sr.refs == 0 {
-		sr.f.Close()
+		sr.close()
 	}
 }
 
@@ -136,10 +140,16 @@ func (r *readers) evictLocked() {
 		if sr := e.Value.(*segReader); sr.refs == 0 {
 			r.lru.Remove(e)
 			delete(r.open, sr.id)
-			sr.f.Close()
+			sr.close()
 		}
 		e = prev
 	}
+}
+
+// close closes the segment's descriptors.
+func (sr *segReader) close() {
+	sr.rd.Close()
+	sr.f.Close()
 }
 
 // openCount returns the number of open descriptors (for tests).
@@ -155,7 +165,7 @@ func (r *readers) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, sr := range r.open {
-		sr.f.Close()
+		sr.close()
 		delete(r.open, id)
 	}
 	r.lru.Init()

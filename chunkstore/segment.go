@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"unsafe"
 
+	"github.com/kwikfs/kwikfs/internal/directio"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,57 +81,26 @@ type appender struct {
 	id   uint32   // the active segment, or the one the next append creates when f is nil
 	size int64    // bytes in f: where the last chunk ends
 
-	dio dioAlign // direct-I/O alignments of dir, probed at the first segment opened
-}
-
-// dioAlign holds the direct-I/O alignments of a file system: memAlign for
-// buffer addresses, offAlign for file offsets and lengths. Zero offAlign
-// means no direct I/O.
-type dioAlign struct {
-	probed             bool
-	memAlign, offAlign uint32
-}
-
-// probeDIO fills a.dio from f's statx, once.
-func (a *appender) probeDIO(f *os.File) {
-	if a.dio.probed {
-		return
-	}
-	a.dio.probed = true
-	var st unix.Statx_t
-	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &st); err != nil {
-		return
-	}
-	if st.Mask&unix.STATX_DIOALIGN == 0 || st.Dio_offset_align == 0 || st.Dio_mem_align == 0 ||
-		st.Dio_offset_align > chunkAlign {
-		return
-	}
-	a.dio.memAlign, a.dio.offAlign = st.Dio_mem_align, st.Dio_offset_align
+	dio    directio.Alignment // of dir's file system, probed at the first segment opened
+	probed bool               // dio is set
 }
 
 // openDirect opens the active segment f a second time, with O_DIRECT, when
 // its file system allows it; a.df stays nil otherwise.
 func (a *appender) openDirect(f *os.File) {
-	a.probeDIO(f)
 	a.df = nil
-	if a.dio.offAlign == 0 {
-		return
+	if !a.probed {
+		a.dio, a.probed = directio.Probe(f), true
 	}
-	df, err := os.OpenFile(f.Name(), os.O_WRONLY|unix.O_DIRECT, 0)
-	if err != nil {
-		return
+	if a.dio.OK() && a.dio.Off <= chunkAlign {
+		if df, err := directio.Open(f, os.O_WRONLY); err == nil {
+			a.df = df
+		}
 	}
-	a.df = df
 }
 
 // direct reports whether b may be written at off through a.df.
-func (a *appender) direct(b []byte, off int64) bool {
-	if a.df == nil || len(b) == 0 {
-		return false
-	}
-	oa, ma := int64(a.dio.offAlign), uintptr(a.dio.memAlign)
-	return off%oa == 0 && int64(len(b))%oa == 0 && uintptr(unsafe.Pointer(&b[0]))%ma == 0
-}
+func (a *appender) direct(b []byte, off int64) bool { return a.df != nil && a.dio.Fits(b, off) }
 
 // closeFiles closes the active segment's descriptors and forgets them.
 func (a *appender) closeFiles() error {

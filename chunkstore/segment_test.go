@@ -470,8 +470,8 @@ func TestPwritevAllManyBuffers(t *testing.T) {
 
 // TestWholeChunksWrittenPastPageCache: a whole chunk in a buffer of its own
 // goes to the segment with direct I/O (the page cache holds none of its
-// pages afterwards), a short chunk through the page cache, and both read
-// back intact, before and after a reopen.
+// pages afterwards, nor after Get read it back), a short chunk through the
+// page cache, and both read back intact, before and after a reopen.
 func TestWholeChunksWrittenPastPageCache(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir)
@@ -516,6 +516,10 @@ func TestWholeChunksWrittenPastPageCache(t *testing.T) {
 		}
 	}
 	check(s)
+	// And read back past it: a chunk a reader has in hand is not cached twice.
+	if got, _ := cachedIn(wholeSum); got != 0 {
+		t.Errorf("%d pages of the whole chunk are in the page cache after Get, want 0 (direct read)", got)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

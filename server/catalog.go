@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/kwikfs/kwikfs/internal/directio"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -417,8 +418,8 @@ func (c *Catalog) compute(ctx context.Context, path string, f *os.File) (*transf
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	buf := *bp
-	rd := &chunkReader{f: f}
-	defer rd.close()
+	rd := directio.NewReader(f)
+	defer rd.Close()
 	for attempt := 0; attempt < maxManifestAttempts; attempt++ {
 		fi, err := f.Stat()
 		if err != nil {
@@ -435,7 +436,7 @@ func (c *Catalog) compute(ctx context.Context, path string, f *os.File) (*transf
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("manifest %q: %w", path, err)
 			}
-			n, err := rd.readAt(buf[:m.ChunkLen(i)], m.ChunkOffset(i))
+			n, err := rd.ReadAt(buf[:m.ChunkLen(i)], m.ChunkOffset(i))
 			if n < m.ChunkLen(i) {
 				if err == io.EOF {
 					changed = true // the file shrank
@@ -466,7 +467,7 @@ type File struct {
 	c    *Catalog
 	path string
 	f    *os.File
-	rd   *chunkReader // reads f's chunks
+	rd   *directio.Reader // reads f's chunks past the page cache unless it holds them
 	m    *transfer.Manifest
 }
 
@@ -487,7 +488,7 @@ func (c *Catalog) Open(ctx context.Context, path string, version transfer.Hash) 
 		f.Close()
 		return nil, fmt.Errorf("read %q: version %.12s is not the current %.12s: %w", path, version, m.Version, transfer.ErrStale)
 	}
-	return &File{c: c, path: path, f: f, rd: &chunkReader{f: f}, m: m}, nil
+	return &File{c: c, path: path, f: f, rd: directio.NewReader(f), m: m}, nil
 }
 
 // Manifest returns the manifest the File was opened at. It is shared:
@@ -496,7 +497,7 @@ func (f *File) Manifest() *transfer.Manifest { return f.m }
 
 // Close closes the file.
 func (f *File) Close() error {
-	f.rd.close()
+	f.rd.Close()
 	return f.f.Close()
 }
 
@@ -511,7 +512,7 @@ func (f *File) ReadChunk(i int, buf []byte) ([]byte, error) {
 	if len(buf) < n {
 		return nil, fmt.Errorf("read %q: buffer of %d bytes for chunk of %d: %w", f.path, len(buf), n, transfer.ErrInternal)
 	}
-	got, err := f.rd.readAt(buf[:n], f.m.ChunkOffset(i))
+	got, err := f.rd.ReadAt(buf[:n], f.m.ChunkOffset(i))
 	if got < n {
 		if err == io.EOF {
 			return nil, fmt.Errorf("read %q: chunk %d: file shrank: %w", f.path, i, transfer.ErrStale)

@@ -1,4 +1,4 @@
-package server
+package directio
 
 import (
 	"bytes"
@@ -48,17 +48,17 @@ func cachedPages(t *testing.T, f *os.File, off int64, n int) uint64 {
 	return cs.Cache
 }
 
-// TestChunkReaderColdRangeBypassesPageCache: chunks of a file the page
+// TestReaderColdRangeBypassesPageCache: chunks of a file the page
 // cache does not hold are read right, and the page cache still holds none
 // of them afterwards (they went straight from the disk to the buffer).
-func TestChunkReaderColdRangeBypassesPageCache(t *testing.T) {
+func TestReaderColdRangeBypassesPageCache(t *testing.T) {
 	const chunk = 1 << 20
 	f, data := evictedFile(t, 4*chunk)
-	r := &chunkReader{f: f}
-	defer r.close()
+	r := NewReader(f)
+	defer r.Close()
 	buf := make([]byte, chunk)
 	for off := 0; off < len(data); off += chunk {
-		n, err := r.readAt(buf, int64(off))
+		n, err := r.ReadAt(buf, int64(off))
 		if err != nil || n != chunk || !bytes.Equal(buf[:n], data[off:off+chunk]) {
 			t.Fatalf("chunk at %d: n %d, err %v, bytes equal %v", off, n, err, bytes.Equal(buf[:n], data[off:off+n]))
 		}
@@ -67,7 +67,7 @@ func TestChunkReaderColdRangeBypassesPageCache(t *testing.T) {
 	if err := unix.Statx(unix.AT_FDCWD, f.Name(), 0, unix.STATX_DIOALIGN, &st); err != nil || st.Mask&unix.STATX_DIOALIGN == 0 || st.Dio_offset_align == 0 {
 		t.Skipf("the file system of the test directory offers no direct I/O (statx: %v)", err)
 	}
-	if r.df == nil {
+	if !r.Direct() {
 		t.Fatal("no O_DIRECT descriptor on a file system that offers direct I/O")
 	}
 	if n := cachedPages(t, f, 0, len(data)); n != 0 {
@@ -75,9 +75,9 @@ func TestChunkReaderColdRangeBypassesPageCache(t *testing.T) {
 	}
 }
 
-// TestChunkReaderCachedRangeFromPageCache: a range the page cache holds is
+// TestReaderCachedRangeFromPageCache: a range the page cache holds is
 // read from it (the reader does not even open its O_DIRECT descriptor).
-func TestChunkReaderCachedRangeFromPageCache(t *testing.T) {
+func TestReaderCachedRangeFromPageCache(t *testing.T) {
 	const chunk = 1 << 20
 	f, data := evictedFile(t, 2*chunk)
 	if _, err := io.ReadAll(f); err != nil { // fills the page cache
@@ -86,29 +86,29 @@ func TestChunkReaderCachedRangeFromPageCache(t *testing.T) {
 	if n := cachedPages(t, f, 0, len(data)); n != uint64(len(data)/os.Getpagesize()) {
 		t.Fatalf("%d pages cached after reading the whole file", n)
 	}
-	r := &chunkReader{f: f}
-	defer r.close()
+	r := NewReader(f)
+	defer r.Close()
 	buf := make([]byte, chunk)
-	n, err := r.readAt(buf, chunk)
+	n, err := r.ReadAt(buf, chunk)
 	if err != nil || n != chunk || !bytes.Equal(buf, data[chunk:]) {
 		t.Fatalf("cached chunk: n %d, err %v", n, err)
 	}
-	if r.df != nil {
+	if r.Direct() {
 		t.Error("the reader opened an O_DIRECT descriptor for a range the page cache holds")
 	}
 }
 
-// TestChunkReaderShortTailAndEnd: the last, short chunk of a file reads
+// TestReaderShortTailAndEnd: the last, short chunk of a file reads
 // whole from a buffer with room to spare (the direct read rounds its
 // length up), and a read past the end returns what is there and io.EOF.
-func TestChunkReaderShortTailAndEnd(t *testing.T) {
+func TestReaderShortTailAndEnd(t *testing.T) {
 	const chunk = 1 << 20
 	tail := 100<<10 + 7
 	f, data := evictedFile(t, chunk+tail)
-	r := &chunkReader{f: f}
-	defer r.close()
+	r := NewReader(f)
+	defer r.Close()
 	buf := make([]byte, chunk)
-	n, err := r.readAt(buf[:tail], chunk)
+	n, err := r.ReadAt(buf[:tail], chunk)
 	if err != nil || n != tail || !bytes.Equal(buf[:n], data[chunk:]) {
 		t.Fatalf("tail: n %d, err %v, want %d bytes and no error", n, err, tail)
 	}
@@ -116,7 +116,7 @@ func TestChunkReaderShortTailAndEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The file is shorter than the chunk asked for (it shrank).
-	n, err = r.readAt(buf[:tail+4096], chunk)
+	n, err = r.ReadAt(buf[:tail+4096], chunk)
 	if err != io.EOF || n != tail || !bytes.Equal(buf[:n], data[chunk:]) {
 		t.Fatalf("past the end: n %d, err %v, want %d bytes and io.EOF", n, err, tail)
 	}
