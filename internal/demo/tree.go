@@ -25,7 +25,7 @@ func MakeSampleTree(dir string) error {
 	}
 	files := map[string]string{
 		"README.txt":                        "This tree is served by kwik-primary and mounted read-only by kwikfs.\n",
-		"docs/guide.md":                     "# Guide\n\nEvery chunk you read was verified against its SHA-256.\n",
+		"docs/guide.md":                     "# Guide\n\nEvery chunk you read was verified against its hash (BLAKE3) before you saw it.\n",
 		"docs/nested/deeper/deepest.txt":    "five levels down\n",
 		"names with spaces/hello world.txt": "spaces are fine\n",
 		"unicodé/naïve-café.txt":            "non-ASCII names are fine\n",
