@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,16 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/integration/linkemu"
-	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
 )
 
 // rlConfig says what the read-ahead and listing table (issue 5,
@@ -113,7 +107,7 @@ func runReadaheadLs(c rlConfig) error {
 	if err != nil {
 		return err
 	}
-	relay, target, stopServer, err := startRelayedPrimary(&mpEnv{bin: c.bin, work: work, tree: tree, certs: certDir}, c.link)
+	relay, target, stopServer, err := startRelayedPrimary(c.bin, tree, certDir, c.link)
 	if err != nil {
 		return err
 	}
@@ -286,55 +280,6 @@ func (r *rlRunner) mount(addr, cache string, extra ...string) (*benchMount, erro
 	return startMount(r.c.bin, r.certs, r.work, addr, cache, append([]string{"--log-level", "error"}, extra...)...)
 }
 
-// benchMount is a running kwikfs mount.
-type benchMount struct {
-	dir string
-	ctl *daemon.ControlClient
-	cmd *exec.Cmd
-}
-
-// startMount starts `kwikfs mount` of the primary at addr, trusting the CA
-// in certDir, on cache, at a new mountpoint under work, with extra flags,
-// and waits until its control socket answers (a mount whose primary is
-// down comes up after the daemon's start-up probe gives up, up to 3 s).
-func startMount(bin, certDir, work, addr, cache string, extra ...string) (*benchMount, error) {
-	mnt, err := os.MkdirTemp(work, "mnt-")
-	if err != nil {
-		return nil, err
-	}
-	args := append([]string{"mount", "--primary", addr, "--ca", filepath.Join(certDir, certgen.CAFile), "--cache", cache}, extra...)
-	cmd := exec.Command(filepath.Join(bin, "kwikfs"), append(args, mnt)...)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		os.Remove(mnt)
-		return nil, err
-	}
-	m := &benchMount{dir: mnt, cmd: cmd}
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if found, err := daemon.FindMount(mnt); err == nil && found.Root == mnt {
-			m.ctl = daemon.NewControlClient(found.Socket)
-			return m, nil
-		}
-		if time.Now().After(deadline) {
-			m.close()
-			return nil, fmt.Errorf("mount at %s not up after 60s", mnt)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// close stops the daemon (it unmounts) and removes the mountpoint.
-func (m *benchMount) close() {
-	if m.ctl != nil {
-		m.ctl.Close()
-	}
-	m.cmd.Process.Signal(syscall.SIGINT)
-	m.cmd.Wait()
-	unix.Unmount(m.dir, unix.MNT_DETACH)
-	os.Remove(m.dir)
-}
-
 // cat mounts an empty cache with setting s and reads big.bin once.
 func (r *rlRunner) cat(s rlSetting) (rlCat, error) {
 	cache, err := os.MkdirTemp(r.work, "cache-")
@@ -411,33 +356,6 @@ func firstLine(s string) string {
 	return line
 }
 
-// readLoop reads path with bufSize read(2) calls, checks it got want bytes
-// (any number when want < 0) and returns MB/s.
-func readLoop(path string, bufSize int, want int64) (float64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	buf := make([]byte, bufSize)
-	start := time.Now()
-	var n int64
-	for {
-		k, err := f.Read(buf)
-		n += int64(k)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return 0, err
-		}
-	}
-	if want >= 0 && n != want {
-		return 0, fmt.Errorf("read %d bytes of %s, want %d", n, path, want)
-	}
-	return float64(n) / time.Since(start).Seconds() / 1e6, nil
-}
-
 // kwikfsReadAheadKB is the read_ahead_kb a kwikfs daemon running as root
 // sets on its mount just after mounting (fusefs.RaiseReadAhead).
 const kwikfsReadAheadKB = 1024
@@ -474,26 +392,6 @@ func kernelReadAhead(mnt string, raised bool, kb int) (int, error) {
 		}
 	}
 	return was, nil
-}
-
-// fuseDevice returns the "major:minor" of the last mount on mnt, from
-// /proc/self/mountinfo (stat(2) would ask the FUSE server).
-func fuseDevice(mnt string) (string, error) {
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	dev := ""
-	for _, line := range strings.Split(string(info), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.ReplaceAll(f[4], `\040`, " ") == mnt {
-			dev = f[2]
-		}
-	}
-	if dev == "" {
-		return "", fmt.Errorf("%s not in /proc/self/mountinfo", mnt)
-	}
-	return dev, nil
 }
 
 // writeManyFiles writes n small files (0 to 4 KiB) under dir, in 10

@@ -58,7 +58,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -74,7 +73,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/kwikfs/kwikfs/fusefs"
-	"github.com/kwikfs/kwikfs/internal/certgen"
 	"golang.org/x/sys/unix"
 )
 
@@ -255,9 +253,6 @@ func streamThroughput(runs int) (raw, kw []float64, err error) {
 	return raw, kw, nil
 }
 
-// readFile reads path with 1 MiB read(2) calls and returns MB/s.
-func readFile(path string) (float64, error) { return readLoop(path, 1<<20, -1) }
-
 // fuseMemoryLoop mounts a go-fuse file system holding one file of size bytes
 // in memory, served by a child process with the mount options kwikfs uses,
 // and reads the file once.
@@ -347,25 +342,12 @@ func mountReads(binDir, work string, size int64, runs int) (cold, warm []float64
 	if err != nil {
 		return nil, nil, err
 	}
-	primary := exec.Command(filepath.Join(binDir, "kwik-primary"), "--root", tree, "--listen", "127.0.0.1:0",
-		"--cert", filepath.Join(certDir, certgen.CertFile), "--key", filepath.Join(certDir, certgen.KeyFile),
-		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile), "--log-level", "warn")
-	primary.Stderr = os.Stderr
-	primary.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := primary.StdoutPipe()
+	primary, err := startKwikServer(binDir, "kwik-primary", "", serverArgs(tree, certDir, "127.0.0.1:0"))
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := primary.Start(); err != nil {
-		return nil, nil, err
-	}
-	defer func() { primary.Process.Signal(syscall.SIGTERM); primary.Wait() }()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		return nil, nil, fmt.Errorf("kwik-primary: %w", err)
-	}
-	addr := strings.TrimSpace(strings.TrimPrefix(line, "listening on "))
-	go io.Copy(io.Discard, stdout)
+	defer primary.stop()
+	addr := primary.addr
 
 	for i := range runs {
 		cache := filepath.Join(work, fmt.Sprintf("cache-%d", i))
@@ -383,37 +365,17 @@ func mountReads(binDir, work string, size int64, runs int) (cold, warm []float64
 	return cold, warm, nil
 }
 
+// readThroughMount mounts addr on cache (trusting the CA in certDir) and
+// reads big.bin reads times, returning each read's MB/s.
 func readThroughMount(binDir, work, addr, certDir, cache string, reads int) ([]float64, error) {
-	mnt, err := os.MkdirTemp(work, "mnt-")
+	m, err := startMount(binDir, certDir, work, addr, cache, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(mnt)
-	m := exec.Command(filepath.Join(binDir, "kwikfs"), "mount", "--primary", addr,
-		"--ca", filepath.Join(certDir, certgen.CAFile), "--cache", cache, "--log-level", "warn", mnt)
-	m.Stderr = os.Stderr
-	m.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := m.Start(); err != nil {
-		return nil, err
-	}
-	defer func() {
-		m.Process.Signal(syscall.SIGINT)
-		m.Wait()
-		unix.Unmount(mnt, unix.MNT_DETACH)
-	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if buf := make([]byte, 256); func() bool { _, err := unix.Getxattr(mnt, "user.kwikfs.control", buf); return err == nil }() {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("mount at %s not up after 20s", mnt)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	defer m.close()
 	var out []float64
 	for range reads {
-		v, err := readFile(filepath.Join(mnt, "big.bin"))
+		v, err := readFile(filepath.Join(m.dir, "big.bin"))
 		if err != nil {
 			return nil, err
 		}

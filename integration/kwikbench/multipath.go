@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -13,13 +11,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/kwikfs/kwikfs/integration/linkemu"
-	"github.com/kwikfs/kwikfs/internal/certgen"
-	"golang.org/x/sys/unix"
 )
 
 // mpCase is one row group of the multipath table (issue 3): the links in
@@ -252,30 +247,14 @@ func (e *mpEnv) measure(links []linkemu.Config) (mpResult, error) {
 	return res, nil
 }
 
-// startServer starts a kwik-primary or kwik-secondary listening on listen
-// and waits for its "listening on" line; the returned func stops it.
+// startServer starts a kwik-primary or kwik-secondary serving e.tree on
+// listen and waits for its "listening on" line; the returned func stops it.
 func (e *mpEnv) startServer(name, listen string, extra ...string) (func(), error) {
-	args := append([]string{"--root", e.tree, "--listen", listen,
-		"--cert", filepath.Join(e.certs, certgen.CertFile), "--key", filepath.Join(e.certs, certgen.KeyFile),
-		"--cluster-key", filepath.Join(e.certs, certgen.ClusterKeyFile), "--log-level", "warn"}, extra...)
-	cmd := exec.Command(filepath.Join(e.bin, name), args...)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
+	s, err := startKwikServer(e.bin, name, "", serverArgs(e.tree, e.certs, listen, extra...))
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "listening on ") {
-		stop()
-		return nil, fmt.Errorf("%s: no listening line (%q): %v", name, line, err)
-	}
-	go io.Copy(io.Discard, stdout)
-	return stop, nil
+	return s.stop, nil
 }
 
 // mountStatus is the part of `kwikfs status --json` the table uses.
@@ -300,34 +279,12 @@ type mountStatus struct {
 // big.bin once and collects the mount's status and peak memory.
 func (e *mpEnv) coldRead(addr, cache string, wantPaths int) (mpResult, error) {
 	defer os.RemoveAll(cache)
-	mnt, err := os.MkdirTemp(e.work, "mnt-")
+	m, err := startMount(e.bin, e.certs, e.work, addr, cache, "--log-level", "warn")
 	if err != nil {
 		return mpResult{}, err
 	}
-	defer os.Remove(mnt)
-	m := exec.Command(filepath.Join(e.bin, "kwikfs"), "mount", "--primary", addr,
-		"--ca", filepath.Join(e.certs, certgen.CAFile), "--cache", cache, "--log-level", "warn", mnt)
-	m.Stderr = os.Stderr
-	m.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := m.Start(); err != nil {
-		return mpResult{}, err
-	}
-	defer func() {
-		m.Process.Signal(syscall.SIGINT)
-		m.Wait()
-		unix.Unmount(mnt, unix.MNT_DETACH)
-	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		buf := make([]byte, 256)
-		if _, err := unix.Getxattr(mnt, "user.kwikfs.control", buf); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return mpResult{}, fmt.Errorf("mount at %s not up after 20s", mnt)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	defer m.close()
+	mnt := m.dir
 	// The session (and its secondary paths) comes up on the first request;
 	// a stat of the file makes it, then the paths get a moment to join.
 	if _, err := os.Stat(filepath.Join(mnt, "big.bin")); err != nil {
@@ -354,7 +311,7 @@ func (e *mpEnv) coldRead(addr, cache string, wantPaths int) (mpResult, error) {
 	if err != nil {
 		return mpResult{}, err
 	}
-	hwm, err := vmHWM(m.Process.Pid)
+	hwm, err := vmHWM(m.cmd.Process.Pid)
 	if err != nil {
 		return mpResult{}, err
 	}
@@ -385,36 +342,12 @@ func (e *mpEnv) status(mnt string) (*mountStatus, error) {
 	return &st, nil
 }
 
-// vmHWM returns the peak resident set size of process pid in KiB.
-func vmHWM(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
-}
-
-// writeCerts writes a new CA, server certificate and cluster key (kwikfs
-// certs) to work/certs and returns that directory.
-func writeCerts(work string) (string, error) {
-	dir := filepath.Join(work, "certs")
-	b, err := certgen.Generate(nil)
-	if err != nil {
-		return "", err
-	}
-	return dir, b.WriteDir(dir)
-}
-
-// startRelayedPrimary starts a kwik-primary serving env.tree on a free
-// port of 127.0.0.1 (target) behind a linkemu relay with link, and returns
-// the relay (clients dial relay.Addr()), target and a func that stops the
-// primary. The caller closes the relay.
-func startRelayedPrimary(env *mpEnv, link linkemu.Config) (relay *linkemu.Relay, target string, stop func(), err error) {
+// startRelayedPrimary starts a kwik-primary serving tree with the
+// certificates in certs (see writeCerts) on a free port of 127.0.0.1
+// (target) behind a linkemu relay with link, and returns the relay
+// (clients dial relay.Addr()), target and a func that stops the primary.
+// The caller closes the relay.
+func startRelayedPrimary(bin, tree, certs string, link linkemu.Config) (relay *linkemu.Relay, target string, stop func(), err error) {
 	port, err := freeUDPPort()
 	if err != nil {
 		return nil, "", nil, err
@@ -423,21 +356,12 @@ func startRelayedPrimary(env *mpEnv, link linkemu.Config) (relay *linkemu.Relay,
 	if relay, err = linkemu.New(target, link); err != nil {
 		return nil, "", nil, err
 	}
-	if stop, err = env.startServer("kwik-primary", target); err != nil {
+	s, err := startKwikServer(bin, "kwik-primary", "", serverArgs(tree, certs, target))
+	if err != nil {
 		relay.Close()
 		return nil, "", nil, err
 	}
-	return relay, target, stop, nil
-}
-
-// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
-func freeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
+	return relay, target, s.stop, nil
 }
 
 // traceRelays prints, every 250 ms until the returned func is called, the

@@ -1,27 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
-
-	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
 )
 
 // peersConfig says what the loopback comparison (--peers) measures.
@@ -90,7 +82,7 @@ func runPeers(c peersConfig) error {
 		return fmt.Errorf("sshd: %w", err)
 	}
 	defer ssh.stop()
-	web, err := startNginx(work, e.tree)
+	web, err := startPeersNginx(work, e.tree)
 	if err != nil {
 		return fmt.Errorf("nginx: %w", err)
 	}
@@ -123,20 +115,6 @@ func runPeers(c peersConfig) error {
 	return e.print(loadStart, loadAvg())
 }
 
-// peersTools checks that the peers' programs are installed.
-func peersTools() error {
-	var missing []string
-	for _, t := range []string{"sshfs", "ssh-keygen", "/usr/sbin/sshd", "rclone", "nginx", "fusermount3"} {
-		if _, err := exec.LookPath(t); err != nil {
-			missing = append(missing, t)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing %s: run make bench-peers, which installs sshfs, openssh-server, rclone and nginx", strings.Join(missing, ", "))
-	}
-	return nil
-}
-
 // peersEnv holds what the rounds share and what they measured.
 type peersEnv struct {
 	c                       peersConfig
@@ -163,32 +141,6 @@ type pathShare struct {
 	frac   float64
 }
 
-// results keeps the figures of each row, in the order rows first appear.
-type results struct {
-	order []string
-	vals  map[string][]float64
-}
-
-func (r *results) add(name string, v float64) {
-	if r.vals == nil {
-		r.vals = map[string][]float64{}
-	}
-	if _, ok := r.vals[name]; !ok {
-		r.order = append(r.order, name)
-	}
-	r.vals[name] = append(r.vals[name], v)
-}
-
-func (r *results) median(name string) float64 { return median(r.vals[name]) }
-
-func (r *results) runs(name, format string) string {
-	var s []string
-	for _, v := range r.vals[name] {
-		s = append(s, fmt.Sprintf(format, v))
-	}
-	return strings.Join(s, " ")
-}
-
 // cachePath returns a new, not yet existing, cache directory under work.
 func (e *peersEnv) cachePath() string {
 	e.n++
@@ -211,21 +163,18 @@ func (e *peersEnv) disk() error {
 // first open, a cold read, a re-read on the same mount and, after a
 // remount on the same cache, a re-read from the store.
 func (e *peersEnv) kwikOnePath() error {
-	primary, err := e.startServer("kwik-primary", "")
+	primary, err := e.freshPrimary(true)
 	if err != nil {
 		return err
 	}
 	defer primary.stop()
-	if err := e.warmUp(primary, true); err != nil {
-		return err
-	}
 	cache := e.cachePath()
 	defer os.RemoveAll(cache)
 	m, err := e.mount(primary.addr, cache)
 	if err != nil {
 		return err
 	}
-	r, err := e.coldCat(m.dir, []proc{{"kwikfs mount (daemon)", m.cmd.Process.Pid}, {"kwik-primary", primary.pid}})
+	r, err := e.coldCat(m.dir, []proc{{"kwikfs mount (daemon)", m.cmd.Process.Pid}, {"kwik-primary", primary.pid()}})
 	if err != nil {
 		m.close()
 		return err
@@ -280,14 +229,11 @@ func (e *peersEnv) kwikThreePaths() error {
 		secs = append(secs, s)
 		args = append(args, "--secondary", addr)
 	}
-	primary, err := e.startServer("kwik-primary", "", args...)
+	primary, err := e.freshPrimary(false, args...)
 	if err != nil {
 		return err
 	}
 	defer primary.stop()
-	if err := e.warmUp(primary, false); err != nil {
-		return err
-	}
 	cache := e.cachePath()
 	defer os.RemoveAll(cache)
 	m, err := e.mount(primary.addr, cache)
@@ -295,12 +241,12 @@ func (e *peersEnv) kwikThreePaths() error {
 		return err
 	}
 	defer m.close()
-	if err := waitPathsUp(m, 3); err != nil {
+	if err := m.waitPathsUp(3); err != nil {
 		return err
 	}
-	procs := []proc{{"kwikfs mount (daemon)", m.cmd.Process.Pid}, {"kwik-primary", primary.pid}}
+	procs := []proc{{"kwikfs mount (daemon)", m.cmd.Process.Pid}, {"kwik-primary", primary.pid()}}
 	for i, s := range secs {
-		procs = append(procs, proc{fmt.Sprintf("kwik-secondary %d", i+1), s.pid})
+		procs = append(procs, proc{fmt.Sprintf("kwik-secondary %d", i+1), s.pid()})
 	}
 	r, err := e.coldCat(m.dir, procs)
 	if err != nil {
@@ -323,29 +269,20 @@ func (e *peersEnv) kwikThreePaths() error {
 	return nil
 }
 
-// waitPathsUp waits (up to 10 s) until want paths of m are up: the
-// session and its secondary paths come up on the mount's first request
-// (peersEnv.mount's stat).
-func waitPathsUp(m *benchMount, want int) error {
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		st, err := m.ctl.Status(context.Background())
-		if err != nil {
-			return err
-		}
-		up := 0
-		for _, p := range st.Paths {
-			if p.State == "up" {
-				up++
-			}
-		}
-		if up >= want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d paths up after 10s", up, want)
-		}
-		time.Sleep(50 * time.Millisecond)
+// freshPrimary starts a kwik-primary on a free port with extra flags and
+// makes it compute the file's manifest (warmUp, recording its CPU and
+// wall time with record set), so that no measured read includes the
+// hashing. The caller stops it.
+func (e *peersEnv) freshPrimary(record bool, extra ...string) (*kwikServer, error) {
+	primary, err := e.startServer("kwik-primary", "", extra...)
+	if err != nil {
+		return nil, err
 	}
+	if err := e.warmUp(primary, record); err != nil {
+		primary.stop()
+		return nil, err
+	}
+	return primary, nil
 }
 
 // warmUp makes primary compute the file's manifest: it mounts a throw-away
@@ -360,10 +297,10 @@ func (e *peersEnv) warmUp(primary *kwikServer, record bool) error {
 		return err
 	}
 	defer m.close()
-	if err := dropCaches(); err != nil {
+	if err := dropCaches(dropAll); err != nil {
 		return err
 	}
-	before, err := cpuOf([]proc{{"", primary.pid}})
+	before, err := groupCPU([]proc{{"", primary.pid()}})
 	if err != nil {
 		return err
 	}
@@ -374,7 +311,7 @@ func (e *peersEnv) warmUp(primary *kwikServer, record bool) error {
 	}
 	defer f.Close()
 	open := time.Since(start)
-	after, err := cpuOf([]proc{{"", primary.pid}})
+	after, err := groupCPU([]proc{{"", primary.pid()}})
 	if err != nil {
 		return err
 	}
@@ -386,6 +323,21 @@ func (e *peersEnv) warmUp(primary *kwikServer, record bool) error {
 		e.openSecs = append(e.openSecs, open.Seconds())
 	}
 	return nil
+}
+
+// startServer starts bin/name (kwik-primary or kwik-secondary) serving the
+// tree with the bench's certificates and extra flags on listen (a free
+// port of 127.0.0.1 when ""), and waits for its "listening on" line. The
+// caller stops it.
+func (e *peersEnv) startServer(name, listen string, extra ...string) (*kwikServer, error) {
+	if listen == "" {
+		port, err := freeUDPPort()
+		if err != nil {
+			return nil, err
+		}
+		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	}
+	return startKwikServer(e.c.bin, name, "", serverArgs(e.tree, e.certs, listen, extra...))
 }
 
 // mount starts `kwikfs mount` of addr on cache and stats the file (the
@@ -486,10 +438,10 @@ type procCPU struct {
 // child process, returning its MiB/s and the CPU time per GiB of procs and
 // of the reader.
 func (e *peersEnv) coldCat(dir string, procs []proc) (peerRead, error) {
-	if err := dropCaches(); err != nil {
+	if err := dropCaches(dropAll); err != nil {
 		return peerRead{}, err
 	}
-	before, err := cpuOf(procs)
+	before, err := groupCPU(procs)
 	if err != nil {
 		return peerRead{}, err
 	}
@@ -497,7 +449,7 @@ func (e *peersEnv) coldCat(dir string, procs []proc) (peerRead, error) {
 	if err != nil {
 		return peerRead{}, err
 	}
-	after, err := cpuOf(procs)
+	after, err := groupCPU(procs)
 	if err != nil {
 		return peerRead{}, err
 	}
@@ -508,8 +460,6 @@ func (e *peersEnv) coldCat(dir string, procs []proc) (peerRead, error) {
 	r.cpu = append(r.cpu, procCPU{"reader", reader.Seconds() / gib(e.c.size)})
 	return r, nil
 }
-
-func gib(n int64) float64 { return float64(n) / (1 << 30) }
 
 // profileRun measures one more cold read through one path, not counted in
 // the tables, while saving 5-second CPU profiles of the daemon (from its
@@ -526,14 +476,11 @@ func (e *peersEnv) profileRun() error {
 		return err
 	}
 	pprofAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	primary, err := e.startServer("kwik-primary", "", "--pprof", pprofAddr)
+	primary, err := e.freshPrimary(false, "--pprof", pprofAddr)
 	if err != nil {
 		return err
 	}
 	defer primary.stop()
-	if err := e.warmUp(primary, false); err != nil {
-		return err
-	}
 	cache := e.cachePath()
 	defer os.RemoveAll(cache)
 	primaryProfile := map[string]string{"primary.pprof": "http://" + pprofAddr}
@@ -554,28 +501,21 @@ func (e *peersEnv) profiledCat(addr, cache, daemonFile string, others map[string
 		return 0, err
 	}
 	defer m.close()
-	found, err := daemon.FindMount(m.dir)
+	hc, err := daemonClient(m.dir)
 	if err != nil {
 		return 0, err
 	}
-	if err := dropCaches(); err != nil {
+	if err := dropCaches(dropAll); err != nil {
 		return 0, err
 	}
-	daemonClient := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", found.Socket)
-		},
-	}}
-	defer daemonClient.CloseIdleConnections()
-	const query = "/debug/pprof/profile?seconds=5"
+	defer hc.CloseIdleConnections()
 	var g errgroup.Group
 	g.Go(func() error {
-		return saveProfile(daemonClient, "http://kwikfs"+query, filepath.Join(e.c.profileDir, daemonFile))
+		return saveURL(hc, daemonURL+cpuProfilePath, filepath.Join(e.c.profileDir, daemonFile))
 	})
 	for name, url := range others {
 		g.Go(func() error {
-			return saveProfile(http.DefaultClient, url+query, filepath.Join(e.c.profileDir, name))
+			return saveURL(http.DefaultClient, url+cpuProfilePath, filepath.Join(e.c.profileDir, name))
 		})
 	}
 	time.Sleep(200 * time.Millisecond) // the profiles are running
@@ -584,519 +524,4 @@ func (e *peersEnv) profiledCat(addr, cache, daemonFile string, others map[string
 		return 0, err
 	}
 	return mibps, nil
-}
-
-// saveProfile GETs url with hc and writes the body to path.
-func saveProfile(hc *http.Client, url, path string) error {
-	resp, err := hc.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// print writes the throughput and CPU tables.
-func (e *peersEnv) print(loadStart, loadEnd string) error {
-	fmt.Printf("loopback, cold cat of a %d MiB file (%d KiB reads, page cache dropped first, fresh mounts), median of %d rounds; load average (1/5/15 min) at start %s, at end %s\n",
-		e.c.size>>20, peersReadBuf>>10, max(e.c.runs, 1), loadStart, loadEnd)
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "read\tmedian MiB/s\truns\tthis / kwikfs\tkwikfs / this\ttarget\tmet\t\n")
-	kwik := e.tput.median(rowOnePath)
-	for _, row := range []string{rowDisk, rowOnePath, rowThreePath, rowSSHFS, rowRclone, rowPageCache, rowStore} {
-		v := e.tput.median(row)
-		ratio, inverse, target, met := "", "", "", ""
-		if row != rowOnePath {
-			ratio, inverse = fmt.Sprintf("%.2f", v/kwik), fmt.Sprintf("%.2f", kwik/v)
-		}
-		if t, ok := peerTargets[row]; ok {
-			target, met = fmt.Sprintf("kwikfs / this >= %.2f", t), yesNo(kwik/v >= t)
-		}
-		if row == rowStore {
-			target, met = fmt.Sprintf(">= %d MiB/s", storeTargetMiB), yesNo(v >= storeTargetMiB)
-		}
-		fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t\n", row, v, e.tput.runs(row, "%.0f"), ratio, inverse, target, met)
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	fmt.Println()
-	w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "CPU s per GiB read (utime+stime)\tmedian\truns\t\n")
-	for _, row := range e.cpu.order {
-		fmt.Fprintf(w, "%s\t%.2f\t%s\t\n", row, e.cpu.median(row), e.cpu.runs(row, "%.2f"))
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	fmt.Println("(on loopback the kernel delivers a datagram or segment to the receiving socket in the sender's system call, so a sender's CPU includes part of its receiver's network stack; reader: the child process's rusage; others: utime+stime deltas of the process, its process group and their descendants)")
-	fmt.Printf("(manifest: CPU of the primary during the first open of the file on a fresh primary, page cache dropped, per GiB of file; the open took %s s)\n",
-		joinFloats(e.openSecs, "%.2f"))
-	fmt.Printf("(store re-read, by round: %s)\n", strings.Join(e.storeNotes, "; "))
-	for i, shares := range e.shares {
-		var s []string
-		for _, p := range shares {
-			role := "secondary"
-			if p.id == 0 {
-				role = "primary"
-			}
-			s = append(s, fmt.Sprintf("path %d (%s, %s) %.1f%%", p.id, role, p.remote, 100*p.frac))
-		}
-		fmt.Printf("(kwikfs 3 paths, round %d: share of the bytes each path delivered first: %s)\n", i+1, strings.Join(s, ", "))
-	}
-	if e.c.profileDir != "" {
-		fmt.Printf("(profiles in %s: daemon.pprof and primary.pprof of a further 1-path cold read at %.0f MiB/s, daemon-store.pprof of its re-read from the store at %.0f MiB/s; go tool pprof -top -cum FILE)\n",
-			e.c.profileDir, e.profiled[0], e.profiled[1])
-	}
-	return nil
-}
-
-func joinFloats(v []float64, format string) string {
-	var s []string
-	for _, x := range v {
-		s = append(s, fmt.Sprintf(format, x))
-	}
-	return strings.Join(s, " ")
-}
-
-// kwikServer is a running kwik-primary or kwik-secondary.
-type kwikServer struct {
-	addr string // as clients dial it
-	pid  int
-	stop func()
-}
-
-// startServer starts bin/name serving the tree with the bench's
-// certificates and extra flags, listening on listen (a free port of
-// 127.0.0.1 when ""), and waits for its "listening on" line.
-func (e *peersEnv) startServer(name, listen string, extra ...string) (*kwikServer, error) {
-	if listen == "" {
-		port, err := freeUDPPort()
-		if err != nil {
-			return nil, err
-		}
-		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	}
-	args := append([]string{"--root", e.tree, "--listen", listen,
-		"--cert", filepath.Join(e.certs, certgen.CertFile), "--key", filepath.Join(e.certs, certgen.KeyFile),
-		"--cluster-key", filepath.Join(e.certs, certgen.ClusterKeyFile), "--log-level", "warn"}, extra...)
-	cmd := exec.Command(filepath.Join(e.c.bin, name), args...)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
-	rd := bufio.NewReader(stdout)
-	line, err := rd.ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
-	if err != nil || !ok {
-		stop()
-		return nil, fmt.Errorf("%s: no listening line (%q): %v", name, line, err)
-	}
-	go io.Copy(io.Discard, rd)
-	return &kwikServer{addr: addr, pid: cmd.Process.Pid, stop: stop}, nil
-}
-
-// sshd is an sshd the bench started on a free port of 127.0.0.1, with its
-// own host key, authorized_keys and configuration under work/ssh, and the
-// matching ssh client configuration (the bench's key, the host key pinned):
-// nothing of the system's ssh configuration is read or changed.
-type sshd struct {
-	cmd          *exec.Cmd
-	clientConfig string
-}
-
-func startSSHD(work string) (*sshd, error) {
-	dir := filepath.Join(work, "ssh")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	hostKey, clientKey := filepath.Join(dir, "host_ed25519"), filepath.Join(dir, "id_ed25519")
-	for _, k := range []string{hostKey, clientKey} {
-		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kwikbench", "-f", k).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("ssh-keygen: %w: %s", err, out)
-		}
-	}
-	hostPub, err := os.ReadFile(hostKey + ".pub")
-	if err != nil {
-		return nil, err
-	}
-	clientPub, err := os.ReadFile(clientKey + ".pub")
-	if err != nil {
-		return nil, err
-	}
-	port, err := freeTCPPort()
-	if err != nil {
-		return nil, err
-	}
-	serverConfig := filepath.Join(dir, "sshd_config")
-	clientConfig := filepath.Join(dir, "ssh_config")
-	files := map[string]string{
-		filepath.Join(dir, "authorized_keys"): string(clientPub),
-		filepath.Join(dir, "known_hosts"):     fmt.Sprintf("[127.0.0.1]:%d %s", port, hostPub),
-		serverConfig: fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %s
-PidFile none
-AuthorizedKeysFile %s
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-LogLevel ERROR
-Subsystem sftp /usr/lib/openssh/sftp-server
-`, port, hostKey, filepath.Join(dir, "authorized_keys")),
-		clientConfig: fmt.Sprintf(`Host 127.0.0.1
-  Port %d
-  User root
-  IdentityFile %s
-  IdentitiesOnly yes
-  UserKnownHostsFile %s
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  BatchMode yes
-`, port, clientKey, filepath.Join(dir, "known_hosts")),
-	}
-	for path, text := range files {
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			return nil, err
-		}
-	}
-	// sshd refuses to start without its privilege separation directory,
-	// which the Debian package makes only when its service starts.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", serverConfig)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &sshd{cmd: cmd, clientConfig: clientConfig}
-	if err := waitSSH(net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err != nil {
-		s.stop()
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *sshd) stop() { stopProcess(s.cmd, syscall.SIGTERM) }
-
-// nginx is an nginx the bench started (daemon off) on a free port of
-// 127.0.0.1, exporting the tree with its configuration under work/nginx.
-type nginx struct {
-	cmd  *exec.Cmd
-	addr string
-}
-
-func startNginx(work, tree string) (*nginx, error) {
-	dir := filepath.Join(work, "nginx")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	port, err := freeTCPPort()
-	if err != nil {
-		return nil, err
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	// user root: the workers must read the tree under the bench's 0700
-	// work directory.
-	conf := fmt.Sprintf(`daemon off;
-user root;
-worker_processes auto;
-pid %[1]s/nginx.pid;
-error_log stderr error;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  default_type application/octet-stream;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  server {
-    listen %[2]s;
-    root %[3]s;
-    autoindex on;
-  }
-}
-`, dir, addr, tree)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("nginx", "-e", "stderr", "-p", dir, "-c", confPath)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	n := &nginx{cmd: cmd, addr: addr}
-	if err := waitTCP(addr); err != nil {
-		n.stop()
-		return nil, err
-	}
-	return n, nil
-}
-
-func (n *nginx) stop() { stopProcess(n.cmd, syscall.SIGTERM) }
-
-// startFUSE starts cmd, a FUSE file system serving mnt in the foreground,
-// and waits (up to 20 s) until mnt is mounted and has file. The returned
-// func stops cmd, which unmounts, and removes mnt.
-func startFUSE(cmd *exec.Cmd, mnt, file string) (stop func(), err error) {
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	stop = func() {
-		// An unmount ends the file system as a user's umount does
-		// (rclone logs an error on SIGTERM); the signal is the fallback.
-		var sig syscall.Signal
-		if err := unix.Unmount(mnt, 0); err != nil {
-			sig = syscall.SIGTERM
-		}
-		stopProcess(cmd, sig)
-		unix.Unmount(mnt, unix.MNT_DETACH)
-		os.Remove(mnt)
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if _, err := fuseDevice(mnt); err == nil {
-			if _, err := os.Stat(filepath.Join(mnt, file)); err == nil {
-				return stop, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return nil, fmt.Errorf("%s not mounted with %s after 20s", mnt, file)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stopProcess sends cmd sig, unless 0, and waits for it to exit, killing
-// it after 10 s.
-func stopProcess(cmd *exec.Cmd, sig syscall.Signal) {
-	if sig != 0 {
-		cmd.Process.Signal(sig)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
-
-// waitTCP waits (up to 10 s) until addr accepts connections.
-func waitTCP(addr string) error {
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			return c.Close()
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// waitSSH waits (up to 10 s) until an SSH server answers at addr, and
-// says a version (sshd logs a connection closed before it as an error).
-func waitSSH(addr string) error {
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			var banner string
-			if banner, err = bufio.NewReader(c).ReadString('\n'); err == nil && !strings.HasPrefix(banner, "SSH-") {
-				err = fmt.Errorf("not an SSH server at %s: %q", addr, banner)
-			}
-			if err == nil {
-				_, err = io.WriteString(c, "SSH-2.0-kwikbench\r\n")
-			}
-			c.Close()
-			if err == nil {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// freeTCPPort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freeTCPPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// dropCaches writes dirty pages back and drops the page cache, dentries
-// and inodes (sync; echo 3 > /proc/sys/vm/drop_caches).
-func dropCaches() error {
-	unix.Sync()
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
-		return fmt.Errorf("drop page cache (needs root): %w", err)
-	}
-	return nil
-}
-
-// loadAvg returns the 1, 5 and 15 minute load averages, as uptime prints
-// them.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// readChild reads path to the end in a child process (`kwikbench
-// read-file`, see readFileChild) with bufSize read(2) calls, checks it got
-// want bytes, and returns MiB/s and the child's CPU time (its rusage).
-func readChild(path string, bufSize int, want int64) (mibps float64, cpu time.Duration, err error) {
-	self, err := os.Executable()
-	if err != nil {
-		return 0, 0, err
-	}
-	cmd := exec.Command(self, "read-file", path, strconv.Itoa(bufSize), strconv.FormatInt(want, 10))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return 0, 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	mbps, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	return mbps * 1e6 / (1 << 20), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
-}
-
-// readFileChild is `kwikbench read-file PATH BUFSIZE WANT`: it reads PATH
-// with readLoop and prints its MB/s.
-func readFileChild(args []string) error {
-	bufSize, err := strconv.Atoi(args[1])
-	if err != nil {
-		return err
-	}
-	want, err := strconv.ParseInt(args[2], 10, 64)
-	if err != nil {
-		return err
-	}
-	mbps, err := readLoop(args[0], bufSize, want)
-	if err != nil {
-		return err
-	}
-	fmt.Println(mbps)
-	return nil
-}
-
-// proc names a process whose CPU time is measured, with its process
-// group and descendants (see cpuOf).
-type proc struct {
-	name string
-	pid  int
-}
-
-// clkTck is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100
-// on every Linux architecture (sysconf(_SC_CLK_TCK) would need cgo).
-const clkTck = 100
-
-// cpuOf returns, for each of procs, the CPU time (utime+stime, all
-// threads) used so far by the process, the members of its process group
-// and their descendants, as /proc shows them now: sshfs's ssh and sshd's
-// per-connection processes count for them. Processes that exited are not
-// counted.
-func cpuOf(procs []proc) ([]time.Duration, error) {
-	type stat struct {
-		ppid, pgrp int
-		ticks      int64
-	}
-	all := map[int]stat{}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range entries {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
-		if err != nil {
-			continue // exited meanwhile
-		}
-		// pid (comm) state ppid pgrp session tty tpgid flags minflt
-		// cminflt majflt cmajflt utime stime ...; comm may hold spaces.
-		i := strings.LastIndexByte(string(b), ')')
-		f := strings.Fields(string(b[i+1:]))
-		if i < 0 || len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		pgrp, _ := strconv.Atoi(f[2])
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		all[pid] = stat{ppid, pgrp, utime + stime}
-	}
-	out := make([]time.Duration, len(procs))
-	for i, p := range procs {
-		in := map[int]bool{p.pid: true}
-		for pid, s := range all {
-			if s.pgrp == p.pid {
-				in[pid] = true
-			}
-		}
-		for grown := true; grown; {
-			grown = false
-			for pid, s := range all {
-				if !in[pid] && in[s.ppid] {
-					in[pid], grown = true, true
-				}
-			}
-		}
-		if _, ok := all[p.pid]; !ok {
-			return nil, fmt.Errorf("process %d (%s) is gone", p.pid, p.name)
-		}
-		var ticks int64
-		for pid := range in {
-			ticks += all[pid].ticks
-		}
-		out[i] = time.Duration(ticks) * time.Second / clkTck
-	}
-	return out, nil
 }

@@ -61,7 +61,7 @@ func runPrefetchBench(c pfConfig) error {
 	if err != nil {
 		return err
 	}
-	relay, target, stop, err := startRelayedPrimary(&mpEnv{bin: c.bin, work: work, tree: tree, certs: certDir}, c.link)
+	relay, target, stop, err := startRelayedPrimary(c.bin, tree, certDir, c.link)
 	if err != nil {
 		return err
 	}
