@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -102,18 +103,38 @@ func (g *groConn) fill() error {
 		return &net.OpError{Op: "read", Net: "udp", Source: g.c.LocalAddr(), Err: err}
 	}
 	g.next, g.end, g.seg = 0, n, 0
-	switch sa := from.(type) {
-	case *unix.SockaddrInet4:
-		g.from = &net.UDPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}
-	case *unix.SockaddrInet6:
-		g.from = &net.UDPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
-	default:
-		g.from = nil
-	}
+	g.from = udpAddr(from, g.from)
 	if oobn > 0 {
 		g.seg = groSegmentSize(g.oob[:oobn])
 	}
 	return nil
+}
+
+// udpAddr returns sa as a *net.UDPAddr: last when it is the same address
+// (a client hears from a few servers, so most receives allocate nothing),
+// nil for another kind of address. A link-local IPv6 sender keeps its
+// zone, as the interface index.
+func udpAddr(sa unix.Sockaddr, last *net.UDPAddr) *net.UDPAddr {
+	var (
+		ip   net.IP
+		port int
+		zone string
+	)
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		ip, port = net.IP(sa.Addr[:]), sa.Port
+	case *unix.SockaddrInet6:
+		ip, port = net.IP(sa.Addr[:]), sa.Port
+		if sa.ZoneId != 0 {
+			zone = strconv.Itoa(int(sa.ZoneId))
+		}
+	default:
+		return nil
+	}
+	if last != nil && last.Port == port && last.Zone == zone && last.IP.Equal(ip) {
+		return last
+	}
+	return &net.UDPAddr{IP: append(net.IP(nil), ip...), Port: port, Zone: zone}
 }
 
 // groSegmentSize returns the segment size a UDP_GRO control message in oob

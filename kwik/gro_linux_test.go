@@ -85,3 +85,26 @@ func TestGROSegmentSize(t *testing.T) {
 		t.Errorf("segment size %d without a message, want 0", got)
 	}
 }
+
+// TestUDPAddrReusesTheLastAddress: the same sender gives back the same
+// *net.UDPAddr; another port, address or zone a new one, with the zone of
+// a link-local IPv6 sender kept.
+func TestUDPAddrReusesTheLastAddress(t *testing.T) {
+	a := udpAddr(&unix.SockaddrInet4{Port: 4433, Addr: [4]byte{127, 0, 0, 1}}, nil)
+	if a.String() != "127.0.0.1:4433" {
+		t.Fatalf("address %v", a)
+	}
+	if b := udpAddr(&unix.SockaddrInet4{Port: 4433, Addr: [4]byte{127, 0, 0, 1}}, a); b != a {
+		t.Error("the same sender gave a new address")
+	}
+	if b := udpAddr(&unix.SockaddrInet4{Port: 4434, Addr: [4]byte{127, 0, 0, 1}}, a); b == a || b.Port != 4434 {
+		t.Errorf("another port gave %v", b)
+	}
+	ll := &unix.SockaddrInet6{Port: 4433, ZoneId: 3, Addr: [16]byte{0: 0xfe, 1: 0x80, 15: 1}}
+	if b := udpAddr(ll, a); b.String() != "[fe80::1%3]:4433" {
+		t.Errorf("link-local sender gave %v", b)
+	}
+	if b := udpAddr(&unix.SockaddrUnix{Name: "x"}, a); b != nil {
+		t.Errorf("a Unix address gave %v", b)
+	}
+}
