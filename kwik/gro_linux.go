@@ -93,8 +93,12 @@ func (g *groConn) fill() error {
 		rerr    error
 	)
 	err := g.raw.Read(func(fd uintptr) bool {
-		n, oobn, _, from, rerr = unix.Recvmsg(int(fd), g.buf, g.oob, 0)
-		return !errors.Is(rerr, unix.EAGAIN)
+		for {
+			n, oobn, _, from, rerr = unix.Recvmsg(int(fd), g.buf, g.oob, 0)
+			if !errors.Is(rerr, unix.EINTR) {
+				return !errors.Is(rerr, unix.EAGAIN)
+			}
+		}
 	})
 	if err == nil {
 		err = rerr
