@@ -208,11 +208,19 @@ func (a *appender) write(bufs [][]byte, offs []int64) error {
 		if len(iovs) == 0 {
 			return nil
 		}
-		f := a.f
-		if runDirect {
-			f = a.df
+		var err error
+		if runDirect && a.df != nil {
+			err = pwritevAll(a.df, iovs, runStart)
+			if errors.Is(err, unix.EINVAL) {
+				// The file system refused a write statx said it takes:
+				// no more direct writes to this store.
+				a.df.Close()
+				a.df, a.dio = nil, directio.Alignment{}
+				err = pwritevAll(a.f, iovs, runStart)
+			}
+		} else {
+			err = pwritevAll(a.f, iovs, runStart)
 		}
-		err := pwritevAll(f, iovs, runStart)
 		iovs = iovs[:0]
 		return err
 	}

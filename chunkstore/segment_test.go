@@ -2,12 +2,14 @@ package chunkstore
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/kwikfs/kwikfs/internal/directio"
 	"golang.org/x/sys/unix"
 )
 
@@ -529,4 +531,36 @@ func TestWholeChunksWrittenPastPageCache(t *testing.T) {
 	}
 	defer s2.Close()
 	check(s2)
+}
+
+// TestDirectWriteRefusedFallsBack: when the file system refuses a direct
+// write that the appender took for allowed (here: an alignment made up to
+// let an unaligned buffer through), the chunk is written through the page
+// cache instead, and direct writes stop for the store (the appender's
+// descriptor is gone).
+func TestDirectWriteRefusedFallsBack(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	first, firstSum := testChunk(1, 1<<20)
+	if err := s.PutVerified([]Chunk{{Sum: firstSum, Data: first}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.app.df == nil {
+		t.Skip("no direct I/O on the test directory's file system")
+	}
+	s.app.dio = directio.Alignment{Mem: 1, Off: 1}
+	raw := make([]byte, 64<<10+1)
+	copy(raw[1:], first)
+	odd := raw[1:] // 64 KiB at an odd address: O_DIRECT refuses it
+	oddSum := sha256.Sum256(odd)
+	if err := s.PutVerified([]Chunk{{Sum: oddSum, Data: odd}}); err != nil {
+		t.Fatalf("PutVerified after a refused direct write: %v", err)
+	}
+	for _, c := range []Chunk{{Sum: firstSum, Data: first}, {Sum: oddSum, Data: odd}} {
+		if got, err := s.Get(c.Sum, nil); err != nil || !bytes.Equal(got, c.Data) {
+			t.Fatalf("Get(%x): %v", c.Sum[:4], err)
+		}
+	}
+	if s.app.df != nil {
+		t.Skip("this device takes direct I/O from any address: nothing was refused")
+	}
 }
