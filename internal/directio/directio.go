@@ -13,10 +13,12 @@
 package directio
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -88,7 +90,8 @@ const MinRead = 64 << 10
 //     suit the file system's alignment is read with O_DIRECT, from the disk
 //     into the caller's buffer;
 //   - everything else, and everything on a system without cachestat or
-//     O_DIRECT, is an ordinary pread.
+//     O_DIRECT (or whose file system refuses a direct read with EINVAL,
+//     from then on), is an ordinary pread.
 //
 // The O_DIRECT descriptor is opened at the first read that wants it. A
 // Reader is safe for concurrent use.
@@ -98,6 +101,7 @@ type Reader struct {
 	once  sync.Once
 	df    *os.File // f opened again with O_DIRECT; nil when not to be had
 	align Alignment
+	off   atomic.Bool // the file system refused a direct read: no more
 }
 
 // NewReader returns a Reader of f. Close releases what it opened; f stays
@@ -115,11 +119,16 @@ func (r *Reader) Direct() bool {
 // fill p beyond len(p) up to cap(p) (it rounds the length up to the
 // alignment); those bytes mean nothing.
 func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
-	if len(p) >= MinRead && !Cached(r.f, off, len(p)) {
+	if len(p) >= MinRead && !r.off.Load() && !Cached(r.f, off, len(p)) {
 		r.once.Do(r.open)
 		if r.df != nil {
-			if n, ok, err := r.readDirect(p, off); ok {
+			n, ok, err := r.readDirect(p, off)
+			if ok && !errors.Is(err, unix.EINVAL) {
 				return n, err
+			}
+			if ok {
+				// The file system refused a read statx said it takes.
+				r.off.Store(true)
 			}
 		}
 	}

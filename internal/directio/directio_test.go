@@ -121,3 +121,31 @@ func TestReaderShortTailAndEnd(t *testing.T) {
 		t.Fatalf("past the end: n %d, err %v, want %d bytes and io.EOF", n, err, tail)
 	}
 }
+
+// TestReaderRefusedDirectReadFallsBack: a direct read the file system
+// refuses (here: an alignment made up to let an odd buffer address
+// through) is read through the page cache instead, and the Reader stops
+// reading direct.
+func TestReaderRefusedDirectReadFallsBack(t *testing.T) {
+	const chunk = 1 << 20
+	f, data := evictedFile(t, 2*chunk)
+	r := NewReader(f)
+	defer r.Close()
+	buf := make([]byte, chunk)
+	if _, err := r.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Direct() {
+		t.Skip("no direct I/O on the test directory's file system")
+	}
+	r.align = Alignment{Mem: 1, Off: 1}
+	raw := make([]byte, chunk+1)
+	odd := raw[1:]
+	n, err := r.ReadAt(odd, chunk)
+	if err != nil || n != chunk || !bytes.Equal(odd, data[chunk:]) {
+		t.Fatalf("read into an odd address: n %d, err %v", n, err)
+	}
+	if !r.off.Load() {
+		t.Skip("this device takes direct I/O from any address: nothing was refused")
+	}
+}
