@@ -380,17 +380,7 @@ func (e *peersEnv) sshfs(s *sshd) error {
 	// sshfs runs ssh in a grandchild; its own process group keeps them
 	// together for the CPU figures.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	stop, err := startFUSE(cmd, mnt, "big.bin")
-	if err != nil {
-		return fmt.Errorf("sshfs: %w", err)
-	}
-	defer stop()
-	r, err := e.coldCat(mnt, []proc{{"sshfs + ssh", cmd.Process.Pid}, {"sshd + sftp-server", s.cmd.Process.Pid}})
-	if err != nil {
-		return err
-	}
-	e.record(rowSSHFS, "sshfs", r)
-	return nil
+	return e.readThrough(rowSSHFS, "sshfs", cmd, mnt, "sshfs + ssh", proc{"sshd + sftp-server", s.cmd.Process.Pid})
 }
 
 // rclone mounts the nginx export with rclone's HTTP backend, as a user
@@ -410,16 +400,24 @@ func (e *peersEnv) rclone(web *nginx) error {
 		"--read-only", "--vfs-cache-mode", "off", "--config", conf,
 		"--cache-dir", filepath.Join(e.work, "rclone-cache"), "--log-level", "ERROR")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return e.readThrough(rowRclone, "rclone", cmd, mnt, "rclone", proc{"nginx", web.cmd.Process.Pid})
+}
+
+// readThrough starts cmd, a FUSE filesystem serving the tree at mnt,
+// cold-reads the file through it counting the CPU of cmd's process (as
+// mountName) and of server, records the read under row and setup, and
+// unmounts.
+func (e *peersEnv) readThrough(row, setup string, cmd *exec.Cmd, mnt, mountName string, server proc) error {
 	stop, err := startFUSE(cmd, mnt, "big.bin")
 	if err != nil {
-		return fmt.Errorf("rclone: %w", err)
+		return fmt.Errorf("%s: %w", setup, err)
 	}
 	defer stop()
-	r, err := e.coldCat(mnt, []proc{{"rclone", cmd.Process.Pid}, {"nginx", web.cmd.Process.Pid}})
+	r, err := e.coldCat(mnt, []proc{{mountName, cmd.Process.Pid}, server})
 	if err != nil {
 		return err
 	}
-	e.record(rowRclone, "rclone", r)
+	e.record(row, setup, r)
 	return nil
 }
 
