@@ -101,7 +101,7 @@ type Reader struct {
 	once  sync.Once
 	df    *os.File // f opened again with O_DIRECT; nil when not to be had
 	align Alignment
-	off   atomic.Bool // the file system refused a direct read: no more
+	off   atomic.Bool // no direct reads (none to be had, or the file system refused one): no cachestat either
 }
 
 // NewReader returns a Reader of f. Close releases what it opened; f stays
@@ -165,14 +165,17 @@ func (r *Reader) readDirect(p []byte, off int64) (n int, ok bool, err error) {
 	return n, true, io.EOF
 }
 
-// open opens r.df and reads the alignment; r.df stays nil if either fails.
+// open opens r.df and reads the alignment; if either fails r.df stays nil
+// and r.off is set, so that later reads skip the page-cache check too.
 func (r *Reader) open() {
 	a := Probe(r.f)
 	if !a.OK() {
+		r.off.Store(true)
 		return
 	}
 	df, err := Open(r.f, os.O_RDONLY)
 	if err != nil {
+		r.off.Store(true)
 		return
 	}
 	r.df, r.align = df, a
