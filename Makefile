@@ -1,11 +1,12 @@
 # kwikfs: `make demo` and `make test` do their own set-up on a fresh Debian
-# machine with Go (they install fuse3, rsync and attr when missing).
+# machine with Go (they install fuse3, rsync, attr, iproute2 and gcc, which
+# -race needs, when missing).
 
 GO      ?= go
 BIN     := bin
 PKGS    := ./...
 # Packages needed by tests and the demo. apt-get runs only when one is missing.
-DEB_PKGS := fuse3 rsync attr iproute2
+DEB_PKGS := fuse3 rsync attr iproute2 gcc
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build test unit integration demo bench bench-peers bench-links fuzz vet deps peers-deps clean
@@ -21,6 +22,7 @@ deps:
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v getfattr >/dev/null || missing="$$missing attr"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
