@@ -56,6 +56,12 @@ type CoordinatorOptions struct {
 	PathRetryInitial, PathRetryMax time.Duration
 	// DisableHedging turns off tail hedging.
 	DisableHedging bool
+	// PrimaryFallback makes the primary a coordinator only: it sends READ
+	// data itself only when no secondary path of the session may take
+	// the file (none is up, or each failed or was struck for it), so the
+	// secondaries carry the bytes. Off, the primary takes its share by its
+	// measured rate like any path.
+	PrimaryFallback bool
 	// Poll is how often a READ in progress looks at the client's delivery
 	// reports. Default 2 ms.
 	Poll time.Duration

@@ -359,6 +359,45 @@ func TestMultipathTwoSecondaries(t *testing.T) {
 	mpCheckSame(t, got, small)
 }
 
+func TestPrimaryFallbackLeavesDataToSecondaries(t *testing.T) {
+	data := mpRandomBytes(mpFileSize, 21)
+	files := map[string][]byte{"f.bin": data}
+	c := mpStartCluster(t, mpWriteRoot(t, files), []string{mpWriteRoot(t, files), mpWriteRoot(t, files)}, CoordinatorOptions{PrimaryFallback: true})
+	got, _ := c.readFile("f.bin", 0)
+	mpCheckSame(t, got, data)
+	c.waitDelivered(uint64(len(data)))
+	if prim := c.counters(""); prim.AssignedBytes != 0 || prim.DeliveredBytes != 0 {
+		t.Errorf("primary counters %+v: want nothing assigned or delivered while secondaries are up", prim)
+	}
+	var sum uint64
+	for _, s := range c.secs {
+		sc := c.counters(s.Addr)
+		if sc.DeliveredBytes == 0 {
+			t.Errorf("secondary %s delivered nothing", s.Addr)
+		}
+		sum += sc.DeliveredBytes
+	}
+	if sum != uint64(len(data)) {
+		t.Errorf("secondaries delivered %d bytes, want %d", sum, len(data))
+	}
+
+	// With every secondary gone, the primary sends the data itself.
+	for _, s := range c.secs {
+		s.Stop()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for c.pathStats()[1].State == kwik.PathUp || c.pathStats()[2].State == kwik.PathUp {
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("secondary paths still up after the secondaries stopped")
+		}
+	}
+	got, _ = c.readFile("f.bin", 0)
+	mpCheckSame(t, got, data)
+}
+
 func TestMultipathSecondaryMissingFile(t *testing.T) {
 	data := mpRandomBytes(2<<20+99, 4)
 	files := map[string][]byte{"f.bin": data}

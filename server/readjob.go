@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -343,13 +344,19 @@ func (j *job) retireLocked(u *unit) {
 	}
 }
 
-// eligibleLocked returns the paths that may take work for this job.
+// eligibleLocked returns the paths that may take work for this job. With
+// PrimaryFallback, path 0 is among them only when no secondary is.
 func (j *job) eligibleLocked() []*pathState {
 	var ps []*pathState
+	secondaries := false
 	for _, p := range j.c.paths {
 		if p.up && !j.failed[p.id] && !j.c.excludedLocked(p, j.file) && (!j.primaryOnly || p.id == 0) {
 			ps = append(ps, p)
+			secondaries = secondaries || p.id != 0
 		}
+	}
+	if j.c.o.PrimaryFallback && secondaries {
+		ps = slices.DeleteFunc(ps, func(p *pathState) bool { return p.id == 0 })
 	}
 	return ps
 }

@@ -51,6 +51,7 @@ func run(args []string) error {
 	fl.DurationVar(&co.LateSlack, "late-slack", 150*time.Millisecond, "added to a unit's deadline (see --late-factor)")
 	fl.DurationVar(&co.MissCooldown, "miss-cooldown", 2*time.Second, "how long a secondary that missed 3 units in a row gets no work for the file")
 	fl.DurationVar(&co.PathRetryMax, "path-retry-max", 10*time.Second, "longest wait between attempts to re-add a lost secondary path (backoff from 200ms)")
+	serveData := fl.String("serve-data", "share", "share: the primary sends its share of file data, by the rate it measures on each path; fallback: only when no secondary can (the secondaries carry the bytes, the primary coordinates)")
 	setup, err := sf.Parse(fl, args)
 	if err != nil {
 		return err
@@ -60,6 +61,13 @@ func run(args []string) error {
 	}
 	if _, err := transfer.ParseHashAlg(*hash); err != nil {
 		return cli.Usagef("--hash: %v", err)
+	}
+	switch *serveData {
+	case "share":
+	case "fallback":
+		co.PrimaryFallback = true
+	default:
+		return cli.Usagef("--serve-data must be share or fallback, not %q", *serveData)
 	}
 	if co.LateFactor < 1 || co.LateSlack <= 0 || co.MissCooldown <= 0 || co.PathRetryMax <= 0 {
 		return cli.Usagef("--late-factor must be at least 1 and --late-slack, --miss-cooldown, --path-retry-max positive")

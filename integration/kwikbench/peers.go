@@ -32,6 +32,7 @@ const (
 	rowDisk      = "the file on the servers' disk, read directly"
 	rowOnePath   = "kwikfs, 1 path (kwik-primary)"
 	rowThreePath = "kwikfs, 3 paths (primary + 2 secondaries)"
+	rowFallback  = "kwikfs, 3 paths, kwik-primary --serve-data fallback"
 	rowSSHFS     = "sshfs (aes128-gcm, max_conns=4)"
 	rowRclone    = "rclone mount :http: of nginx (--vfs-cache-mode off)"
 	rowPageCache = "kwikfs re-read, same mount (page cache)"
@@ -95,7 +96,10 @@ func runPeers(c peersConfig) error {
 		}{
 			{"the file on disk", e.disk},
 			{"kwikfs, 1 path", e.kwikOnePath},
-			{"kwikfs, 3 paths", e.kwikThreePaths},
+			{"kwikfs, 3 paths", func() error { return e.kwikThreePaths(rowThreePath, "kwikfs 3 paths") }},
+			{"kwikfs, 3 paths, primary coordinating only", func() error {
+				return e.kwikThreePaths(rowFallback, "kwikfs 3 paths, --serve-data fallback", "--serve-data", "fallback")
+			}},
 			{"sshfs", func() error { return e.sshfs(ssh) }},
 			{"rclone", func() error { return e.rclone(web) }},
 		}
@@ -129,8 +133,15 @@ type peersEnv struct {
 	// storeNotes: for each store re-read, what it fetched from the
 	// network and the corrupt chunks it found (none of either expected).
 	storeNotes []string
-	shares     [][]pathShare
+	shares     []labeledShares
 	profiled   [2]float64 // MiB/s of the profiled cold read and store re-read
+}
+
+// labeledShares are the shares of the paths in one read of the set-up
+// label names.
+type labeledShares struct {
+	label  string
+	shares []pathShare
 }
 
 // pathShare is a path's share of the bytes delivered first (Paths[].
@@ -206,9 +217,10 @@ func (e *peersEnv) kwikOnePath() error {
 }
 
 // kwikThreePaths starts two kwik-secondaries and a fresh primary naming
-// them, computes the manifest, and measures a cold read through a mount
-// with the three paths up.
-func (e *peersEnv) kwikThreePaths() error {
+// them (with extra flags), computes the manifest, and measures a cold read
+// through a mount with the three paths up: its MiB/s as row, its CPU as
+// label's, and each path's share of the bytes.
+func (e *peersEnv) kwikThreePaths(row, label string, extra ...string) error {
 	var secs []*kwikServer
 	defer func() {
 		for _, s := range secs {
@@ -229,7 +241,7 @@ func (e *peersEnv) kwikThreePaths() error {
 		secs = append(secs, s)
 		args = append(args, "--secondary", addr)
 	}
-	primary, err := e.freshPrimary(false, args...)
+	primary, err := e.freshPrimary(false, append(args, extra...)...)
 	if err != nil {
 		return err
 	}
@@ -252,7 +264,7 @@ func (e *peersEnv) kwikThreePaths() error {
 	if err != nil {
 		return err
 	}
-	e.record(rowThreePath, "kwikfs 3 paths", r)
+	e.record(row, label, r)
 	st, err := m.ctl.Status(context.Background())
 	if err != nil {
 		return err
@@ -265,7 +277,7 @@ func (e *peersEnv) kwikThreePaths() error {
 	for _, p := range st.Paths {
 		shares = append(shares, pathShare{p.ID, p.Remote, float64(p.BytesDelivered) / float64(max(total, 1))})
 	}
-	e.shares = append(e.shares, shares)
+	e.shares = append(e.shares, labeledShares{label, shares})
 	return nil
 }
 

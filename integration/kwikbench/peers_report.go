@@ -43,7 +43,7 @@ func (e *peersEnv) print(loadStart, loadEnd string) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "read\tmedian MiB/s\truns\tthis / kwikfs\tkwikfs / this\ttarget\tmet\t\n")
 	kwik := e.tput.median(rowOnePath)
-	for _, row := range []string{rowDisk, rowOnePath, rowThreePath, rowSSHFS, rowRclone, rowPageCache, rowStore} {
+	for _, row := range []string{rowDisk, rowOnePath, rowThreePath, rowFallback, rowSSHFS, rowRclone, rowPageCache, rowStore} {
 		v := e.tput.median(row)
 		ratio, inverse, target, met := "", "", "", ""
 		if row != rowOnePath {
@@ -73,16 +73,16 @@ func (e *peersEnv) print(loadStart, loadEnd string) error {
 	fmt.Printf("(manifest: CPU of the primary during the first open of the file on a fresh primary, page cache dropped, per GiB of file; the open took %s s)\n",
 		joinFloats(e.openSecs, "%.2f"))
 	fmt.Printf("(store re-read, by round: %s)\n", strings.Join(e.storeNotes, "; "))
-	for i, shares := range e.shares {
+	for _, ls := range e.shares {
 		var s []string
-		for _, p := range shares {
+		for _, p := range ls.shares {
 			role := "secondary"
 			if p.id == 0 {
 				role = "primary"
 			}
 			s = append(s, fmt.Sprintf("path %d (%s, %s) %.1f%%", p.id, role, p.remote, 100*p.frac))
 		}
-		fmt.Printf("(kwikfs 3 paths, round %d: share of the bytes each path delivered first: %s)\n", i+1, strings.Join(s, ", "))
+		fmt.Printf("(%s: share of the bytes each path delivered first: %s)\n", ls.label, strings.Join(s, ", "))
 	}
 	if e.c.profileDir != "" {
 		fmt.Printf("(profiles in %s: daemon.pprof and primary.pprof of a further 1-path cold read at %.0f MiB/s, daemon-store.pprof of its re-read from the store at %.0f MiB/s; go tool pprof -top -cum FILE)\n",
