@@ -9,7 +9,7 @@ PKGS    := ./...
 DEB_PKGS := fuse3 rsync attr iproute2 gcc
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test unit integration demo bench bench-peers bench-links fuzz vet deps peers-deps clean
+.PHONY: all build test unit integration demo bench bench-peers bench-small bench-links fuzz vet deps peers-deps clean
 
 all: build
 
@@ -28,10 +28,13 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# The peers kwikbench --peers compares kwikfs with (make bench-peers).
+# The peers kwikbench --peers and --small compare kwikfs with (make
+# bench-peers, make bench-small), and tar, which --small runs (rsync is in
+# deps).
 peers-deps:
 	@missing=""; \
 	command -v sshfs >/dev/null || missing="$$missing sshfs"; \
+	command -v tar >/dev/null || missing="$$missing tar"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v rclone >/dev/null || missing="$$missing rclone"; \
 	command -v nginx >/dev/null || missing="$$missing nginx"; \
@@ -70,13 +73,23 @@ bench-links: deps build
 
 # kwikfs beside what users would pick instead, on the same data in the same
 # run: on loopback sshfs and rclone mount of an nginx export, with CPU
-# seconds per GiB per process (integration/kwikbench/peers.go); then over
-# kernel-shaped links curl and aria2c with two nginx mirrors (links.go).
-# PEERS_FLAGS and LINKS_FLAGS are passed on, e.g.
+# seconds per GiB per process (integration/kwikbench/peers.go); then the
+# small-files table (bench-small); then over kernel-shaped links curl and
+# aria2c with two nginx mirrors (links.go). PEERS_FLAGS, SMALL_FLAGS and
+# LINKS_FLAGS are passed on, e.g.
 # PEERS_FLAGS='--peers-runs 1 --peers-profile prof'.
 bench-peers: deps peers-deps build
 	$(GO) run ./integration/kwikbench --peers $(PEERS_FLAGS)
+	$(GO) run ./integration/kwikbench --small $(SMALL_FLAGS)
 	$(GO) run ./integration/kwikbench --links $(LINKS_FLAGS)
+
+# Small files on loopback (integration/kwikbench/small.go): cp -r, rsync -a,
+# tar, ls -lR and find of 10,000 files of 4 KiB through kwikfs and sshfs in
+# the same run, the copies checked file by file, and kwikfs's cp -r over a
+# 10 ms RTT link. SMALL_FLAGS is passed on, e.g.
+# SMALL_FLAGS='--small-runs 1 --small-files 2000 --small-dirs 20'.
+bench-small: deps peers-deps build
+	$(GO) run ./integration/kwikbench --small $(SMALL_FLAGS)
 
 # A short run of every fuzz target (FUZZTIME each), listed as
 # package:function; `make test` runs them on their seed corpora

@@ -119,6 +119,11 @@ type Options struct {
 	// own, and the raised kernel read-ahead of a mount made as root (see
 	// RaiseReadAhead), which then stays at the kernel's default.
 	ReadAheadMax int
+	// OpenAheadMax is the most files one request ahead of opens asks for
+	// (see opener in ahead.go), when the Remote is a FilesRemote. Default
+	// DefaultOpenAheadMax; negative disables open-ahead, and files are
+	// opened with a manifest call each.
+	OpenAheadMax int
 	// StoreQueueBytes bounds the fetched chunks waiting to be written to
 	// the Store (they are served from memory meanwhile): a fetch that
 	// delivers a chunk while more than this is waiting pauses until the
@@ -194,6 +199,11 @@ type Stats struct {
 	// ListCalls, ManifestCalls and StatCalls count metadata calls made to
 	// the Remote.
 	ListCalls, ManifestCalls, StatCalls int64
+	// FilesCalls counts FILES calls (FilesRemote.Files) made to open files
+	// ahead; FilesManifests the manifests they brought, FilesChunks and
+	// FilesBytes the chunks (first chunks of files) they brought and the
+	// FS accepted, which ChunksFetched and BytesFetched include.
+	FilesCalls, FilesManifests, FilesChunks, FilesBytes int64
 	// StaleMeta counts listings, manifests and stats served from a kept copy
 	// because the Remote was unavailable.
 	StaleMeta int64
@@ -207,6 +217,7 @@ type counters struct {
 	corruptRefetches                                     atomic.Int64
 	storeHits, memoryHits, flightJoins, readAheadChunks  atomic.Int64
 	lists, manifests, stats, staleMeta                   atomic.Int64
+	filesCalls, filesManifests, filesChunks, filesBytes  atomic.Int64
 }
 
 // FS is a read-only kwikfs filesystem. Create it with New, mount it with
@@ -230,6 +241,7 @@ type FS struct {
 	mem    *lru[transfer.Hash, []byte] // verified chunks
 	writer *storeWriter                // fetched chunks on their way to store
 	meta   *metaCache
+	ahead  *opener // nil without a FilesRemote or with open-ahead off
 	count  counters
 	// lastChunk is the UnixNano of the last chunk any fetch received (see
 	// fetch: a fetch queued behind others that receive waits on).
@@ -277,6 +289,9 @@ func New(remote Remote, store Store, opts *Options) *FS {
 	} else if o.ReadAheadMax < 0 {
 		o.ReadAheadMax = 0
 	}
+	if o.OpenAheadMax == 0 {
+		o.OpenAheadMax = DefaultOpenAheadMax
+	}
 	xattrs := make(map[string][]byte, len(o.Xattrs))
 	for k, v := range o.Xattrs {
 		xattrs[k] = append([]byte(nil), v...)
@@ -306,6 +321,9 @@ func New(remote Remote, store Store, opts *Options) *FS {
 	}
 	f.meta = newMetaCache(f)
 	f.meta.down.Store(o.RemoteDown)
+	if r, ok := remote.(FilesRemote); ok && o.OpenAheadMax > 0 {
+		f.ahead = newOpener(f, r, min(o.OpenAheadMax, transfer.MaxFilesNames))
+	}
 	return f
 }
 
@@ -476,6 +494,10 @@ func (f *FS) Stats() Stats {
 		ListCalls:        c.lists.Load(),
 		ManifestCalls:    c.manifests.Load(),
 		StatCalls:        c.stats.Load(),
+		FilesCalls:       c.filesCalls.Load(),
+		FilesManifests:   c.filesManifests.Load(),
+		FilesChunks:      c.filesChunks.Load(),
+		FilesBytes:       c.filesBytes.Load(),
 		StaleMeta:        c.staleMeta.Load(),
 		MemoryBytes:      bytes,
 		MemoryChunks:     chunks,

@@ -249,14 +249,7 @@ func (c *metaCache) run(key string, kind byte, path string, call *metaCall) {
 	c.down.Store(unavailable(err) && c.f.ctx.Err() == nil)
 	switch {
 	case err == nil:
-		it.record = sha256.Sum256(record)
-		// An unchanged answer is persisted already.
-		if prev, ok := c.items.Get(key); !ok || prev.record != it.record {
-			if err := c.f.store.PutMeta(metaKey(kind, path), record); err != nil {
-				c.f.log.Warn("fusefs: persist metadata", "kind", kindName(kind), "path", path, "err", err)
-			}
-		}
-		c.items.Add(key, it)
+		c.keep(key, kind, path, it, record)
 		publish(func() (*metaItem, error) { return it, nil })
 	case c.f.ctx.Err() != nil:
 		publish(func() (*metaItem, error) { return nil, ErrClosed })
@@ -271,6 +264,95 @@ func (c *metaCache) run(key string, kind byte, path string, call *metaCall) {
 	default:
 		publish(func() (*metaItem, error) { return nil, fmt.Errorf("%s %q: %w", kindName(kind), path, err) })
 	}
+}
+
+// keep makes it, the Remote's answer whose persisted encoding is record,
+// the memory copy of key and persists it unless an identical record is.
+func (c *metaCache) keep(key string, kind byte, path string, it *metaItem, record []byte) {
+	it.record = sha256.Sum256(record)
+	if prev, ok := c.items.Get(key); !ok || prev.record != it.record {
+		if err := c.f.store.PutMeta(metaKey(kind, path), record); err != nil {
+			c.f.log.Warn("fusefs: persist metadata", "kind", kindName(kind), "path", path, "err", err)
+		}
+	}
+	c.items.Add(key, it)
+}
+
+// putManifest keeps m, the Remote's answer for regular file path obtained
+// otherwise than by a manifest call (a FILES reply), as a manifest call's
+// answer is kept: fresh for AttrTimeout from now, and persisted.
+func (c *metaCache) putManifest(path string, m *transfer.Manifest) error {
+	record, err := m.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("manifest of %q: %w", path, err)
+	}
+	c.keep(string(kindManifest)+path, kindManifest, path, &metaItem{checked: c.f.now(), manifest: m}, record)
+	return nil
+}
+
+// listAheadDirs is how many listings listAhead starts: of the first
+// subdirectories, and of the next siblings.
+const listAheadDirs = 4
+
+// listAhead starts the listings that a walk of the tree (ls -R, find, cp
+// -r, rsync) asks for after the listing it of directory path: those of
+// its first listAheadDirs subdirectories and, when the parent's listing is
+// at hand, of the listAheadDirs directories after it in the parent's. It
+// does not wait for them; one already fresh or under way is not started
+// again. The Remote is not asked while it is down.
+func (c *metaCache) listAhead(path string, it *metaItem) {
+	if c.down.Load() {
+		return
+	}
+	c.startLists(path, it.entries, 0)
+	if path == "" {
+		return
+	}
+	dir, name := splitPath(path)
+	parent, ok := c.items.Get(string(kindList) + dir)
+	if !ok {
+		return
+	}
+	if i, ok := parent.byName[name]; ok {
+		c.startLists(dir, parent.entries, i+1)
+	}
+}
+
+// startLists starts the listings of the first listAheadDirs directories
+// among entries[from:] of directory dir.
+func (c *metaCache) startLists(dir string, entries []transfer.Attr, from int) {
+	n := 0
+	for _, e := range entries[from:] {
+		if n == listAheadDirs {
+			return
+		}
+		if !e.IsDir() {
+			continue
+		}
+		n++
+		if _, _, err := c.begin(kindList, joinPath(dir, e.Name)); err != nil {
+			return
+		}
+	}
+}
+
+// kept returns the last known manifest of regular file path, however old
+// (from memory, else from the Store), or nil.
+func (c *metaCache) kept(kind byte, path string) *transfer.Manifest {
+	if it, ok := c.items.Get(string(kind) + path); ok {
+		return it.manifest
+	}
+	if it, ok := c.load(kind, path); ok {
+		return it.manifest
+	}
+	return nil
+}
+
+// fresh reports whether the memory copy of the item of the given kind for
+// path was checked within AttrTimeout (get would return it at once).
+func (c *metaCache) fresh(kind byte, path string) bool {
+	it, ok := c.items.Get(string(kind) + path)
+	return ok && c.f.now().Sub(it.checked) < c.f.opts.AttrTimeout
 }
 
 // unanswered is the outcome of a call the Remote could not answer: the

@@ -67,7 +67,7 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 	defer release()
 
 	st.SetReadDeadline(time.Now().Add(h.readTimeout))
-	msg, err := io.ReadAll(io.LimitReader(st, int64(transfer.MaxRequestLen)+1))
+	msg, err := readRequest(st)
 	st.SetReadDeadline(time.Time{})
 	if err != nil {
 		// The client reset the stream, the session closed or the request
@@ -89,7 +89,7 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 	}
 	req, err := transfer.DecodeRequest(msg)
 	h.stats.requests[req.Op%transfer.NumOps].Add(1) // Op is 0 or valid
-	if len(msg) > transfer.MaxRequestLen {
+	if len(msg) > 0 && len(msg) > transfer.RequestLimit(msg[0]) {
 		st.CancelRead(transfer.StreamCode(transfer.ErrTooLarge))
 	}
 	if err != nil {
@@ -113,6 +113,21 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 	h.write(st, peer, b)
 }
 
+// readRequest reads a request message: its first byte, then the rest up
+// to one byte past transfer.RequestLimit of that byte (so that a longer
+// one is seen to be too long). An empty request reads as nil.
+func readRequest(r io.Reader) ([]byte, error) {
+	var first [1]byte
+	if _, err := io.ReadFull(r, first[:]); err != nil {
+		if err == io.EOF {
+			return nil, nil
+		}
+		return nil, err
+	}
+	rest, err := io.ReadAll(io.LimitReader(r, int64(transfer.RequestLimit(first[0]))))
+	return append(first[:], rest...), err
+}
+
 // answer runs a request other than READ against the catalog.
 func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.Reply, error) {
 	var r transfer.Reply
@@ -126,6 +141,8 @@ func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.
 		r.Target, err = h.cat.Readlink(req.Path)
 	case transfer.OpManifest:
 		r.Manifest, err = h.cat.Manifest(ctx, req.Path)
+	case transfer.OpFiles:
+		r.Files, err = h.cat.Files(ctx, req.Path, req.Names, req.Known, req.MaxBytes)
 	default:
 		err = fmt.Errorf("request type %v: %w", req.Op, transfer.ErrBadRequest)
 	}

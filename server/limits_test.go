@@ -338,7 +338,7 @@ func TestPrimaryHostileClientSendsEndlessRequests(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
-		st, err := openRequest(hs.ctx, hostile, bytes.Repeat([]byte{1}, transfer.MaxRequestLen+100), true)
+		st, err := openRequest(hs.ctx, hostile, bytes.Repeat([]byte{1}, transfer.RequestLimit(1)+100), true)
 		if err == nil {
 			st.SetReadDeadline(time.Now().Add(20 * time.Second))
 			var reply []byte
@@ -361,7 +361,7 @@ func TestPrimaryHostileClientSendsEndlessRequests(t *testing.T) {
 		}
 	})
 	check()
-	// The server holds at most MaxRequestLen+1 bytes of each request; what
+	// The server holds at most RequestLimit+1 bytes of each request; what
 	// it discards is bounded by the session's receive windows.
 	checkHeapGrowth(t, fmt.Sprintf("%d endless requests", endless), base, 16<<20)
 	wg.Wait()

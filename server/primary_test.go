@@ -179,7 +179,7 @@ func TestPrimaryMalformedRequestThenNormal(t *testing.T) {
 		{"trailing", append(request(transfer.OpStat, "f.bin"), 0), transfer.ErrBadRequest},
 		{"READ count 0", request(transfer.OpRead, "f.bin", 0, 0), transfer.ErrBadRequest},
 		{"READ wrong version", request(transfer.OpRead, "f.bin", 0, 1), transfer.ErrStale},
-		{"oversized", bytes.Repeat([]byte{1}, transfer.MaxRequestLen+100), transfer.ErrTooLarge},
+		{"oversized", bytes.Repeat([]byte{1}, transfer.RequestLimit(1)+100), transfer.ErrTooLarge},
 		{"missing file", request(transfer.OpManifest, "nope"), transfer.ErrNotFound},
 		{"readlink of a file", request(transfer.OpReadlink, "f.bin"), transfer.ErrBadRequest},
 	}

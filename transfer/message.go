@@ -13,18 +13,23 @@ import (
 // Op is a request type: the first byte of a request message.
 type Op uint8
 
-// Request types. 6 is reserved for SEND_CHUNK (a primary delegating a chunk
-// range to a secondary); 7 to 15 are reserved for later protocol versions.
-// Decoders refuse every other value with ErrBadRequest.
+// Request types. 6 is SEND_CHUNK (a primary delegating a chunk range to a
+// secondary), 7 REPORT_CORRUPT (report.go) and 8 PATH_REPORT
+// (pathreport.go), which have encodings of their own; 10 to 15 are
+// reserved for later protocol versions. DecodeRequest refuses every value
+// but these with ErrBadRequest.
 const (
 	OpStat     Op = 1
 	OpList     Op = 2
 	OpReadlink Op = 3
 	OpManifest Op = 4
 	OpRead     Op = 5
+	// OpFiles asks for the manifests, and the first chunks, of several
+	// files of one directory (see files.go).
+	OpFiles Op = 9
 
 	// NumOps bounds the Op values in use: every Op is below NumOps.
-	NumOps = 6
+	NumOps = 10
 )
 
 // String returns the protocol name of o ("STAT", "LIST", ...).
@@ -40,17 +45,22 @@ func (o Op) String() string {
 		return "MANIFEST"
 	case OpRead:
 		return "READ"
+	case OpFiles:
+		return "FILES"
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }
 
 // Valid reports whether o is a request type of this protocol version.
-func (o Op) Valid() bool { return o >= OpStat && o <= OpRead }
+func (o Op) Valid() bool { return o >= OpStat && o <= OpRead || o == OpFiles }
 
 // Request is one request message. Version, First, Count and Background
-// are used by OpRead only and must be zero otherwise.
+// are used by OpRead only, Names and MaxBytes by OpFiles only; they must
+// be zero otherwise.
 type Request struct {
-	Op   Op
+	Op Op
+	// Path is the file or directory the request is about (the directory
+	// of Names, for FILES).
 	Path string
 	// Version is the Manifest.Version the client holds (READ).
 	Version Hash
@@ -61,13 +71,38 @@ type Request struct {
 	// server sends nothing of it while it serves a foreground READ (a
 	// process waiting in read(2)) on the same session.
 	Background bool
+	// Names are the files of directory Path a FILES request asks about,
+	// 1 to MaxFilesNames valid names of at most maxFilesNamesLen bytes in
+	// all; MaxBytes (1 to MaxFilesBytes) bounds the manifests and chunks
+	// of the reply (see EncodeReply).
+	Names    []string
+	MaxBytes int
+	// Known is nil, or holds for each of Names the Manifest.Version whose
+	// content the client holds already (the zero Hash: none); the server
+	// sends no content of a file still at that version.
+	Known []Hash
 }
 
 // readFlagBackground is the READ flags bit of Request.Background.
 const readFlagBackground = 1
 
-// MaxRequestLen is the largest encoded Request.
-const MaxRequestLen = 1 + binary.MaxVarintLen64 + MaxPathLen + len(Hash{}) + 2*binary.MaxVarintLen64 + 1
+// MaxRequestLen is the largest encoded Request: a FILES request's. Every
+// other request is at most maxOtherRequestLen bytes (see RequestLimit).
+const MaxRequestLen = 1 + binary.MaxVarintLen64 + MaxPathLen + 2*binary.MaxVarintLen64 + MaxFilesNames*(binary.MaxVarintLen16+1+len(Hash{})) + maxFilesNamesLen
+
+// maxOtherRequestLen bounds every request but FILES (a READ is the
+// largest).
+const maxOtherRequestLen = 1 + binary.MaxVarintLen64 + MaxPathLen + len(Hash{}) + 2*binary.MaxVarintLen64 + 1
+
+// RequestLimit is the most bytes a request whose first byte is first may
+// have: MaxRequestLen for FILES, less for any other, so that a server
+// reads no more of a request than its type can need.
+func RequestLimit(first byte) int {
+	if Op(first) == OpFiles {
+		return MaxRequestLen
+	}
+	return maxOtherRequestLen
+}
 
 func (r *Request) check() error {
 	if !r.Op.Valid() {
@@ -83,6 +118,12 @@ func (r *Request) check() error {
 	} else if r.First != 0 || r.Count != 0 || r.Version != (Hash{}) || r.Background {
 		return fmt.Errorf("%v with READ fields: %w", r.Op, ErrBadRequest)
 	}
+	if r.Op == OpFiles {
+		return checkFilesRequest(r.Names, r.Known, r.MaxBytes)
+	}
+	if r.Names != nil || r.MaxBytes != 0 || r.Known != nil {
+		return fmt.Errorf("%v with FILES fields: %w", r.Op, ErrBadRequest)
+	}
 	return nil
 }
 
@@ -91,6 +132,9 @@ func (r *Request) check() error {
 //	byte Op, uvarint len(Path), Path
 //	READ only: 32 bytes Version, uvarint First, uvarint Count,
 //	  then for a background READ only: byte flags (1 = background)
+//	FILES only: uvarint MaxBytes, uvarint len(Names), then each name as
+//	  uvarint length and bytes, followed by 0, or by 1 and 32 bytes Known
+//	  (Known nil encodes as all zero, and decodes as nil)
 //
 // A foreground READ has no flags byte, so that every request has one
 // encoding. It refuses requests that DecodeRequest would refuse.
@@ -109,6 +153,9 @@ func (r *Request) MarshalBinary() ([]byte, error) {
 			b = append(b, readFlagBackground)
 		}
 	}
+	if r.Op == OpFiles {
+		b = appendFilesRequest(b, r.Names, r.Known, r.MaxBytes)
+	}
 	return b, nil
 }
 
@@ -117,7 +164,7 @@ func (r *Request) MarshalBinary() ([]byte, error) {
 // ErrBadRequest (anything else). When the first byte names a known Op, the
 // returned Request has Op set even on error, so that servers can count it.
 func DecodeRequest(b []byte) (Request, error) {
-	if len(b) > MaxRequestLen {
+	if len(b) > MaxRequestLen || len(b) > 0 && len(b) > RequestLimit(b[0]) {
 		return Request{}, fmt.Errorf("request of %d bytes: %w", len(b), ErrTooLarge)
 	}
 	d := decoder{b: b}
@@ -145,6 +192,9 @@ func DecodeRequest(b []byte) (Request, error) {
 			}
 			r.Background = true
 		}
+	}
+	if op == OpFiles {
+		r.Names, r.Known, r.MaxBytes = decodeFilesRequest(&d)
 	}
 	d.end("request")
 	if d.err != nil {
@@ -366,12 +416,13 @@ func decodeCompressible(b []byte, max int, dec func() *zstd.Decoder) ([]byte, er
 
 // Reply is a decoded OK reply to a request other than READ. The field of
 // the request's Op is set: Attr (STAT), Entries (LIST), Target (READLINK),
-// Manifest (MANIFEST).
+// Manifest (MANIFEST), Files (FILES).
 type Reply struct {
 	Attr     Attr
 	Entries  []Attr
 	Target   string
 	Manifest *Manifest
+	Files    []FileData
 }
 
 // EncodeReply returns the OK reply to a request of type op (not OpRead):
@@ -380,6 +431,7 @@ type Reply struct {
 //	LIST:     0x00, encoding byte, EncodeAttrs(r.Entries) (zstd when large)
 //	READLINK: 0x00, uvarint len(r.Target), r.Target
 //	MANIFEST: 0x00, encoding byte, r.Manifest.MarshalBinary() (zstd when large)
+//	FILES:    0x00, then each of r.Files (see appendFiles)
 //
 // The encoding byte is 0 for a raw body and 1 for a zstd frame. It fails
 // with ErrTooLarge for a LIST body beyond MaxListLen or more than
@@ -424,6 +476,8 @@ func EncodeReply(op Op, r *Reply) ([]byte, error) {
 			return nil, err
 		}
 		return appendCompressible(b, body), nil
+	case OpFiles:
+		return appendFiles(b, r.Files)
 	}
 	return nil, fmt.Errorf("no reply encoding for %v: %w", op, ErrBadRequest)
 }
@@ -441,6 +495,8 @@ func MaxReplyLen(op Op) int {
 		n = max(n, 1+binary.MaxVarintLen64+MaxTargetLen)
 	case OpManifest:
 		n = max(n, 2+MaxManifestLen)
+	case OpFiles:
+		n = max(n, 1+maxFilesBodyLen)
 	}
 	return n
 }
@@ -493,6 +549,8 @@ func DecodeReply(op Op, b []byte) (*Reply, error) {
 			r.Manifest = new(Manifest)
 			err = r.Manifest.UnmarshalBinary(raw)
 		}
+	case OpFiles:
+		r.Files, err = decodeFiles(body)
 	default:
 		err = fmt.Errorf("no reply decoding for %v: %w", op, ErrBadRequest)
 	}

@@ -23,6 +23,10 @@ func TestRequestRoundTrip(t *testing.T) {
 		{Op: OpRead, Path: "f", Version: v, First: 0, Count: MaxChunks},
 		{Op: OpRead, Path: "f", Version: v, First: 7, Count: 3, Background: true},
 		{Op: OpRead, Path: strings.Repeat("x", MaxPathLen), Version: v, First: MaxChunks - 1, Count: 1, Background: true},
+		{Op: OpFiles, Path: "", Names: []string{"a"}, MaxBytes: 1},
+		{Op: OpFiles, Path: "d/e", Names: []string{"a b", "ünï", "c"}, MaxBytes: MaxFilesBytes},
+		{Op: OpFiles, Path: "d", Names: []string{"a", "b"}, Known: []Hash{{}, v}, MaxBytes: 100},
+		{Op: OpFiles, Path: strings.Repeat("x", MaxPathLen), Names: longNames(), MaxBytes: MaxFilesBytes},
 	}
 	for _, r := range tests {
 		t.Run(fmt.Sprintf("%v %.20s %d+%d", r.Op, r.Path, r.First, r.Count), func(t *testing.T) {
@@ -34,11 +38,21 @@ func TestRequestRoundTrip(t *testing.T) {
 				t.Fatalf("encoded %d bytes > MaxRequestLen %d", len(b), MaxRequestLen)
 			}
 			got, err := DecodeRequest(b)
-			if err != nil || got != r {
+			if err != nil || !reflect.DeepEqual(got, r) {
 				t.Fatalf("DecodeRequest = %+v, %v; want %+v", got, err, r)
 			}
 		})
 	}
+}
+
+// longNames returns MaxFilesNames names of maxFilesNamesLen bytes in all:
+// the largest FILES request.
+func longNames() []string {
+	names := make([]string, MaxFilesNames)
+	for i := range names {
+		names[i] = fmt.Sprintf("%0*d", maxFilesNamesLen/MaxFilesNames, i)
+	}
+	return names
 }
 
 func TestDecodeRequestRejects(t *testing.T) {
@@ -50,6 +64,15 @@ func TestDecodeRequestRejects(t *testing.T) {
 		b = binary.AppendUvarint(b, first)
 		return binary.AppendUvarint(b, count)
 	}
+	files := func(budget uint64, names ...string) []byte {
+		b := raw(OpFiles, "d")
+		b = binary.AppendUvarint(b, budget)
+		b = binary.AppendUvarint(b, uint64(len(names)))
+		for _, n := range names {
+			b = append(appendString(b, n), 0)
+		}
+		return b
+	}
 	tests := []struct {
 		name   string
 		in     []byte
@@ -57,6 +80,18 @@ func TestDecodeRequestRejects(t *testing.T) {
 		wantOp Op
 	}{
 		{"empty", nil, ErrBadRequest, 0},
+		{"FILES without names", files(10), ErrBadRequest, OpFiles},
+		{"FILES of too many names", files(10, make([]string, MaxFilesNames+1)...), ErrBadRequest, OpFiles},
+		{"FILES with an empty name", files(10, "a", ""), ErrBadRequest, OpFiles},
+		{"FILES with a slash", files(10, "a/b"), ErrBadRequest, OpFiles},
+		{"FILES with dotdot", files(10, ".."), ErrBadRequest, OpFiles},
+		{"FILES budget zero", files(0, "a"), ErrBadRequest, OpFiles},
+		{"FILES budget too large", files(MaxFilesBytes+1, "a"), ErrBadRequest, OpFiles},
+		{"FILES names too long", files(10, longNames()[0]+strings.Repeat("x", maxFilesNamesLen)), ErrTooLarge, OpFiles},
+		{"FILES trailing byte", append(files(10, "a"), 0), ErrBadRequest, OpFiles},
+		{"FILES known flag 2", append(files(10, "a")[:len(files(10, "a"))-1], 2), ErrBadRequest, OpFiles},
+		{"FILES known version zero", append(append(files(10, "a")[:len(files(10, "a"))-1], 1), make([]byte, 32)...), ErrBadRequest, OpFiles},
+		{"FILES fields on LIST", append(raw(OpList, "d"), 1, 1, 1, 'a'), ErrBadRequest, OpList},
 		{"op zero", raw(0, "a"), ErrBadRequest, 0},
 		{"reserved SEND_CHUNK", raw(6, "a"), ErrBadRequest, 0},
 		{"unknown op", raw(200, "a"), ErrBadRequest, 0},
@@ -287,7 +322,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("MarshalBinary of a decoded request: %v", err)
 		}
-		if again, err := DecodeRequest(enc); err != nil || again != r {
+		if again, err := DecodeRequest(enc); err != nil || !reflect.DeepEqual(again, r) {
 			t.Fatalf("re-encoding changed %+v to %+v, %v", r, again, err)
 		}
 	})

@@ -337,7 +337,7 @@ func (r *rlRunner) list(cache, name string, args ...string) rlList {
 			err = fmt.Errorf("not done after %v", r.c.timeout)
 			out.timedOut = true
 		}
-		out.err = fmt.Errorf("%s: %w: %s", name, err, firstLine(stderr.String()))
+		out.err = fmt.Errorf("%s: %w: %s", name, err, firstLines(stderr.String(), 1))
 	}
 	text := strings.ReplaceAll(stdout.String(), m.dir, "MNT")
 	out.lines = strings.Count(text, "\n")
@@ -349,11 +349,6 @@ func (r *rlRunner) list(cache, name string, args ...string) rlList {
 		out.err = err
 	}
 	return out
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
-	return line
 }
 
 // kwikfsReadAheadKB is the read_ahead_kb a kwikfs daemon running as root

@@ -40,6 +40,16 @@
 // --peers-profile DIR also saves CPU profiles of the daemon and the primary
 // during a further cold read.
 //
+// With --small it prints the small-files table instead (see small.go): a
+// seeded tree of --small-files files of 4 KiB in --small-dirs directories,
+// served on 127.0.0.1 by a kwik-primary and an sshd; cp -r, rsync -a, tar,
+// ls -lR and find of it through kwikfs and sshfs (fresh mounts, page cache
+// dropped), in files (or entries) per second, the ratios kwikfs / sshfs
+// against their targets, the copies checked file by file; kwikfs's cp -r
+// through a linkemu relay of --small-rtt; the daemon's requests per file
+// copied and the CPU seconds per 1000 files of cp -r (--small-runs rounds,
+// medians).
+//
 // With --links it prints the kernel-shaped links table instead (see
 // links.go): a primary and a secondary each in a network namespace of its
 // own behind a veth pair shaped by tbf, no relay; for 500+500 Mbit/s,
@@ -124,6 +134,11 @@ func main() {
 	peersSize := flag.Int64("peers-size", 1<<30, "bytes of the file read in the loopback comparison")
 	peersRuns := flag.Int("peers-runs", 3, "rounds of the loopback comparison (the median is reported)")
 	peersProfile := flag.String("peers-profile", "", "directory to save 5-second CPU profiles of the daemon and the primary in, during a further one-path cold read; none when empty")
+	small := flag.Bool("small", false, "print the small-files table (cp -r, rsync -a, tar, ls -lR, find of 4 KiB files through kwikfs and sshfs) instead")
+	smallFiles := flag.Int("small-files", 10000, "files of the small-files tree, 4 KiB each")
+	smallDirs := flag.Int("small-dirs", 100, "directories the small files are spread over")
+	smallRuns := flag.Int("small-runs", 3, "rounds of the small-files table (the median is reported)")
+	smallRTT := flag.Duration("small-rtt", 10*time.Millisecond, "RTT of the relay link of the small-files table's kwikfs cp -r over a link")
 	links := flag.Bool("links", false, "print the kernel-shaped links table (network namespaces, veth, tbf; kwikfs against curl and aria2c) instead")
 	linksSize := flag.Int64("links-size", 256<<20, "bytes of the file read in each links-table measurement")
 	linksRuns := flag.Int("links-runs", 3, "rounds of the links table, interleaved (the median is reported)")
@@ -132,6 +147,8 @@ func main() {
 	var err error
 	if *links {
 		err = runLinks(linksConfig{bin: *binDir, size: *linksSize, runs: *linksRuns, profileDir: *linksProfile})
+	} else if *small {
+		err = runSmall(smallConfig{bin: *binDir, files: *smallFiles, dirs: *smallDirs, runs: *smallRuns, rtt: *smallRTT})
 	} else if *peers {
 		err = runPeers(peersConfig{bin: *binDir, size: *peersSize, runs: *peersRuns, profileDir: *peersProfile})
 	} else if *rl {

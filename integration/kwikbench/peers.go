@@ -67,8 +67,8 @@ func runPeers(c peersConfig) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	e := &peersEnv{c: c, work: work, tree: filepath.Join(work, "tree")}
-	e.file = filepath.Join(e.tree, "big.bin")
+	e := &peersEnv{c: c, loopEnv: loopEnv{bin: c.bin, work: work, root: filepath.Join(work, "tree"), probe: "big.bin"}}
+	e.file = filepath.Join(e.root, "big.bin")
 	fmt.Fprintf(os.Stderr, "writing a %d MiB file ...\n", c.size>>20)
 	if err := writeSeededFile(e.file, c.size, 11); err != nil {
 		return err
@@ -83,7 +83,7 @@ func runPeers(c peersConfig) error {
 		return fmt.Errorf("sshd: %w", err)
 	}
 	defer ssh.stop()
-	web, err := startPeersNginx(work, e.tree)
+	web, err := startPeersNginx(work, e.root)
 	if err != nil {
 		return fmt.Errorf("nginx: %w", err)
 	}
@@ -121,9 +121,9 @@ func runPeers(c peersConfig) error {
 
 // peersEnv holds what the rounds share and what they measured.
 type peersEnv struct {
-	c                       peersConfig
-	work, tree, file, certs string
-	n                       int // caches and mountpoints made so far
+	loopEnv
+	c    peersConfig
+	file string // big.bin in root
 	// tput: MiB/s by throughput row; cpu: CPU seconds per GiB by
 	// "set-up: process" row; openSecs: wall time of the primary's first
 	// open; shares: for each 3-path read, each path's share of the bytes
@@ -152,17 +152,11 @@ type pathShare struct {
 	frac   float64
 }
 
-// cachePath returns a new, not yet existing, cache directory under work.
-func (e *peersEnv) cachePath() string {
-	e.n++
-	return filepath.Join(e.work, fmt.Sprintf("cache-%d", e.n))
-}
-
 // disk reads the file straight from the disk the servers read it from,
 // page cache dropped: the ceiling of every cold read. (On a virtual
 // machine the host may cache the disk, so it varies.)
 func (e *peersEnv) disk() error {
-	r, err := e.coldCat(e.tree, nil)
+	r, err := e.coldCat(e.root, nil)
 	if err != nil {
 		return err
 	}
@@ -337,35 +331,6 @@ func (e *peersEnv) warmUp(primary *kwikServer, record bool) error {
 	return nil
 }
 
-// startServer starts bin/name (kwik-primary or kwik-secondary) serving the
-// tree with the bench's certificates and extra flags on listen (a free
-// port of 127.0.0.1 when ""), and waits for its "listening on" line. The
-// caller stops it.
-func (e *peersEnv) startServer(name, listen string, extra ...string) (*kwikServer, error) {
-	if listen == "" {
-		port, err := freeUDPPort()
-		if err != nil {
-			return nil, err
-		}
-		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	}
-	return startKwikServer(e.c.bin, name, "", serverArgs(e.tree, e.certs, listen, extra...))
-}
-
-// mount starts `kwikfs mount` of addr on cache and stats the file (the
-// session comes up on the first request).
-func (e *peersEnv) mount(addr, cache string) (*benchMount, error) {
-	m, err := startMount(e.c.bin, e.certs, e.work, addr, cache, "--log-level", "warn")
-	if err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(filepath.Join(m.dir, "big.bin")); err != nil {
-		m.close()
-		return nil, err
-	}
-	return m, nil
-}
-
 // record adds a read's MiB/s to row and its CPU figures to the CPU rows
 // "setup: process".
 func (e *peersEnv) record(row, setup string, r peerRead) {
@@ -380,18 +345,12 @@ func (e *peersEnv) record(row, setup string, r peerRead) {
 	}
 }
 
-// sshfs mounts the tree with sshfs (as root over ssh to the bench's sshd,
-// AES-128-GCM, up to 4 connections, read-only) and reads the file.
+// sshfs mounts the tree with sshfs (see sshfsCommand) and reads the file.
 func (e *peersEnv) sshfs(s *sshd) error {
-	mnt, err := os.MkdirTemp(e.work, "sshfs-")
+	cmd, mnt, err := e.sshfsCommand(s)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("sshfs", "-f", "-F", s.clientConfig,
-		"-o", "ro,Ciphers=aes128-gcm@openssh.com,max_conns=4", "127.0.0.1:"+e.tree, mnt)
-	// sshfs runs ssh in a grandchild; its own process group keeps them
-	// together for the CPU figures.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	return e.readThrough(rowSSHFS, "sshfs", cmd, mnt, "sshfs + ssh", proc{"sshd + sftp-server", s.cmd.Process.Pid})
 }
 

@@ -28,6 +28,17 @@ func (r *results) add(name string, v float64) {
 
 func (r *results) median(name string) float64 { return median(r.vals[name]) }
 
+// print writes r to stdout as a table headed title: a row by name in
+// first-added order, with its median and every figure in format.
+func (r *results) print(title, format string) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "%s\tmedian\truns\t\n", title)
+	for _, row := range r.order {
+		fmt.Fprintf(w, "%s\t"+format+"\t%s\t\n", row, r.median(row), r.runs(row, format))
+	}
+	return w.Flush()
+}
+
 func (r *results) runs(name, format string) string {
 	var s []string
 	for _, v := range r.vals[name] {
@@ -61,12 +72,7 @@ func (e *peersEnv) print(loadStart, loadEnd string) error {
 		return err
 	}
 	fmt.Println()
-	w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "CPU s per GiB read (utime+stime)\tmedian\truns\t\n")
-	for _, row := range e.cpu.order {
-		fmt.Fprintf(w, "%s\t%.2f\t%s\t\n", row, e.cpu.median(row), e.cpu.runs(row, "%.2f"))
-	}
-	if err := w.Flush(); err != nil {
+	if err := e.cpu.print("CPU s per GiB read (utime+stime)", "%.2f"); err != nil {
 		return err
 	}
 	fmt.Println("(on loopback the kernel delivers a datagram or segment to the receiving socket in the sender's system call, so a sender's CPU includes part of its receiver's network stack; reader: the child process's rusage; others: utime+stime deltas of the process, its process group and their descendants)")

@@ -22,14 +22,22 @@ import (
 
 // peersTools checks that the peers' programs are installed.
 func peersTools() error {
+	return needTools([]string{"sshfs", "ssh-keygen", "/usr/sbin/sshd", "rclone", "nginx", "fusermount3"},
+		"make bench-peers, which installs sshfs, openssh-server, rclone and nginx")
+}
+
+// needTools checks that every program of tools (a name on PATH or an
+// absolute path) is installed; the error names the missing ones and says
+// to run fix.
+func needTools(tools []string, fix string) error {
 	var missing []string
-	for _, t := range []string{"sshfs", "ssh-keygen", "/usr/sbin/sshd", "rclone", "nginx", "fusermount3"} {
+	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {
 			missing = append(missing, t)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing %s: run make bench-peers, which installs sshfs, openssh-server, rclone and nginx", strings.Join(missing, ", "))
+		return fmt.Errorf("missing %s: run %s", strings.Join(missing, ", "), fix)
 	}
 	return nil
 }

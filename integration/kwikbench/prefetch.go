@@ -258,15 +258,10 @@ func writeSeededFile(path string, size int64, seed uint64) error {
 	if err != nil {
 		return err
 	}
-	rng := rand.New(rand.NewPCG(seed, seed*0x9e3779b97f4a7c15+1))
+	rng := seededRand(seed)
 	buf := make([]byte, 1<<20)
 	for done := int64(0); done < size; {
-		for i := 0; i+8 <= len(buf); i += 8 {
-			v := rng.Uint64()
-			for k := range 8 {
-				buf[i+k] = byte(v >> (8 * k))
-			}
-		}
+		fillRandom(rng, buf)
 		n := min(int64(len(buf)), size-done)
 		if _, err := f.Write(buf[:n]); err != nil {
 			f.Close()
@@ -275,4 +270,21 @@ func writeSeededFile(path string, size int64, seed uint64) error {
 		done += n
 	}
 	return f.Close()
+}
+
+// seededRand returns the bench's generator of pseudo-random bytes for
+// seed: the same seed gives the same bytes.
+func seededRand(seed uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, seed*0x9e3779b97f4a7c15+1))
+}
+
+// fillRandom fills buf with bytes from rng, 8 at a time (a tail shorter
+// than 8 bytes is left as it is).
+func fillRandom(rng *rand.Rand, buf []byte) {
+	for i := 0; i+8 <= len(buf); i += 8 {
+		v := rng.Uint64()
+		for k := range 8 {
+			buf[i+k] = byte(v >> (8 * k))
+		}
+	}
 }
