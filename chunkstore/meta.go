@@ -35,6 +35,52 @@ func (s *Store) PutMeta(key string, value []byte) error {
 	return nil
 }
 
+// MetaRecord is one metadata record of PutMetas.
+type MetaRecord struct {
+	Key   string
+	Value []byte
+}
+
+// PutMetas stores records as PutMeta stores each, in as few Badger
+// transactions as their size allows (one, unless it is too big for one):
+// many small records cost about what one does. Each record is written
+// whole or not at all, but when PutMetas fails some records may have been
+// written and others not. A key longer than MaxMetaKeyLen fails the call
+// before anything is written. It does not retain the values.
+func (s *Store) PutMetas(records []MetaRecord) error {
+	for _, r := range records {
+		if err := checkMetaKey(r.Key); err != nil {
+			return err
+		}
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.ops.Done()
+	for len(records) > 0 {
+		n := len(records)
+		for {
+			err := s.update(func(txn *badger.Txn) error {
+				for _, r := range records[:n] {
+					if err := txn.Set(metaKey(r.Key), encodeMeta(r.Value)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, badger.ErrTxnTooBig) || n == 1 {
+				return fmt.Errorf("chunkstore: put %d meta records: %w", n, err)
+			}
+			n /= 2
+		}
+		records = records[n:]
+	}
+	return nil
+}
+
 // GetMeta returns a copy of the metadata record named key, or an error
 // wrapping ErrNotFound. A record that fails its checksum is removed,
 // counted in Stats.MetaCorrupt, and reported with an error wrapping

@@ -2,6 +2,7 @@ package chunkstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -202,5 +203,43 @@ func TestScanMetaFnMayWrite(t *testing.T) {
 		if _, err := s.GetMeta(fmt.Sprintf("old/%d", i)); !errors.Is(err, ErrNotFound) {
 			t.Errorf("old/%d after move: %v, want ErrNotFound", i, err)
 		}
+	}
+}
+
+// TestPutMetas writes records in one call, more bytes than one Badger
+// transaction takes (PutMetas splits them), reads every one back after a
+// reopen, and checks that a call with a key too long writes nothing.
+func TestPutMetas(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, &Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 24000 // of 1 KiB: 24 MiB, over Badger's largest transaction
+	records := make([]MetaRecord, n)
+	for i := range records {
+		v := bytes.Repeat([]byte{byte(i)}, 1024)
+		binary.BigEndian.PutUint32(v, uint32(i))
+		records[i] = MetaRecord{Key: fmt.Sprintf("m/%05d", i), Value: v}
+	}
+	if err := s.PutMetas(records); err != nil {
+		t.Fatalf("PutMetas of %d records: %v", n, err)
+	}
+	bad := []MetaRecord{{Key: "ok", Value: []byte("v")}, {Key: strings.Repeat("x", MaxMetaKeyLen+1)}}
+	if err := s.PutMetas(bad); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("PutMetas with a long key = %v, want ErrInvalidKey", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	for i, r := range records {
+		got, err := s.GetMeta(r.Key)
+		if err != nil || !bytes.Equal(got, r.Value) {
+			t.Fatalf("record %d after reopen: %d bytes, %v", i, len(got), err)
+		}
+	}
+	if _, err := s.GetMeta("ok"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a record of the refused call: %v, want ErrNotFound", err)
 	}
 }

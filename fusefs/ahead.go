@@ -32,7 +32,9 @@ var _ FilesRemote = (*transfer.Client)(nil)
 const (
 	// openAheadFirst is how many files the first FILES request of a
 	// directory asks for; each request that a run of opens triggers asks
-	// for twice as many as the one before, up to Options.OpenAheadMax.
+	// for twice as many as the one before, up to Options.OpenAheadMax,
+	// in requests of openAheadFirst files at most that go out together
+	// (the server reads their files in parallel).
 	openAheadFirst = 32
 	// DefaultOpenAheadMax is the default of Options.OpenAheadMax.
 	DefaultOpenAheadMax = 512
@@ -57,6 +59,10 @@ const (
 // while half of the last one's files are still to be opened, twice as
 // large as the one before up to Options.OpenAheadMax files and
 // openAheadBytes; its files' opens wait for it rather than ask again.
+// When the opens near the end of a directory, the first request of the
+// directory a walk enters next goes out too: the next directory after it
+// in its parent's listing (in sorted order when its files are opened in
+// sorted order), if that listing is at hand (see metaCache.listAhead).
 // Only regular files of one chunk at most are asked for ahead; a larger
 // file is asked for alone when it is opened, which brings its manifest and
 // first chunk in one round trip. What a reply brings is kept as a manifest
@@ -92,6 +98,7 @@ type dirAhead struct {
 	asked  map[string]*askCall // the request each name was asked for in
 	last   string              // the name opened last
 	window int                 // names in the next request ahead
+	onward bool                // the next directory's first request went out
 	used   time.Time           // the last open, for eviction
 }
 
@@ -149,16 +156,12 @@ func (o *opener) opening(ctx context.Context, path string) {
 		wait = d.asked[name]
 	default:
 		d.follow(name)
-		if c := d.asked[name]; c != nil {
-			wait = c
-		} else if need {
-			a := d.next(dir, name, true, d.window, o.bytes)
-			asks = append(asks, a)
-			wait = a.call
+		if d.asked[name] == nil && need {
+			asks = append(asks, d.next(dir, name, true, d.window, o.bytes)...)
 		}
-		if a, ok := d.ahead(dir, name, o.max, o.bytes); ok {
-			asks = append(asks, a)
-		}
+		wait = d.asked[name]
+		asks = append(asks, d.ahead(dir, name, o.max, o.bytes)...)
+		asks = append(asks, o.onwardLocked(dir, d)...)
 	}
 	o.mu.Unlock()
 	for _, a := range asks {
@@ -183,14 +186,62 @@ func (o *opener) walking(dir string, it *metaItem) {
 	}
 	o.mu.Lock()
 	d := o.dirLocked(dir, it)
-	var a ask
+	var asks []ask
 	if len(d.order) > 0 && d.asked[d.order[0]] == nil {
-		a = d.next(dir, d.order[0], true, d.window, o.bytes)
+		asks = d.next(dir, d.order[0], true, d.window, o.bytes)
 	}
 	o.mu.Unlock()
-	if len(a.names) > 0 && !o.f.goOwned(func() { o.run(a) }) {
-		close(a.call.done)
+	for _, a := range asks {
+		if !o.f.goOwned(func() { o.run(a) }) {
+			close(a.call.done)
+		}
 	}
+}
+
+// onwardLocked returns the first request of the directory a walk enters
+// after dir, once the opens in dir are within half a window of its end:
+// the next directory after dir in its parent's listing, or in sorted
+// order when dir's files are opened in sorted order, if its listing is
+// fresh. It goes out once per listing of dir, and not when that
+// directory's first files are asked for already.
+func (o *opener) onwardLocked(dir string, d *dirAhead) []ask {
+	if d.onward || dir == "" || d.pos[d.last]+1+d.window/2 < len(d.order) {
+		return nil
+	}
+	d.onward = true
+	parent, name := splitPath(dir)
+	pit, ok := o.f.meta.items.Get(string(kindList) + parent)
+	if !ok {
+		return nil
+	}
+	var next string
+	if d.sorted {
+		for _, e := range pit.entries {
+			if e.IsDir() && e.Name > name && (next == "" || e.Name < next) {
+				next = e.Name
+			}
+		}
+	} else if i, ok := pit.byName[name]; ok {
+		for _, e := range pit.entries[i+1:] {
+			if e.IsDir() {
+				next = e.Name
+				break
+			}
+		}
+	}
+	if next == "" {
+		return nil
+	}
+	path := joinPath(parent, next)
+	it, ok := o.f.meta.items.Get(string(kindList) + path)
+	if !ok || !o.f.meta.fresh(kindList, path) {
+		return nil
+	}
+	nd := o.dirLocked(path, it)
+	if len(nd.order) == 0 || nd.asked[nd.order[0]] != nil {
+		return nil
+	}
+	return nd.next(path, nd.order[0], true, nd.window, o.bytes)
 }
 
 // dirLocked returns the state of dir, made afresh when the listing changed.
@@ -217,10 +268,7 @@ func (o *opener) dirLocked(dir string, it *metaItem) *dirAhead {
 		// still bring what they bring; the window goes on.
 		nd.window, nd.sorted = d.window, d.sorted
 	}
-	limit := o.chunkSize.Load()
-	if limit == 0 {
-		limit = defaultChunkGuess
-	}
+	limit := o.smallLimit()
 	for _, e := range it.entries {
 		if e.IsRegular() && e.Size <= limit {
 			nd.order = append(nd.order, e.Name)
@@ -232,6 +280,15 @@ func (o *opener) dirLocked(dir string, it *metaItem) *dirAhead {
 	nd.index()
 	o.dirs[dir] = nd
 	return nd
+}
+
+// smallLimit is the size of the largest file asked for ahead: the chunk
+// size of the last manifest a reply brought, defaultChunkGuess before.
+func (o *opener) smallLimit() int64 {
+	if c := o.chunkSize.Load(); c > 0 {
+		return c
+	}
+	return defaultChunkGuess
 }
 
 // index rebuilds pos from order.
@@ -264,30 +321,42 @@ func (d *dirAhead) follow(name string) {
 	d.index()
 }
 
-// next returns a request for up to n names not asked for yet, from name
-// (included when withName is set) on in order, marking them asked.
-func (d *dirAhead) next(dir, name string, withName bool, n, bytes int) ask {
-	a := ask{dir: dir, bytes: bytes, call: &askCall{done: make(chan struct{})}}
+// next returns requests for up to n names not asked for yet, from name
+// (included when withName is set) on in order, marking them asked: one
+// request per openAheadFirst names, which share bytes evenly.
+func (d *dirAhead) next(dir, name string, withName bool, n, bytes int) []ask {
 	start := d.pos[name]
 	if !withName {
 		start++
 	}
+	var names []string
 	for _, nm := range d.order[start:] {
-		if len(a.names) == n {
+		if len(names) == n {
 			break
 		}
 		if d.asked[nm] == nil {
-			a.names = append(a.names, nm)
-			d.asked[nm] = a.call
+			names = append(names, nm)
 		}
 	}
-	return a
+	if len(names) == 0 {
+		return nil
+	}
+	pieces := (len(names) + openAheadFirst - 1) / openAheadFirst
+	asks := make([]ask, 0, pieces)
+	for chunk := range slices.Chunk(names, openAheadFirst) {
+		a := ask{dir: dir, names: chunk, bytes: bytes / pieces, call: &askCall{done: make(chan struct{})}}
+		for _, nm := range chunk {
+			d.asked[nm] = a.call
+		}
+		asks = append(asks, a)
+	}
+	return asks
 }
 
-// ahead returns the next request ahead of an open of name, if the names
+// ahead returns the next requests ahead of an open of name, if the names
 // asked for after it in order are down to half the window, with the window
 // doubled (up to max).
-func (d *dirAhead) ahead(dir, name string, max, bytes int) (ask, bool) {
+func (d *dirAhead) ahead(dir, name string, max, bytes int) []ask {
 	p := d.pos[name]
 	end := min(len(d.order), p+1+d.window/2)
 	unasked := false
@@ -298,11 +367,10 @@ func (d *dirAhead) ahead(dir, name string, max, bytes int) (ask, bool) {
 		}
 	}
 	if !unasked {
-		return ask{}, false
+		return nil
 	}
 	d.window = min(2*d.window, max)
-	a := d.next(dir, name, false, d.window, bytes)
-	return a, len(a.names) > 0
+	return d.next(dir, name, false, d.window, bytes)
 }
 
 // run makes request a and keeps what it brings. A name the reply skipped
@@ -311,6 +379,12 @@ func (d *dirAhead) ahead(dir, name string, max, bytes int) (ask, bool) {
 func (o *opener) run(a ask) {
 	defer close(a.call.done)
 	f := o.f
+	// Files whose manifests are fresh need nothing (they were fetched
+	// by an earlier walk, or by prefetch, within AttrTimeout).
+	a.names = slices.DeleteFunc(a.names, func(n string) bool { return f.meta.fresh(kindManifest, joinPath(a.dir, n)) })
+	if len(a.names) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeoutCause(f.ctx, f.opts.FetchTimeout, errFetchTimeout)
 	defer cancel()
 	f.count.filesCalls.Add(1)
@@ -332,14 +406,7 @@ func (o *opener) run(a ask) {
 		o.forget(a, 0)
 		return
 	}
-	answered := 0
-	for i, fd := range files {
-		if fd.Manifest == nil {
-			continue
-		}
-		answered = i + 1
-		o.keep(ctx, joinPath(a.dir, a.names[i]), fd)
-	}
+	answered, _, _, _ := o.keepReply(ctx, a.dir, a.names, files, true)
 	o.forget(a, answered)
 }
 
@@ -358,22 +425,50 @@ func (o *opener) forget(a ask, i int) {
 	}
 }
 
-// keep caches what a FILES reply brought for path: the manifest, and the
-// first chunk as a fetched chunk.
-func (o *opener) keep(ctx context.Context, path string, fd transfer.FileData) {
-	f, m := o.f, fd.Manifest
-	o.chunkSize.Store(int64(m.ChunkSize))
-	f.count.filesManifests.Add(1)
-	if err := f.meta.putManifest(path, m); err != nil {
-		f.log.Warn("fusefs: keep manifest", "path", path, "err", err)
-		return
+// keepReply keeps what a FILES reply brought for names of dir: the
+// manifests (see metaCache.putManifests), and each first chunk as a
+// fetched chunk, handed to the store writer and, if memory is set, to the
+// memory cache. It then waits for room in the store writer's queue, which
+// the reply's chunks (at most its byte budget) may have overfilled. It
+// returns the index after the last name answered (0: none), the manifests
+// kept and the chunks kept and their bytes.
+func (o *opener) keepReply(ctx context.Context, dir string, names []string, files []transfer.FileData, memory bool) (answered, manifests, chunks int, bytes int64) {
+	f := o.f
+	var paths []string
+	var ms []*transfer.Manifest
+	for i, fd := range files {
+		if fd.Manifest == nil {
+			continue
+		}
+		answered = i + 1
+		paths = append(paths, joinPath(dir, names[i]))
+		ms = append(ms, fd.Manifest)
+		o.chunkSize.Store(int64(fd.Manifest.ChunkSize))
 	}
-	if fd.First == nil || m.NumChunks() == 0 {
-		return
+	f.count.filesManifests.Add(int64(len(ms)))
+	f.meta.putManifests(paths, ms)
+	for _, fd := range files {
+		if n := o.keepChunk(fd, memory); n > 0 {
+			chunks++
+			bytes += n
+		}
+	}
+	// On ctx's end the chunks are kept all the same.
+	_ = f.writer.waitRoom(ctx)
+	return answered, len(ms), chunks, bytes
+}
+
+// keepChunk keeps the first chunk of a FILES reply's fd, if it brought
+// one that no load has or is bringing, and returns its bytes (0 when it
+// kept none).
+func (o *opener) keepChunk(fd transfer.FileData, memory bool) int64 {
+	f, m := o.f, fd.Manifest
+	if m == nil || fd.First == nil || m.NumChunks() == 0 {
+		return 0
 	}
 	if !f.verified {
 		if err := m.Verify(0, fd.First); err != nil {
-			return
+			return 0
 		}
 	}
 	h := m.Hashes[0]
@@ -381,17 +476,100 @@ func (o *opener) keep(ctx context.Context, path string, fd transfer.FileData) {
 	_, loading := f.flights[h]
 	f.mu.Unlock()
 	if loading {
-		return // a fetch of the same chunk is under way
+		return 0 // a fetch of the same chunk is under way
 	}
 	if _, ok := f.mem.Get(h); ok {
-		return
+		return 0
+	}
+	if _, ok := f.writer.get(h); ok {
+		return 0
 	}
 	f.count.chunksFetched.Add(1)
 	f.count.bytesFetched.Add(int64(len(fd.First)))
 	f.count.filesChunks.Add(1)
 	f.count.filesBytes.Add(int64(len(fd.First)))
 	f.writer.add(h, m.Alg, fd.First)
-	f.mem.Add(h, fd.First)
-	// On ctx's end the chunk is kept all the same.
-	_ = f.writer.waitRoom(ctx)
+	if memory {
+		f.mem.Add(h, fd.First)
+	}
+	return int64(len(fd.First))
+}
+
+// FilesResult says what one FetchFilesBackground call did.
+type FilesResult struct {
+	Requests     int   // FILES requests made
+	Manifests    int   // manifests the replies brought, kept
+	Fetched      int   // chunks fetched and handed to the store writer
+	FetchedBytes int64 // their bytes
+}
+
+// FetchFilesBackground brings the manifests and content of the small
+// regular files among entries (of directory dir, as List gives them) into
+// the Store for background work such as prefetch, with one FILES request
+// per transfer.MaxFilesNames files (and maxBytes of manifests and content)
+// instead of a manifest call and a READ per file. Small files are those of
+// one chunk at most, by the chunk size of the last manifest a FILES reply
+// brought (transfer.DefaultChunkSize before the first). No content comes
+// of a file still at the version whose manifest the Store keeps. Larger
+// files, and what the replies skip, are left to Manifest and
+// FetchBackground, which then
+// find what this call brought: kept manifests (fresh for AttrTimeout, as
+// a manifest call's answer) and chunks on their way to the Store (not
+// kept in the memory cache). Like FetchBackground it gives way to
+// foreground reads: each request waits for ForegroundQuiet without them.
+//
+// It is best effort: names the replies skip are left as they are. It
+// returns what it did, and the error of a failed request (then it stops;
+// context.Cause(ctx) once ctx is done). With a Remote that cannot answer
+// FILES (see FilesRemote), or with open-ahead disabled, it does nothing.
+func (f *FS) FetchFilesBackground(ctx context.Context, dir string, entries []transfer.Attr, maxBytes int) (FilesResult, error) {
+	var res FilesResult
+	o := f.ahead
+	if o == nil {
+		return res, nil
+	}
+	limit := o.smallLimit()
+	var names []string
+	for _, e := range entries {
+		if e.IsRegular() && e.Size <= limit {
+			names = append(names, e.Name)
+		}
+	}
+	for len(names) > 0 && !o.off.Load() {
+		batch := names[:min(len(names), transfer.MaxFilesNames)]
+		if err := f.fg.waitQuiet(ctx, ForegroundQuiet); err != nil {
+			return res, err
+		}
+		known := make([]transfer.Hash, len(batch))
+		for i, n := range batch {
+			if m := f.meta.kept(kindManifest, joinPath(dir, n)); m != nil {
+				known[i] = m.Version
+			}
+		}
+		rctx, cancel := context.WithTimeoutCause(ctx, f.opts.FetchTimeout, errFetchTimeout)
+		f.count.filesCalls.Add(1)
+		res.Requests++
+		files, err := o.remote.Files(transfer.WithBackgroundPriority(rctx), dir, batch, known, maxBytes)
+		cancel()
+		if err != nil {
+			if errors.Is(err, transfer.ErrBadRequest) {
+				o.off.Store(true)
+				f.log.Info("fusefs: the server does not answer FILES; files are fetched one by one", "err", err)
+				return res, nil
+			}
+			if ctx.Err() != nil {
+				return res, context.Cause(ctx)
+			}
+			return res, err
+		}
+		// The first name is always answered unless it is no regular file
+		// (any more); the names after the last one answered were skipped
+		// for want of budget (or grew past a chunk).
+		answered, manifests, chunks, bytes := o.keepReply(ctx, dir, batch, files, false)
+		res.Manifests += manifests
+		res.Fetched += chunks
+		res.FetchedBytes += bytes
+		names = names[max(answered, 1):]
+	}
+	return res, nil
 }

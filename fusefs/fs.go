@@ -129,9 +129,15 @@ type Options struct {
 	// delivers a chunk while more than this is waiting pauses until the
 	// Store catches up. Default 32 MiB.
 	StoreQueueBytes int64
-	// Xattrs are extended attributes served on the root directory. The map
-	// is copied by New.
-	Xattrs map[string][]byte
+	// Xattrs serves XattrCached and XattrSources on regular files. Without
+	// it every getxattr and listxattr answers ENOSYS, which the kernel
+	// remembers for the whole mount: otherwise each entry that `ls -l`
+	// lists costs two more requests (security.selinux and
+	// system.posix_acl_access), which triples the cost of listing a tree.
+	Xattrs bool
+	// ControlSocket is what the root directory answers to ControlIoctl:
+	// the path of the mount daemon's control socket ("" answers ENOTTY).
+	ControlSocket string
 	// Logger receives errors that reach the kernel as EIO. Default: discard.
 	Logger *slog.Logger
 	// RemoteDown starts the FS as if a metadata call had just gone
@@ -292,11 +298,6 @@ func New(remote Remote, store Store, opts *Options) *FS {
 	if o.OpenAheadMax == 0 {
 		o.OpenAheadMax = DefaultOpenAheadMax
 	}
-	xattrs := make(map[string][]byte, len(o.Xattrs))
-	for k, v := range o.Xattrs {
-		xattrs[k] = append([]byte(nil), v...)
-	}
-	o.Xattrs = xattrs
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

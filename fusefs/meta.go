@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -278,16 +279,50 @@ func (c *metaCache) keep(key string, kind byte, path string, it *metaItem, recor
 	c.items.Add(key, it)
 }
 
-// putManifest keeps m, the Remote's answer for regular file path obtained
-// otherwise than by a manifest call (a FILES reply), as a manifest call's
-// answer is kept: fresh for AttrTimeout from now, and persisted.
-func (c *metaCache) putManifest(path string, m *transfer.Manifest) error {
-	record, err := m.MarshalBinary()
-	if err != nil {
-		return fmt.Errorf("manifest of %q: %w", path, err)
+// metaBatcher is implemented by a Store that can write many metadata
+// records at once (*chunkstore.Store does): the manifests of a FILES reply
+// are then persisted with one write.
+type metaBatcher interface {
+	PutMetas(records []chunkstore.MetaRecord) error
+}
+
+// putManifests keeps ms[i], the Remote's answer for regular file
+// paths[i] obtained otherwise than by a manifest call (a FILES reply), as
+// a manifest call's answer is kept: fresh for AttrTimeout from now, and
+// persisted, all in one write when the Store is a metaBatcher. A manifest
+// that cannot be encoded is logged and skipped.
+func (c *metaCache) putManifests(paths []string, ms []*transfer.Manifest) {
+	now := c.f.now()
+	items := make([]*metaItem, len(ms))
+	var records []chunkstore.MetaRecord
+	for i, m := range ms {
+		record, err := m.MarshalBinary()
+		if err != nil {
+			c.f.log.Warn("fusefs: keep manifest", "path", paths[i], "err", err)
+			continue
+		}
+		it := &metaItem{checked: now, manifest: m, record: sha256.Sum256(record)}
+		items[i] = it
+		if prev, ok := c.items.Get(string(kindManifest) + paths[i]); !ok || prev.record != it.record {
+			records = append(records, chunkstore.MetaRecord{Key: metaKey(kindManifest, paths[i]), Value: record})
+		}
 	}
-	c.keep(string(kindManifest)+path, kindManifest, path, &metaItem{checked: c.f.now(), manifest: m}, record)
-	return nil
+	if b, ok := c.f.store.(metaBatcher); ok && len(records) > 1 {
+		if err := b.PutMetas(records); err != nil {
+			c.f.log.Warn("fusefs: persist manifests", "records", len(records), "err", err)
+		}
+	} else {
+		for _, r := range records {
+			if err := c.f.store.PutMeta(r.Key, r.Value); err != nil {
+				c.f.log.Warn("fusefs: persist metadata", "key", r.Key, "err", err)
+			}
+		}
+	}
+	for i, it := range items {
+		if it != nil {
+			c.items.Add(string(kindManifest)+paths[i], it)
+		}
+	}
 }
 
 // listAheadDirs is how many listings listAhead starts: of the first

@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -373,33 +375,63 @@ func TestWritesFailReadOnly(t *testing.T) {
 	}
 }
 
-func TestRootXattrs(t *testing.T) {
+// TestControlIoctl asks the root for Options.ControlSocket with
+// ControlIoctl, and checks that other directories and other requests get
+// ENOTTY.
+func TestControlIoctl(t *testing.T) {
 	r := newFakeRemote(testChunk)
 	r.mkdir("sub", 0o755)
 	store := openStore(t, t.TempDir())
 	opts := testOptions()
-	opts.Xattrs = map[string][]byte{"user.kwikfs.control": []byte("/run/kwikfs/ctl.sock"), "user.kwikfs.b": {}}
+	opts.ControlSocket = "/run/kwikfs/ctl.sock"
 	m := mountFS(t, r, store, opts, nil)
+	ask := func(dir string, cmd uintptr) (string, error) {
+		t.Helper()
+		f, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var buf [ControlPathMax]byte
+		if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), cmd, uintptr(unsafe.Pointer(&buf))); errno != 0 {
+			return "", errno
+		}
+		return string(buf[:bytes.IndexByte(buf[:], 0)]), nil
+	}
+	if got, err := ask(m.dir, ControlIoctl); err != nil || got != "/run/kwikfs/ctl.sock" {
+		t.Errorf("ControlIoctl on the root: %q, %v", got, err)
+	}
+	if _, err := ask(m.path("sub"), ControlIoctl); !errors.Is(err, syscall.ENOTTY) {
+		t.Errorf("ControlIoctl on a subdirectory: %v, want ENOTTY", err)
+	}
+	if _, err := ask(m.dir, ControlIoctl+1); !errors.Is(err, syscall.ENOTTY) {
+		t.Errorf("another ioctl on the root: %v, want ENOTTY", err)
+	}
+}
+
+// TestNoXattrsByDefault checks that without Options.Xattrs the mount
+// answers no extended attribute, and that the kernel then answers for it:
+// EOPNOTSUPP, or for a POSIX ACL no ACL (ENODATA), for files and
+// directories alike.
+func TestNoXattrsByDefault(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	r.file("d/f", 0o644, 1, []byte("x"))
+	store := openStore(t, t.TempDir())
+	m := mountFS(t, r, store, testOptions(), nil)
 	buf := make([]byte, 256)
-	n, err := syscall.Getxattr(m.dir, "user.kwikfs.control", buf)
-	if err != nil || string(buf[:n]) != "/run/kwikfs/ctl.sock" {
-		t.Errorf("getxattr: %q, %v", buf[:n], err)
-	}
-	if n, err := syscall.Getxattr(m.dir, "user.kwikfs.control", nil); err != nil || n != len("/run/kwikfs/ctl.sock") {
-		t.Errorf("getxattr size: %d, %v", n, err)
-	}
-	if _, err := syscall.Getxattr(m.dir, "user.kwikfs.control", make([]byte, 3)); !errors.Is(err, syscall.ERANGE) {
-		t.Errorf("getxattr into a short buffer: %v, want ERANGE", err)
-	}
-	n, err = syscall.Listxattr(m.dir, buf)
-	if err != nil || string(buf[:n]) != "user.kwikfs.b\x00user.kwikfs.control\x00" {
-		t.Errorf("listxattr: %q, %v", buf[:n], err)
-	}
-	if _, err := syscall.Getxattr(m.path("sub"), "user.kwikfs.control", buf); !errors.Is(err, syscall.ENODATA) {
-		t.Errorf("getxattr on a subdirectory: %v, want ENODATA", err)
-	}
-	if _, err := syscall.Getxattr(m.dir, "user.other", buf); !errors.Is(err, syscall.ENODATA) {
-		t.Errorf("getxattr of an unknown name: %v, want ENODATA", err)
+	for _, p := range []string{m.dir, m.path("d"), m.path("d/f")} {
+		for attr, want := range map[string]error{
+			XattrCached:               syscall.EOPNOTSUPP,
+			"security.selinux":        syscall.EOPNOTSUPP,
+			"system.posix_acl_access": syscall.ENODATA,
+		} {
+			if _, err := syscall.Getxattr(p, attr, buf); !errors.Is(err, want) {
+				t.Errorf("getxattr(%s, %s): %v, want %v", p, attr, err, want)
+			}
+		}
+		if _, err := syscall.Listxattr(p, buf); !errors.Is(err, syscall.EOPNOTSUPP) {
+			t.Errorf("listxattr(%s): %v, want EOPNOTSUPP", p, err)
+		}
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +58,7 @@ var (
 	_ fs.NodeStatfser    = (*dirNode)(nil)
 	_ fs.NodeGetxattrer  = (*dirNode)(nil)
 	_ fs.NodeListxattrer = (*dirNode)(nil)
+	_ fs.NodeIoctler     = (*dirNode)(nil)
 
 	_ fs.NodeGetattrer   = (*fileNode)(nil)
 	_ fs.NodeOpener      = (*fileNode)(nil)
@@ -252,39 +252,38 @@ func (n *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	return fs.NewListDirStream(entries), 0
 }
 
-// Getxattr serves Options.Xattrs on the root; other directories have none.
+// Getxattr answers ENOSYS unless Options.Xattrs is set (see there);
+// directories have no attributes of their own.
 func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if n.path != "" {
-		return 0, syscall.ENODATA
+	if !n.fsys.opts.Xattrs {
+		return 0, syscall.ENOSYS
 	}
-	v, ok := n.fsys.opts.Xattrs[attr]
-	if !ok {
-		return 0, syscall.ENODATA
-	}
-	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
-	}
-	return uint32(copy(dest, v)), 0
+	return 0, syscall.ENODATA
 }
 
-// Listxattr lists the names of Options.Xattrs on the root.
+// Listxattr answers ENOSYS unless Options.Xattrs is set, and an empty list
+// when it is.
 func (n *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	if n.path != "" {
-		return 0, 0
+	if !n.fsys.opts.Xattrs {
+		return 0, syscall.ENOSYS
 	}
-	names := make([]string, 0, len(n.fsys.opts.Xattrs))
-	for k := range n.fsys.opts.Xattrs {
-		names = append(names, k)
+	return 0, 0
+}
+
+// Ioctl answers ControlIoctl on the root directory with
+// Options.ControlSocket; other requests, and any on another directory,
+// get ENOTTY.
+func (n *dirNode) Ioctl(ctx context.Context, f fs.FileHandle, cmd uint32, arg uint64, input, output []byte) (int32, syscall.Errno) {
+	sock := n.fsys.opts.ControlSocket
+	if n.path != "" || cmd != ControlIoctl || sock == "" {
+		return 0, syscall.ENOTTY
 	}
-	sort.Strings(names)
-	var list []byte
-	for _, k := range names {
-		list = append(append(list, k...), 0)
+	if len(sock) >= len(output) {
+		return 0, syscall.ENAMETOOLONG
 	}
-	if len(dest) < len(list) {
-		return uint32(len(list)), syscall.ERANGE
-	}
-	return uint32(copy(dest, list)), 0
+	clear(output)
+	copy(output, sock)
+	return 0, 0
 }
 
 // Getattr reports the file's attributes from its parent's listing while
@@ -389,9 +388,13 @@ func (n *fileNode) manifest(ctx context.Context) (*transfer.Manifest, error) {
 	}
 }
 
-// Getxattr serves XattrCached and XattrSources (see xattr.go); other
-// names give ENODATA.
+// Getxattr serves XattrCached and XattrSources (see xattr.go) when
+// Options.Xattrs is set; other names give ENODATA. Without Options.Xattrs
+// it answers ENOSYS.
 func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if !n.fsys.opts.Xattrs {
+		return 0, syscall.ENOSYS
+	}
 	v, errno := n.fsys.fileXattr(ctx, n.path, attr)
 	if errno != 0 {
 		return 0, errno
@@ -402,8 +405,12 @@ func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	return uint32(copy(dest, v)), 0
 }
 
-// Listxattr lists XattrCached and XattrSources.
+// Listxattr lists XattrCached and XattrSources when Options.Xattrs is
+// set, and answers ENOSYS otherwise.
 func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if !n.fsys.opts.Xattrs {
+		return 0, syscall.ENOSYS
+	}
 	if len(dest) < len(fileXattrNames) {
 		return uint32(len(fileXattrNames)), syscall.ERANGE
 	}

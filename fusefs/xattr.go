@@ -14,7 +14,7 @@ import (
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
-// Extended attributes of regular files.
+// Extended attributes of regular files, served when Options.Xattrs is set.
 //
 // XattrCached is the fraction of the file held locally, at the version the
 // mount currently knows, as "F.FFF (H/N chunks)": F.FFF is H/N rounded
@@ -31,6 +31,15 @@ const (
 	XattrCached  = "user.kwikfs.cached"
 	XattrSources = "user.kwikfs.sources"
 )
+
+// ControlPathMax is the size of ControlIoctl's answer: a NUL-terminated
+// path, as long as a Unix socket address may be.
+const ControlPathMax = 108
+
+// ControlIoctl asks the root directory of a kwikfs mount for the path of
+// its daemon's control socket (Options.ControlSocket): _IOR('k', 1,
+// [ControlPathMax]byte), answered NUL-terminated.
+const ControlIoctl = 2<<30 | ControlPathMax<<16 | 'k'<<8 | 1
 
 // maxSourceFiles bounds the files whose sources an FS remembers; the least
 // recently fetched are forgotten first.

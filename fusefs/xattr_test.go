@@ -32,6 +32,7 @@ func TestFileXattrCached(t *testing.T) {
 	r.file("d/empty", 0o644, 1, nil)
 	store := openStore(t, t.TempDir())
 	opts := testOptions()
+	opts.Xattrs = true
 	opts.ReadAheadMax = -1
 	opts.MemoryCacheBytes = testChunk // one chunk
 	m := mountFS(t, r, store, opts, nil)
@@ -95,7 +96,9 @@ func TestFileXattrCached(t *testing.T) {
 func TestFileXattrNamesAndSources(t *testing.T) {
 	r := newFakeRemote(testChunk)
 	r.file("d/f", 0o644, 1, content("f", 3*testChunk))
-	m := mountFS(t, r, openStore(t, t.TempDir()), testOptions(), nil)
+	opts := testOptions()
+	opts.Xattrs = true
+	m := mountFS(t, r, openStore(t, t.TempDir()), opts, nil)
 	p := m.path("d/f")
 	buf := make([]byte, 256)
 	n, err := syscall.Listxattr(p, buf)

@@ -19,10 +19,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// clientTLS returns the TLS configuration of a client of the servers whose
+// certificates certs wrote into certDir, presenting its client certificate.
 func clientTLS(t *testing.T, certDir string) *tls.Config {
 	t.Helper()
 	conf, err := kwik.LoadClientTLS(filepath.Join(certDir, certgen.CAFile), "")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kwik.UseClientCertificate(conf, filepath.Join(certDir, certgen.ClientCertFile), filepath.Join(certDir, certgen.ClientKeyFile)); err != nil {
 		t.Fatal(err)
 	}
 	return conf
@@ -86,8 +91,8 @@ func TestBadInputLeavesServerServing(t *testing.T) {
 				unix.Unmount(mnt, unix.MNT_DETACH)
 			}
 		})
-		m := start(t, "kwikfs", "mount", "--primary", p.addr, "--ca", filepath.Join(other, certgen.CAFile),
-			"--cache", cache, "--log-level", "warn", mnt)
+		args := append([]string{"mount", "--primary", p.addr, "--ca", filepath.Join(other, certgen.CAFile)}, clientCertArgs(p.certs)...)
+		m := start(t, "kwikfs", append(args, "--cache", cache, "--log-level", "warn", mnt)...)
 		err := waitExit(t, m, 30*time.Second)
 		if err == nil {
 			t.Fatal("mount with a CA that did not sign the server's certificate succeeded")

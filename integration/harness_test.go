@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -79,6 +80,14 @@ func certs(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// clientCertArgs returns the flags of `kwikfs mount` that present the
+// client certificate certs wrote into certDir: the servers the harness
+// starts admit only clients with one (--client-ca), unless started with
+// --allow-anonymous.
+func clientCertArgs(certDir string) []string {
+	return []string{"--cert", filepath.Join(certDir, certgen.ClientCertFile), "--key", filepath.Join(certDir, certgen.ClientKeyFile)}
 }
 
 // proc is a running binary whose output is captured for failure reports.
@@ -186,13 +195,17 @@ func startServerIn(t *testing.T, link *netnsLink, binary, root, certDir string, 
 	if link != nil {
 		listen = link.nsIP + ":0"
 	}
-	args := append([]string{
+	args := []string{
 		"--root", root, "--listen", listen,
 		"--cert", filepath.Join(certDir, certgen.CertFile),
 		"--key", filepath.Join(certDir, certgen.KeyFile),
 		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile),
 		"--log-level", "warn",
-	}, extra...)
+	}
+	if !slices.Contains(extra, "--allow-anonymous") {
+		args = append(args, "--client-ca", filepath.Join(certDir, certgen.CAFile))
+	}
+	args = append(args, extra...)
 	var p *proc
 	if link != nil {
 		p = startArgv(t, nil, binary, "ip", append([]string{"netns", "exec", link.ns, bin(binary)}, args...)...)
@@ -225,7 +238,9 @@ type mount struct {
 }
 
 // startMount mounts addr at a new directory with the given cache and waits
-// until the mount answers.
+// until the mount answers. The mount presents the client certificate of
+// caFile's directory (clientCertArgs) unless extra holds --cert, or
+// --no-cert (which is not passed on).
 func startMount(t *testing.T, addr, caFile, cache string, extra ...string) *mount {
 	t.Helper()
 	mnt := filepath.Join(t.TempDir(), "mnt")
@@ -237,8 +252,12 @@ func startMount(t *testing.T, addr, caFile, cache string, extra ...string) *moun
 
 func startMountAt(t *testing.T, addr, caFile, cache, mnt string, extra ...string) *mount {
 	t.Helper()
-	args := append([]string{"mount", "--primary", addr, "--ca", caFile, "--cache", cache, "--log-level", "warn"}, extra...)
-	args = append(args, mnt)
+	args := []string{"mount", "--primary", addr, "--ca", caFile, "--cache", cache, "--log-level", "warn"}
+	if !slices.Contains(extra, "--cert") && !slices.Contains(extra, "--no-cert") {
+		args = append(args, clientCertArgs(filepath.Dir(caFile))...)
+	}
+	extra = slices.DeleteFunc(slices.Clone(extra), func(a string) bool { return a == "--no-cert" })
+	args = append(append(args, extra...), mnt)
 	p := start(t, "kwikfs", args...)
 	m := &mount{proc: p, dir: mnt, cache: cache}
 	t.Cleanup(func() {

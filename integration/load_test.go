@@ -66,7 +66,8 @@ func startLoadMounts(t *testing.T, n int, addr, caFile string) []*mount {
 		if err := os.MkdirAll(mnt, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		p := start(t, "kwikfs", "mount", "--primary", addr, "--ca", caFile, "--cache", cache, "--log-level", "warn", mnt)
+		args := append([]string{"mount", "--primary", addr, "--ca", caFile}, clientCertArgs(filepath.Dir(caFile))...)
+		p := start(t, "kwikfs", append(args, "--cache", cache, "--log-level", "warn", mnt)...)
 		mounts[i] = &mount{proc: p, dir: mnt, cache: cache}
 		t.Cleanup(func() {
 			if isMounted(mnt) {

@@ -174,7 +174,8 @@ func TestMetricsBadAddress(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin("kwikfs"), "mount", "--primary", p.addr,
-		"--ca", filepath.Join(certDir, certgen.CAFile), "--cache", filepath.Join(t.TempDir(), "cache"),
+		"--ca", filepath.Join(certDir, certgen.CAFile), "--cert", filepath.Join(certDir, certgen.ClientCertFile),
+		"--key", filepath.Join(certDir, certgen.ClientKeyFile), "--cache", filepath.Join(t.TempDir(), "cache"),
 		"--metrics", "127.0.0.1:99999", mnt).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("kwikfs mount --metrics 127.0.0.1:99999: %v, want exit status 1\n%s", err, out)

@@ -59,6 +59,10 @@ func downloadHelper(addr, ca, remote, local string) error {
 	if err != nil {
 		return err
 	}
+	dir := filepath.Dir(ca)
+	if err := kwik.UseClientCertificate(conf, filepath.Join(dir, certgen.ClientCertFile), filepath.Join(dir, certgen.ClientKeyFile)); err != nil {
+		return err
+	}
 	c := transfer.NewClient(addr, &transfer.ClientOptions{Config: &kwik.Config{TLSConfig: conf}})
 	defer c.Close()
 	return c.DownloadFile(context.Background(), remote, local, func(done, total int64) {

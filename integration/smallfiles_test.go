@@ -5,10 +5,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/prefetch"
 )
 
 // Small-file tree of TestSmallFilesFewRequests: smallDirs directories of
@@ -111,5 +114,62 @@ func TestSmallFilesFewRequests(t *testing.T) {
 				t.Errorf("%d requests for %d files, want at most %d", st.Client.Requests, files, files/10)
 			}
 		})
+	}
+}
+
+// TestPrefetchSmallFilesBatched prefetches the tree of 1,000 small files
+// with `kwikfs prefetch` and checks, from the daemon's counters, that the
+// files came in FILES batches: one per directory (a directory's files fit
+// one request's budget), no manifest call and no READ, and the job's
+// fetched bytes are exactly the tree's. A cp -r of the mount afterwards is
+// identical and costs no request at all.
+func TestPrefetchSmallFilesBatched(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tree")
+	makeSmallTree(t, root)
+	const files = smallDirs * smallPerDir
+	var size int64
+	if err := filepath.WalkDir(root, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		size += info.Size()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	certDir := certs(t)
+	p := startPrimary(t, root, certDir)
+	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"))
+	out := run(t, 2*time.Minute, bin("kwikfs"), "prefetch", m.dir)
+	if !strings.Contains(out, fmt.Sprintf("%d/%d files", files, files)) {
+		t.Errorf("kwikfs prefetch output lacks %d/%d files:\n%s", files, files, out)
+	}
+	st := m.status(t)
+	fs := st.FS
+	t.Logf("prefetch of %d files: %d list, %d manifest, %d stat, %d FILES calls (%d manifests, %d chunks), %d READs; %d requests in all",
+		files, fs.ListCalls, fs.ManifestCalls, fs.StatCalls, fs.FilesCalls, fs.FilesManifests, fs.FilesChunks, fs.FetchCalls, st.Client.Requests)
+	if len(st.Prefetch) != 1 || st.Prefetch[0].State != prefetch.StateDone || st.Prefetch[0].FilesDone != files || st.Prefetch[0].BytesFetched != size {
+		t.Errorf("prefetch jobs %+v; want one done, %d files, %d bytes fetched", st.Prefetch, files, size)
+	}
+	if fs.ManifestCalls != 0 || fs.FetchCalls != 0 {
+		t.Errorf("%d manifest calls and %d READs, want none: every file is in a FILES reply", fs.ManifestCalls, fs.FetchCalls)
+	}
+	if fs.FilesCalls != smallDirs || fs.FilesManifests != files {
+		t.Errorf("%d FILES calls bringing %d manifests, want %d and %d", fs.FilesCalls, fs.FilesManifests, smallDirs, files)
+	}
+	if fs.BytesFetched != size || fs.FilesBytes != size {
+		t.Errorf("fetched %d bytes (%d in FILES replies), want the tree's %d", fs.BytesFetched, fs.FilesBytes, size)
+	}
+	// Client.Requests counts the PATH_REPORT that each status makes too.
+	calls := func(fs fusefs.Stats) int64 {
+		return fs.ListCalls + fs.ManifestCalls + fs.StatCalls + fs.FilesCalls + fs.FetchCalls
+	}
+	before := calls(fs)
+	dst := filepath.Join(t.TempDir(), "copy")
+	run(t, 2*time.Minute, "cp", "-r", m.dir, dst)
+	compareTrees(t, root, dst, compareOptions{})
+	if after := calls(m.status(t).FS); after != before {
+		t.Errorf("cp -r after the prefetch made %d calls to the server, want none", after-before)
 	}
 }

@@ -79,8 +79,12 @@ func TestMountAsNormalUser(t *testing.T) {
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	})
-	m := startAs(t, nobody, "kwikfs", "mount", "--primary", p.addr, "--ca", filepath.Join(certDir, certgen.CAFile),
-		"--cache", cache, "--log-level", "warn", mnt)
+	// The client key is private to the user who mounts.
+	if err := os.Chown(filepath.Join(certDir, certgen.ClientKeyFile), int(nobody.Uid), int(nobody.Gid)); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"mount", "--primary", p.addr, "--ca", filepath.Join(certDir, certgen.CAFile)}, clientCertArgs(certDir)...)
+	m := startAs(t, nobody, "kwikfs", append(args, "--cache", cache, "--log-level", "warn", mnt)...)
 	deadline := time.Now().Add(20 * time.Second)
 	for !isMounted(mnt) {
 		if time.Now().After(deadline) {

@@ -99,7 +99,7 @@ func (s *Session) dialSecondary(ctx context.Context, id PathID, addr string, tok
 	}
 	conn, err := s.tr.tr.Dial(ctx, ua, tlsConf, s.conf.quicConfig(true))
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("kwik: dial secondary %s: %w", addr, err)
+		return nil, nil, nil, nil, fmt.Errorf("kwik: dial secondary %s: %w", addr, clientCertificateError(err))
 	}
 	ctrl, err := conn.OpenStreamSync(ctx)
 	if err == nil {
@@ -109,6 +109,7 @@ func (s *Session) dialSecondary(ctx context.Context, id PathID, addr string, tok
 		if isConnError(err) {
 			err = sessionErrorFromQUIC(err)
 		}
+		err = withCertificateRefusal(conn, err)
 		conn.CloseWithError(quic.ApplicationErrorCode(InternalError), "handshake failed")
 		return nil, nil, nil, nil, fmt.Errorf("kwik: open path to %s: %w", addr, err)
 	}
@@ -119,6 +120,7 @@ func (s *Session) dialSecondary(ctx context.Context, id PathID, addr string, tok
 		peer, err = checkSettings(f)
 	}
 	if err != nil {
+		err = withCertificateRefusal(conn, err)
 		closeAfterSetupError(conn, err)
 		return nil, nil, nil, nil, err
 	}

@@ -9,7 +9,9 @@ import (
 // Dial opens a session to the kwik listener at addr (host:port). The
 // handshake (QUIC, TLS and SETTINGS) is bounded by ctx and by
 // conf.HandshakeTimeout. A server whose certificate does not verify against
-// conf.TLSConfig fails the dial with a TLS error.
+// conf.TLSConfig fails the dial with a TLS error; a server that refuses the
+// client's certificate (conf.TLSConfig.Certificates), or its absence,
+// fails it with an error matching ErrClientCertificate.
 func Dial(ctx context.Context, addr string, conf *Config) (*Session, error) {
 	c, err := conf.resolve()
 	if err != nil {
@@ -44,10 +46,18 @@ func Dial(ctx context.Context, addr string, conf *Config) (*Session, error) {
 	conn, err := tr.tr.Dial(hctx, ua, dialTLS, c.quicConfig(true))
 	if err != nil {
 		tr.release()
-		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("kwik: dial %s: %w", addr, clientCertificateError(err))
 	}
 	s, err := setupSession(hctx, conn, tr, c, true)
 	if err != nil {
+		// A server that refuses the client's certificate does so after
+		// the client's side of the handshake is complete: the refusal
+		// ends the connection while SETTINGS are awaited.
+		if cerr := context.Cause(conn.Context()); cerr != nil {
+			if e := clientCertificateError(cerr); e != cerr {
+				err = e
+			}
+		}
 		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
 	}
 	return s, nil

@@ -1,6 +1,7 @@
 package kwik
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -54,6 +55,65 @@ func (c ErrorCode) String() string {
 // session or listener: all *SessionError values, and Accept after
 // Listener.Close.
 var ErrClosed = errors.New("kwik: closed")
+
+// ErrClientCertificate is matched (errors.Is) by the error of a Dial, or
+// of a secondary path, that the server refused for the client's
+// certificate: none was presented while the server requires one, or the
+// server does not accept it (signed by a CA it does not trust, expired, or
+// not for client authentication).
+var ErrClientCertificate = errors.New("kwik: the server requires a client certificate signed by its client CA")
+
+// TLS alerts a server sends about a client's certificate (RFC 8446,
+// section 6), carried as QUIC CRYPTO_ERROR 0x100 + alert.
+const (
+	alertBadCertificate         = 42
+	alertUnsupportedCertificate = 43
+	alertCertificateRevoked     = 44
+	alertCertificateExpired     = 45
+	alertCertificateUnknown     = 46
+	alertUnknownCA              = 48
+	alertCertificateRequired    = 116
+)
+
+// clientCertificateError returns err wrapped with ErrClientCertificate and
+// what the server's TLS alert says when err reports that alert about the
+// client's certificate; any other err is returned as is.
+func clientCertificateError(err error) error {
+	var trErr *quic.TransportError
+	if !errors.As(err, &trErr) || !trErr.Remote || !trErr.ErrorCode.IsCryptoError() {
+		return err
+	}
+	var why string
+	switch uint8(trErr.ErrorCode) {
+	case alertCertificateRequired:
+		why = "none was presented"
+	case alertUnknownCA:
+		why = "the server does not trust the CA that signed the one presented"
+	case alertCertificateExpired:
+		why = "the one presented has expired or is not valid yet"
+	case alertBadCertificate, alertUnsupportedCertificate, alertCertificateRevoked, alertCertificateUnknown:
+		why = "the server refused the one presented"
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %s (%w)", ErrClientCertificate, why, err)
+}
+
+// withCertificateRefusal returns err, or, when conn was closed by the
+// server over the client's certificate, an error that says so (matching
+// ErrClientCertificate) with err's text. A server refuses a certificate
+// after the client's side of the handshake is complete: the refusal ends
+// the connection while the client waits for SETTINGS.
+func withCertificateRefusal(conn *quic.Conn, err error) error {
+	cause := context.Cause(conn.Context())
+	if cause == nil {
+		return err
+	}
+	if e := clientCertificateError(cause); e != cause {
+		return fmt.Errorf("%w; %v", e, err)
+	}
+	return err
+}
 
 // ErrStreamClosed is returned by Write after Close.
 var ErrStreamClosed = errors.New("kwik: write on closed stream")

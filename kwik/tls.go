@@ -32,3 +32,32 @@ func LoadClientTLS(caFile, serverName string) (*tls.Config, error) {
 	}
 	return &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS13}, nil
 }
+
+// RequireClientCertificates makes the server configuration conf admit only
+// clients that present a certificate for client authentication signed by
+// one of the CA certificates in the PEM file caFile.
+func RequireClientCertificates(conf *tls.Config, caFile string) error {
+	pemData, err := os.ReadFile(caFile)
+	if err != nil {
+		return fmt.Errorf("kwik: read client CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return fmt.Errorf("kwik: client CA file %s holds no PEM certificate", caFile)
+	}
+	conf.ClientCAs = pool
+	conf.ClientAuth = tls.RequireAndVerifyClientCert
+	return nil
+}
+
+// UseClientCertificate makes the client configuration conf present the
+// certificate chain and key in the PEM files certFile and keyFile to the
+// servers it dials (primary and secondaries).
+func UseClientCertificate(conf *tls.Config, certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("kwik: load client certificate %s / %s: %w", certFile, keyFile, err)
+	}
+	conf.Certificates = []tls.Certificate{cert}
+	return nil
+}

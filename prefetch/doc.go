@@ -11,7 +11,11 @@
 // through the filesystem's listing cache ([FS.List], which also keeps the
 // listings in the store): first to count files and bytes (Progress.Scanning
 // is set meanwhile), then to fetch them, [Options].FileWorkers files at a
-// time. For each file it takes the manifest ([FS.Manifest], kept in the
+// time. As the second walk lists a directory, the manifests and content of
+// its small files (one chunk at most) come first in batches, many files per
+// request ([FS.FetchFilesBackground]: the FILES request), so that a tree of
+// small files costs a request per directory rather than two per file.
+// For each file it then takes the manifest ([FS.Manifest], kept in the
 // store too, so the file opens later without the server) and asks
 // [FS.FetchBackground] for its chunks in runs of about [Options].RunBytes.
 // The filesystem skips chunks the store holds without reading them, joins

@@ -56,6 +56,10 @@ type FS interface {
 	FetchBackground(ctx context.Context, path string, m *transfer.Manifest, first, last int) (fusefs.BackgroundResult, error)
 	// PinFile keeps the chunks of m in the store until unpin is called.
 	PinFile(m *transfer.Manifest) (unpin func())
+	// FetchFilesBackground brings the manifests and content of the small
+	// regular files among entries (those of directory dir) into the
+	// store in batches, below foreground reads; best effort.
+	FetchFilesBackground(ctx context.Context, dir string, entries []transfer.Attr, maxBytes int) (fusefs.FilesResult, error)
 }
 
 var _ FS = (*fusefs.FS)(nil)

@@ -438,14 +438,17 @@ func (c *Client) checkLiveness() {
 	s.CloseWithError(kwik.NoError, "no packet from the server after a request")
 }
 
-// IsUntrusted reports whether err is a failed verification of the server's
-// TLS certificate (unknown CA, wrong host name). Such an error is final: the
-// client does not retry it.
+// IsUntrusted reports whether err is a failed verification of a TLS
+// certificate: the server's (unknown CA, wrong host name), or the client's
+// by the server (none presented, or one the server does not accept: see
+// kwik.ErrClientCertificate). Such an error is final: the client does not
+// retry it.
 func IsUntrusted(err error) bool {
 	var verr *tls.CertificateVerificationError
 	var unknownCA x509.UnknownAuthorityError
 	var badHost x509.HostnameError
-	return errors.As(err, &verr) || errors.As(err, &unknownCA) || errors.As(err, &badHost)
+	return errors.As(err, &verr) || errors.As(err, &unknownCA) || errors.As(err, &badHost) ||
+		errors.Is(err, kwik.ErrClientCertificate)
 }
 
 // sessionLost marks an error after which the operation may be retried on a

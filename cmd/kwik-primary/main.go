@@ -1,7 +1,7 @@
 // Command kwik-primary exports a directory tree to kwikfs clients over a
 // kwik session and coordinates every transfer.
 //
-//	kwik-primary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE [--secondary HOST:PORT]...
+//	kwik-primary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE (--client-ca FILE | --allow-anonymous) [--secondary HOST:PORT]...
 //
 // Each --secondary names a kwik-secondary serving a mirror of the root, by
 // the address clients dial (its --advertise address); every client session

@@ -2,7 +2,7 @@
 // sends file ranges into clients' streams only when the primary delegates
 // them (SEND_CHUNK commands relayed by the clients), never on its own.
 //
-//	kwik-secondary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE [--advertise HOST:PORT]
+//	kwik-secondary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE (--client-ca FILE | --allow-anonymous) [--advertise HOST:PORT]
 //
 // --cluster-key is the primary's cluster key file. --advertise is the
 // address the primary tells clients to dial (its --secondary flag), spelled

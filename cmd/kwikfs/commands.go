@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,6 +27,8 @@ func runMount(ctx context.Context, args []string) error {
 	fl.StringVar(&cfg.CAFile, "ca", "", "CA certificate that signed the servers' certificates, PEM (required)")
 	fl.StringVar(&cfg.CacheDir, "cache", "", "cache directory (required)")
 	fl.StringVar(&cfg.ServerName, "server-name", "", "TLS name to verify (default: the host of --primary)")
+	fl.StringVar(&cfg.CertFile, "cert", "", "client certificate, PEM, presented to servers started with --client-ca (kwikfs certs writes client.pem)")
+	fl.StringVar(&cfg.KeyFile, "key", "", "private key of --cert, PEM (kwikfs certs writes client-key.pem)")
 	fl.DurationVar(&cfg.AttrTimeout, "attr-timeout", 5*time.Second, "how long attributes and listings are trusted before asking the primary again")
 	fl.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 15*time.Second, "how long a read waits for the primary before failing with EIO")
 	memMiB := fl.Int64("memory-cache", 0, "MiB of verified chunks kept in memory (default: a quarter of --memory)")
@@ -34,6 +38,7 @@ func runMount(ctx context.Context, args []string) error {
 	readAhead := fl.Int("read-ahead", fusefs.DefaultReadAheadMax, "largest read-ahead window of sequential reads, in `chunks`; 0 disables read-ahead: kwikfs's, and the kernel's beyond its default of 128 KiB")
 	fl.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: a free port, shown by `kwikfs status --json` as metrics_addr)")
 	fl.BoolVar(&cfg.Debug, "debug", false, "trace FUSE requests")
+	fl.BoolVar(&cfg.Xattrs, "xattrs", false, "serve the user.kwikfs.cached and user.kwikfs.sources attributes of files\n(off: the mount answers no extended attributes, which spares ls -l two requests per entry)")
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
 	err := fl.Parse(args)
 	if err != nil {
@@ -42,6 +47,9 @@ func runMount(ctx context.Context, args []string) error {
 	if fl.NArg() != 1 || cfg.Primary == "" || cfg.CAFile == "" || cfg.CacheDir == "" {
 		fl.Usage()
 		return cli.Usagef("mount needs --primary, --ca, --cache and one MOUNTPOINT")
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return cli.Usagef("--cert and --key go together")
 	}
 	cfg.Mountpoint = fl.Arg(0)
 	cfg.MemoryCacheBytes = *memMiB << 20
@@ -210,15 +218,34 @@ func (h *hostList) Set(v string) error { *h = append(*h, v); return nil }
 
 func runCerts(args []string) error {
 	fl := flag.NewFlagSet("kwikfs certs", flag.ContinueOnError)
-	out := fl.String("out", "", "directory to write ca.pem, server.pem, server-key.pem, cluster.key (required)")
+	out := fl.String("out", "", "directory to write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem and cluster.key to (required)")
 	var hosts hostList
 	fl.Var(&hosts, "host", "DNS name or IP address the server certificate is valid for; repeatable (default localhost, 127.0.0.1, ::1)")
+	client := fl.String("client", "", "issue one more client certificate, client-`NAME`.pem and client-NAME-key.pem, from the CA already in --out (ca.pem, ca-key.pem)")
+	validity := fl.Duration("validity", certgen.Validity, "how long a certificate --client issues stays valid")
+	fl.Usage = func() {
+		fmt.Fprintf(fl.Output(), `usage: kwikfs certs --out DIR [--host NAME_OR_IP]...
+       kwikfs certs --out DIR --client NAME [--validity DURATION]
+
+The first form makes a CA, a server certificate, a client certificate and a
+cluster key. The second issues another client certificate from that CA.
+Example: kwikfs certs --out certs --client laptop
+
+`)
+		fl.PrintDefaults()
+	}
 	if err := fl.Parse(args); err != nil {
 		return cli.Usagef("%v", err)
 	}
 	if *out == "" || fl.NArg() != 0 {
 		fl.Usage()
 		return cli.Usagef("certs needs --out DIR")
+	}
+	if *client != "" {
+		if len(hosts) > 0 {
+			return cli.Usagef("--client and --host exclude each other")
+		}
+		return issueClient(*out, *client, *validity)
 	}
 	b, err := certgen.Generate(hosts)
 	if err != nil {
@@ -227,7 +254,38 @@ func runCerts(args []string) error {
 	if err := b.WriteDir(*out); err != nil {
 		return err
 	}
-	fmt.Printf("wrote %s/{%s,%s,%s,%s} for %s\n", *out, certgen.CAFile, certgen.CertFile, certgen.KeyFile, certgen.ClusterKeyFile, strings.Join(b.Hosts, ", "))
+	fmt.Printf("wrote %s/{%s,%s,%s,%s,%s,%s,%s}; the server certificate is for %s\n", *out,
+		certgen.CAFile, certgen.CAKeyFile, certgen.CertFile, certgen.KeyFile,
+		certgen.ClientCertFile, certgen.ClientKeyFile, certgen.ClusterKeyFile, strings.Join(b.Hosts, ", "))
+	return nil
+}
+
+// clientName is what `kwikfs certs --client` accepts as a name: it becomes
+// part of two file names.
+var clientName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// issueClient issues client certificate name from the CA in dir.
+func issueClient(dir, name string, validity time.Duration) error {
+	if !clientName.MatchString(name) {
+		return cli.Usagef("--client %q: a name of letters, digits, '.', '_' and '-', at most 64", name)
+	}
+	if validity <= 0 {
+		return cli.Usagef("--validity must be positive")
+	}
+	ca, err := certgen.LoadCA(filepath.Join(dir, certgen.CAFile), filepath.Join(dir, certgen.CAKeyFile))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	certPEM, keyPEM, err := ca.IssueClient(name, now.Add(-time.Hour), now.Add(validity))
+	if err != nil {
+		return err
+	}
+	certName, keyName := "client-"+name+".pem", "client-"+name+"-key.pem"
+	if err := certgen.WritePair(dir, certName, keyName, certPEM, keyPEM); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s and %s, valid until %s\n", filepath.Join(dir, certName), filepath.Join(dir, keyName), now.Add(validity).Format(time.DateOnly))
 	return nil
 }
 

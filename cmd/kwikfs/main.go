@@ -1,9 +1,10 @@
 // Command kwikfs is the kwikfs client.
 //
-//	kwikfs mount --primary HOST:PORT --ca FILE --cache DIR MOUNTPOINT
+//	kwikfs mount --primary HOST:PORT --ca FILE --cert FILE --key FILE --cache DIR MOUNTPOINT
 //	kwikfs status [--json] MOUNTPOINT
 //	kwikfs prefetch [--detach] PATH...
 //	kwikfs certs --out DIR [--host NAME_OR_IP]...
+//	kwikfs certs --out DIR --client NAME
 //	kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
 //
 // Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
@@ -20,10 +21,10 @@ import (
 )
 
 const usage = `usage:
-  kwikfs mount --primary HOST:PORT --ca FILE --cache DIR [flags] MOUNTPOINT
+  kwikfs mount --primary HOST:PORT --ca FILE [--cert FILE --key FILE] --cache DIR [flags] MOUNTPOINT
   kwikfs status [--json] MOUNTPOINT
   kwikfs prefetch [--detach] PATH...   (or --cancel ID PATH)
-  kwikfs certs --out DIR [--host NAME_OR_IP]...
+  kwikfs certs --out DIR [--host NAME_OR_IP]...   (or --client NAME: one more client certificate)
   kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
 Run "kwikfs COMMAND -h" for the flags of a command.
 `

@@ -33,7 +33,9 @@ func startMount(bin, certDir, work, addr, cache string, extra ...string) (*bench
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"mount", "--primary", addr, "--ca", filepath.Join(certDir, certgen.CAFile), "--cache", cache}, extra...)
+	args := append([]string{"mount", "--primary", addr, "--ca", filepath.Join(certDir, certgen.CAFile),
+		"--cert", filepath.Join(certDir, certgen.ClientCertFile), "--key", filepath.Join(certDir, certgen.ClientKeyFile),
+		"--cache", cache}, extra...)
 	cmd := exec.Command(filepath.Join(bin, "kwikfs"), append(args, mnt)...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -38,7 +38,8 @@ func (s *kwikServer) stop() { stopProcess(s.cmd, syscall.SIGTERM) }
 func serverArgs(tree, certs, listen string, extra ...string) []string {
 	return append([]string{"--root", tree, "--listen", listen,
 		"--cert", filepath.Join(certs, certgen.CertFile), "--key", filepath.Join(certs, certgen.KeyFile),
-		"--cluster-key", filepath.Join(certs, certgen.ClusterKeyFile), "--log-level", "warn"}, extra...)
+		"--cluster-key", filepath.Join(certs, certgen.ClusterKeyFile), "--log-level", "warn",
+		"--client-ca", filepath.Join(certs, certgen.CAFile)}, extra...)
 }
 
 // startKwikServer starts bin/name with args (see serverArgs) and waits for

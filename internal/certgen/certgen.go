@@ -1,13 +1,14 @@
-// Package certgen makes the key material a kwikfs cluster needs for a quick
-// start: a private certificate authority, a server certificate it signs, and
-// the cluster key that the primary and its secondaries share.
+// Package certgen makes the key material a kwikfs cluster needs: a private
+// certificate authority, server certificates and client certificates it
+// signs, and the cluster key that the primary and its secondaries share.
 //
 // It is meant for `kwikfs certs`, demos and tests. A production cluster may use
-// certificates from any CA; kwikfs only needs the CA certificate to verify
-// servers.
+// certificates from any CA; kwikfs only needs the CA certificates to verify
+// servers and clients.
 package certgen
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -29,8 +30,11 @@ import (
 // File names that WriteDir writes and the commands expect.
 const (
 	CAFile         = "ca.pem"
+	CAKeyFile      = "ca-key.pem"
 	CertFile       = "server.pem"
 	KeyFile        = "server-key.pem"
+	ClientCertFile = "client.pem"
+	ClientKeyFile  = "client-key.pem"
 	ClusterKeyFile = "cluster.key"
 )
 
@@ -40,28 +44,39 @@ const ClusterKeySize = 32
 // Validity is how long generated certificates stay valid.
 const Validity = 10 * 365 * 24 * time.Hour
 
+// DefaultClientName is the common name of the client certificate Generate
+// issues.
+const DefaultClientName = "kwikfs client"
+
 // Bundle holds PEM-encoded key material and a fresh cluster key.
 type Bundle struct {
-	CAPEM      []byte // CA certificate
-	CertPEM    []byte // server certificate, signed by the CA
-	KeyPEM     []byte // server private key (PKCS#8)
-	ClusterKey []byte // ClusterKeySize random bytes
-	Hosts      []string
+	CAPEM         []byte // CA certificate
+	CAKeyPEM      []byte // CA private key (PKCS#8): it issues more certificates
+	CertPEM       []byte // server certificate, signed by the CA
+	KeyPEM        []byte // server private key (PKCS#8)
+	ClientCertPEM []byte // client certificate (DefaultClientName), signed by the CA
+	ClientKeyPEM  []byte // client private key (PKCS#8)
+	ClusterKey    []byte // ClusterKeySize random bytes
+	Hosts         []string
 }
 
-// Generate makes a CA and a server certificate valid for hosts: each entry is
-// a DNS name or an IP address. With no hosts it uses "localhost", 127.0.0.1
-// and ::1.
-func Generate(hosts []string) (*Bundle, error) {
-	if len(hosts) == 0 {
-		hosts = []string{"localhost", "127.0.0.1", "::1"}
-	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// CA is a certificate authority that issues server and client
+// certificates.
+type CA struct {
+	cert    *x509.Certificate
+	key     crypto.Signer
+	CertPEM []byte
+	KeyPEM  []byte // PKCS#8
+}
+
+// NewCA makes a CA with a fresh P-256 key, valid for Validity.
+func NewCA() (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate CA key: %w", err)
 	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: "kwikfs CA", Organization: []string{"kwikfs"}},
 		NotBefore:             now.Add(-time.Hour),
@@ -71,26 +86,60 @@ func Generate(hosts []string) (*Bundle, error) {
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, fmt.Errorf("create CA certificate: %w", err)
 	}
-	caCert, err := x509.ParseCertificate(caDER)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("parse CA certificate: %w", err)
 	}
-
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyPEM, err := encodeKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("generate server key: %w", err)
+		return nil, err
+	}
+	return &CA{cert: cert, key: key, CertPEM: encodeCert(der), KeyPEM: keyPEM}, nil
+}
+
+// LoadCA reads a CA certificate and its private key (PEM; the key PKCS#8,
+// as WriteDir writes it), and checks that they belong together.
+func LoadCA(certFile, keyFile string) (*CA, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load CA %s / %s: %w", certFile, keyFile, err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("parse CA certificate %s: %w", certFile, err)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("%s is not a CA certificate", certFile)
+	}
+	key, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("CA key %s cannot sign", keyFile)
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{cert: cert, key: key, CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// IssueServer issues a server certificate valid for hosts (DNS names or IP
+// addresses; the first is the common name) from notBefore to notAfter,
+// with a fresh P-256 key. It returns the certificate and key as PEM.
+func (ca *CA) IssueServer(hosts []string, notBefore, notAfter time.Time) (certPEM, keyPEM []byte, err error) {
+	if len(hosts) == 0 {
+		return nil, nil, errors.New("a server certificate needs a host")
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: hosts[0], Organization: []string{"kwikfs"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(Validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{CommonName: hosts[0], Organization: []string{"kwikfs"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -99,22 +148,84 @@ func Generate(hosts []string) (*Bundle, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("create server certificate: %w", err)
+	return ca.issue(tmpl, notBefore, notAfter)
+}
+
+// IssueClient issues a client certificate with common name name, valid
+// from notBefore to notAfter, with a fresh P-256 key. It returns the
+// certificate and key as PEM.
+func (ca *CA) IssueClient(name string, notBefore, notAfter time.Time) (certPEM, keyPEM []byte, err error) {
+	if name == "" {
+		return nil, nil, errors.New("a client certificate needs a name")
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name, Organization: []string{"kwikfs"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return ca.issue(tmpl, notBefore, notAfter)
+}
+
+// issue signs tmpl, completed with a serial number, the validity and the
+// key usage, over a fresh P-256 key.
+func (ca *CA) issue(tmpl *x509.Certificate, notBefore, notAfter time.Time) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("encode server key: %w", err)
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore, tmpl.NotAfter = notBefore, notAfter
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create certificate for %q: %w", tmpl.Subject.CommonName, err)
+	}
+	keyPEM, err = encodeKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return encodeCert(der), keyPEM, nil
+}
+
+func encodeCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func encodeKey(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// Generate makes a CA, a server certificate valid for hosts (each a DNS
+// name or an IP address; with none, "localhost", 127.0.0.1 and ::1), a
+// client certificate named DefaultClientName, and a cluster key.
+func Generate(hosts []string) (*Bundle, error) {
+	if len(hosts) == 0 {
+		hosts = []string{"localhost", "127.0.0.1", "::1"}
+	}
+	ca, err := NewCA()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	certPEM, keyPEM, err := ca.IssueServer(hosts, now.Add(-time.Hour), now.Add(Validity))
+	if err != nil {
+		return nil, err
+	}
+	clientPEM, clientKeyPEM, err := ca.IssueClient(DefaultClientName, now.Add(-time.Hour), now.Add(Validity))
+	if err != nil {
+		return nil, err
 	}
 	ck := make([]byte, ClusterKeySize)
 	if _, err := rand.Read(ck); err != nil {
 		return nil, fmt.Errorf("generate cluster key: %w", err)
 	}
 	return &Bundle{
-		CAPEM:      pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		CertPEM:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		CAPEM: ca.CertPEM, CAKeyPEM: ca.KeyPEM,
+		CertPEM: certPEM, KeyPEM: keyPEM,
+		ClientCertPEM: clientPEM, ClientKeyPEM: clientKeyPEM,
 		ClusterKey: ck,
 		Hosts:      append([]string(nil), hosts...),
 	}, nil
@@ -139,32 +250,61 @@ func (b *Bundle) ServerTLS() (*tls.Config, error) {
 }
 
 // ClientTLS returns a TLS 1.3 client configuration that trusts only the
-// bundle's CA. ServerName is left empty, so it is taken from the dialled
-// address.
+// bundle's CA and presents the bundle's client certificate. ServerName is
+// left empty, so it is taken from the dialled address.
 func (b *Bundle) ClientTLS() (*tls.Config, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b.CAPEM) {
 		return nil, errors.New("no certificate in CA PEM")
 	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}, nil
+	cert, err := tls.X509KeyPair(b.ClientCertPEM, b.ClientKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load client key pair: %w", err)
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, nil
 }
 
-// WriteDir writes CAFile, CertFile, KeyFile and ClusterKeyFile (hex) into dir,
-// creating it. Private material is written with mode 0600. Existing files are
-// not overwritten: WriteDir fails with an error wrapping fs.ErrExist instead.
+// WriteDir writes CAFile, CAKeyFile, CertFile, KeyFile, ClientCertFile,
+// ClientKeyFile and ClusterKeyFile (hex) into dir, creating it. Private
+// material is written with mode 0600. Existing files are not overwritten:
+// WriteDir fails with an error wrapping fs.ErrExist instead, before it
+// writes anything.
 func (b *Bundle) WriteDir(dir string) error {
+	return writeFiles(dir, []file{
+		{CAFile, b.CAPEM, 0o644},
+		{CAKeyFile, b.CAKeyPEM, 0o600},
+		{CertFile, b.CertPEM, 0o644},
+		{KeyFile, b.KeyPEM, 0o600},
+		{ClientCertFile, b.ClientCertPEM, 0o644},
+		{ClientKeyFile, b.ClientKeyPEM, 0o600},
+		{ClusterKeyFile, []byte(hex.EncodeToString(b.ClusterKey) + "\n"), 0o600},
+	})
+}
+
+// WritePair writes a certificate and its key (mode 0600) into dir as
+// certName and keyName, creating dir; like WriteDir it overwrites nothing.
+func WritePair(dir, certName, keyName string, certPEM, keyPEM []byte) error {
+	return writeFiles(dir, []file{{certName, certPEM, 0o644}, {keyName, keyPEM, 0o600}})
+}
+
+// file is one file writeFiles writes.
+type file struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+// writeFiles writes files into dir, creating it; it fails before writing
+// anything when one of them exists.
+func writeFiles(dir string, files []file) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	files := []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
-		{CAFile, b.CAPEM, 0o644},
-		{CertFile, b.CertPEM, 0o644},
-		{KeyFile, b.KeyPEM, 0o600},
-		{ClusterKeyFile, []byte(hex.EncodeToString(b.ClusterKey) + "\n"), 0o600},
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("write %s: %w", p, os.ErrExist)
+		}
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)

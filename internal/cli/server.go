@@ -18,6 +18,10 @@ import (
 // ServerFlags are the flags kwik-primary and kwik-secondary share.
 type ServerFlags struct {
 	Root, Listen, Cert, Key, ClusterKey, LogLevel string
+	// ClientCA names the PEM file of the CA whose client certificates the
+	// server admits; AllowAnonymous admits any client instead.
+	ClientCA       string
+	AllowAnonymous bool
 	// Pprof is the TCP address of the profiling endpoint, "" for none.
 	Pprof string
 }
@@ -30,6 +34,8 @@ func (sf *ServerFlags) Register(fl *flag.FlagSet, rootHelp, listen string) {
 	fl.StringVar(&sf.Cert, "cert", "", "server certificate, PEM (required)")
 	fl.StringVar(&sf.Key, "key", "", "server private key, PEM (required)")
 	fl.StringVar(&sf.ClusterKey, "cluster-key", "", "cluster key shared by the primary and its secondaries (required)")
+	fl.StringVar(&sf.ClientCA, "client-ca", "", "admit only clients with a certificate signed by the CA in this PEM `FILE` (kwikfs certs writes ca.pem and client.pem); required unless --allow-anonymous")
+	fl.BoolVar(&sf.AllowAnonymous, "allow-anonymous", false, "admit any client that can reach --listen, without a client certificate")
 	fl.StringVar(&sf.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&sf.Pprof, "pprof", "", "HOST:PORT to serve Go's profiles on (/debug/pprof/), e.g. 127.0.0.1:6060; off when empty")
 }
@@ -55,6 +61,12 @@ func (sf *ServerFlags) Parse(fl *flag.FlagSet, args []string) (*ServerSetup, err
 	if fl.NArg() > 0 {
 		return nil, Usagef("unexpected argument %q", fl.Arg(0))
 	}
+	switch {
+	case sf.ClientCA == "" && !sf.AllowAnonymous:
+		return nil, Usagef("%s admits only clients with a certificate: give --client-ca FILE (the CA that signed them; kwikfs certs writes ca.pem and client.pem), or --allow-anonymous to admit any client that can reach %s", fl.Name(), sf.Listen)
+	case sf.ClientCA != "" && sf.AllowAnonymous:
+		return nil, Usagef("--client-ca and --allow-anonymous exclude each other")
+	}
 	log, err := NewLogger(sf.LogLevel)
 	if err != nil {
 		return nil, err
@@ -66,6 +78,13 @@ func (sf *ServerFlags) Parse(fl *flag.FlagSet, args []string) (*ServerSetup, err
 	tlsConf, err := kwik.LoadServerTLS(sf.Cert, sf.Key)
 	if err != nil {
 		return nil, err
+	}
+	if sf.ClientCA != "" {
+		if err := kwik.RequireClientCertificates(tlsConf, sf.ClientCA); err != nil {
+			return nil, err
+		}
+	} else {
+		log.Warn("admitting any client: no --client-ca", "listen", sf.Listen)
 	}
 	return &ServerSetup{Logger: log, TLS: tlsConf, ClusterKey: key}, nil
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/prefetch"
 	"github.com/kwikfs/kwikfs/transfer"
-	"golang.org/x/sys/unix"
 )
 
 // Status is what the control socket's GET /status returns as JSON and what
@@ -106,6 +105,8 @@ func startControl(path string, src *statusSource, log *slog.Logger) (*control, e
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
+	// The socket's directory, the cache, is private (privateDir): no other
+	// user can reach the socket, even before the chmod below.
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -167,15 +168,14 @@ func (c *control) Close() error {
 	return err
 }
 
-// QueryStatus asks the daemon serving mountpoint for its status. It finds
-// the control socket through the ControlXattr attribute of the mount's root.
-func QueryStatus(ctx context.Context, mountpoint string) (*Status, error) {
-	buf := make([]byte, 4096)
-	n, err := unix.Getxattr(mountpoint, ControlXattr, buf)
+// QueryStatus asks the daemon serving the mount that holds path for its
+// status (see FindMount).
+func QueryStatus(ctx context.Context, path string) (*Status, error) {
+	m, err := FindMount(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s is not a kwikfs mount (no %s attribute): %w", mountpoint, ControlXattr, err)
+		return nil, err
 	}
-	sock := string(buf[:n])
+	sock := m.Socket
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer

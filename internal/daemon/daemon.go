@@ -29,18 +29,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ControlXattr is the extended attribute of the mount's root directory that
-// holds the path of the daemon's control socket.
-const ControlXattr = "user.kwikfs.control"
-
 // Config says what to mount and how. Zero durations take the defaults of
 // fusefs.Options.
 type Config struct {
-	Primary    string // host:port of the primary
-	CAFile     string // PEM CA that signed the servers' certificates
-	ServerName string // TLS name to verify; "" means the host of Primary
-	CacheDir   string // chunk store directory
-	Mountpoint string
+	Primary string // host:port of the primary
+	CAFile  string // PEM CA that signed the servers' certificates
+	// CertFile and KeyFile are the client certificate and key (PEM) the
+	// mount presents to the servers; both empty: none.
+	CertFile, KeyFile string
+	ServerName        string // TLS name to verify; "" means the host of Primary
+	CacheDir          string // chunk store directory
+	Mountpoint        string
 
 	AttrTimeout      time.Duration
 	FetchTimeout     time.Duration
@@ -66,7 +65,11 @@ type Config struct {
 	// cannot listen on makes Run fail before mounting.
 	Metrics string
 	Debug   bool // FUSE request tracing
-	Logger  *slog.Logger
+	// Xattrs serves the user.kwikfs.cached and user.kwikfs.sources
+	// attributes of files (fusefs.Options.Xattrs). Off, the mount answers
+	// no extended attributes, and `ls -l` costs two requests less per entry.
+	Xattrs bool
+	Logger *slog.Logger
 }
 
 // DefaultMemoryBytes is the default of Config.MemoryBytes: 256 MiB, which
@@ -88,6 +91,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
+	if err := privateDir(cfg.CacheDir, log); err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
 	if st, err := os.Stat(mnt); err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
 	} else if !st.IsDir() {
@@ -96,6 +102,11 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	tlsConf, err := kwik.LoadClientTLS(cfg.CAFile, cfg.ServerName)
 	if err != nil {
 		return err
+	}
+	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		if err := kwik.UseClientCertificate(tlsConf, cfg.CertFile, cfg.KeyFile); err != nil {
+			return err
+		}
 	}
 	var metrics *metricsServer
 	if cfg.Metrics != "" {
@@ -155,7 +166,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		MemoryCacheBytes: cfg.MemoryCacheBytes,
 		ReadAheadMax:     cfg.ReadAheadMax,
 		StoreQueueBytes:  cfg.MemoryBytes / 8,
-		Xattrs:           map[string][]byte{ControlXattr: []byte(sock)},
+		Xattrs:           cfg.Xattrs,
+		ControlSocket:    sock,
 		Logger:           log,
 		// An unreachable primary: the cached tree answers at once from
 		// the store instead of after a FetchTimeout, until it answers.
@@ -304,6 +316,8 @@ func probe(ctx context.Context, client *transfer.Client, addr string, log *slog.
 	switch {
 	case err == nil:
 		return true, nil
+	case errors.Is(err, kwik.ErrClientCertificate):
+		return false, fmt.Errorf("primary %s requires a client certificate signed by its --client-ca; mount with --cert FILE --key FILE (kwikfs certs writes client.pem and client-key.pem): %w", addr, err)
 	case transfer.IsUntrusted(err):
 		return false, fmt.Errorf("primary %s: its TLS certificate is not trusted: %w", addr, err)
 	case errors.Is(err, transfer.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):

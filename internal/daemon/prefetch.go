@@ -10,12 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/kwikfs/kwikfs/prefetch"
 	"github.com/kwikfs/kwikfs/transfer"
@@ -104,36 +101,6 @@ func registerPrefetch(mux *http.ServeMux, mgr *prefetch.Manager, log *slog.Logge
 			reply(w, http.StatusOK, p)
 		}
 	})
-}
-
-// Mount is a kwikfs mount found from a path inside it.
-type Mount struct {
-	// Root is the mount point.
-	Root string
-	// Socket is the daemon's control socket.
-	Socket string
-}
-
-// FindMount returns the kwikfs mount that holds path (a file or directory
-// inside it, or its root): the nearest ancestor of path, itself included,
-// whose ControlXattr attribute names a control socket.
-func FindMount(path string) (Mount, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return Mount{}, err
-	}
-	if _, err := os.Lstat(abs); err != nil {
-		return Mount{}, err
-	}
-	buf := make([]byte, 4096)
-	for dir := abs; ; dir = filepath.Dir(dir) {
-		if n, err := unix.Lgetxattr(dir, ControlXattr, buf); err == nil && n > 0 {
-			return Mount{Root: dir, Socket: string(buf[:n])}, nil
-		}
-		if dir == filepath.Dir(dir) {
-			return Mount{}, fmt.Errorf("%s is not inside a kwikfs mount (no %s attribute on it or its parents)", path, ControlXattr)
-		}
-	}
 }
 
 // Rel returns path (inside the mount) relative to the mount's root, in the

@@ -37,7 +37,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		cfg.Logger = slog.Default()
 	}
 	certDir := filepath.Join(cfg.Dir, "certs")
-	if _, err := os.Stat(filepath.Join(certDir, certgen.CAFile)); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(certDir, certgen.ClientCertFile)); errors.Is(err, os.ErrNotExist) {
+		// None yet, or a demo's from before client certificates: the
+		// demo makes its own afresh.
+		if err := os.RemoveAll(certDir); err != nil {
+			return err
+		}
 		b, err := certgen.Generate(nil)
 		if err != nil {
 			return err
@@ -111,6 +116,8 @@ Press Ctrl-C to unmount and stop everything.
 	err = daemon.Run(ctx, daemon.Config{
 		Primary:    addr,
 		CAFile:     filepath.Join(certDir, certgen.CAFile),
+		CertFile:   filepath.Join(certDir, certgen.ClientCertFile),
+		KeyFile:    filepath.Join(certDir, certgen.ClientKeyFile),
 		CacheDir:   filepath.Join(cfg.Dir, "cache"),
 		Mountpoint: mnt,
 		Logger:     cfg.Logger,
@@ -132,6 +139,7 @@ func startServer(name, tree, certDir string, extra ...string) (*exec.Cmd, string
 		"--cert", filepath.Join(certDir, certgen.CertFile),
 		"--key", filepath.Join(certDir, certgen.KeyFile),
 		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile),
+		"--client-ca", filepath.Join(certDir, certgen.CAFile),
 		"--log-level", "warn"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
