@@ -27,6 +27,9 @@ const (
 	DefaultMaxPaths             = 8
 	DefaultReportInterval       = 20 * time.Millisecond
 	DefaultMaxSessions          = 256
+	DefaultMaxSessionsPerSource = 32
+	DefaultMaxSetupsPerSource   = 8
+	DefaultSetupTimeout         = 5 * time.Second
 	DefaultPathStallTimeout     = 2 * time.Second
 )
 
@@ -79,6 +82,28 @@ type Config struct {
 	// with that *SessionError. Default 256; negative means no limit.
 	// Ignored by Dial.
 	MaxSessions int
+	// MaxSessionsPerSource bounds, likewise, the sessions (or a
+	// secondary's paths) from one source IP address ("limit of N sessions
+	// per source address reached"), so that one host cannot take every
+	// slot of MaxSessions. Clients behind one NAT share it. Default 32;
+	// negative means no limit. Ignored by Dial.
+	MaxSessionsPerSource int
+	// MaxSetupsPerSource bounds the connections from one source IP
+	// address that have completed the QUIC handshake but not yet kwik's
+	// (SETTINGS, and on a secondary the path token), which each hold one
+	// of the 64 setup slots of a listener or secondary for up to
+	// SetupTimeout ("limit of N handshakes per source address reached").
+	// Default 8; negative means no limit. Ignored by Dial.
+	MaxSetupsPerSource int
+	// SetupTimeout bounds, on a listener or secondary, the time from the
+	// end of the QUIC handshake to the end of kwik's: a connection that
+	// has not sent SETTINGS (and a secondary path its token) by then is
+	// closed. Default 5 s. Ignored by Dial.
+	SetupTimeout time.Duration
+	// LocalAddr is the UDP address (host:port) Dial binds its socket to,
+	// which the secondary paths share; "" means any address and a free
+	// port. Ignored by Listen and ListenSecondary.
+	LocalAddr string
 	// FrameTimeout bounds how long a control frame may take to arrive
 	// once its first byte has, and how long a new data stream may take to
 	// deliver its stream header and first frame header. A peer that starts
@@ -183,6 +208,9 @@ func (c *Config) resolve() (*Config, error) {
 	setDefault(&r.MaxPaths, DefaultMaxPaths)
 	setDefault(&r.ReportInterval, DefaultReportInterval)
 	setDefault(&r.MaxSessions, DefaultMaxSessions)
+	setDefault(&r.MaxSessionsPerSource, DefaultMaxSessionsPerSource)
+	setDefault(&r.MaxSetupsPerSource, DefaultMaxSetupsPerSource)
+	setDefault(&r.SetupTimeout, DefaultSetupTimeout)
 	setDefault(&r.FrameTimeout, r.IdleTimeout)
 	setDefault(&r.PathStallTimeout, DefaultPathStallTimeout)
 	if r.PathStallTimeout < 0 {

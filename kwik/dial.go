@@ -33,9 +33,13 @@ func Dial(ctx context.Context, addr string, conf *Config) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kwik: dial %s: %w", addr, err)
 	}
-	local := ":0"
-	if ua.IP.To4() != nil {
+	local := c.LocalAddr
+	switch {
+	case local != "":
+	case ua.IP.To4() != nil:
 		local = "0.0.0.0:0"
+	default:
+		local = ":0"
 	}
 	tr, err := newDialTransport(local, c.Logger)
 	if err != nil {

@@ -139,9 +139,13 @@
 // accepts.
 //
 // A listener holds at most MaxSessions sessions (default 256) and a
-// secondary at most MaxSessions paths; a connection beyond the limit is
-// closed at once with SessionLimitError ("session limit of N reached"),
-// which the dialler's Dial or AddPath returns. A control frame must arrive
+// secondary at most MaxSessions paths, at most MaxSessionsPerSource (32)
+// of them from one source IP address, and at most MaxSetupsPerSource (8)
+// from one address still in setup, which must end within SetupTimeout (5
+// s) of the QUIC handshake; a connection beyond a limit is closed at once
+// with SessionLimitError ("session limit of N reached", "limit of N
+// sessions per source address reached", "limit of N handshakes per source
+// address reached"), which the dialler's Dial or AddPath returns. A control frame must arrive
 // whole within FrameTimeout (default IdleTimeout, 30 s) of its first byte,
 // and a new data stream must bring its headers within FrameTimeout; a
 // session that breaks either is closed with ProtocolViolation. So a peer

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -15,50 +17,106 @@ import (
 )
 
 // This file holds the limits that keep a hostile peer from holding a
-// server's resources: the session limit of a listener or secondary
-// (Config.MaxSessions), the deadline of a control frame that never ends
+// server's resources: the session limits of a listener or secondary
+// (Config.MaxSessions, MaxSessionsPerSource, MaxSetupsPerSource), the deadline of a control frame that never ends
 // (Config.FrameTimeout) and the secondary's tolerance of refused
 // commands (maxBadCommands). The other limits live with what they bound:
 // receive windows in stream.go and session.go, stream limits in session.go,
 // frame sizes in the decoders.
 
-// sessionLimit counts the sessions (or a secondary's paths) open at once
-// against Config.MaxSessions.
+// sessionLimit counts the sessions (or a secondary's paths) open at once,
+// in all and per source IP address, and among them those still in setup
+// (the QUIC handshake done, the kwik one not yet) per source address:
+// Config.MaxSessions, MaxSessionsPerSource and MaxSetupsPerSource. So one
+// host cannot take every slot, nor every pending setup.
 type sessionLimit struct {
-	max int          // < 0: no limit
-	n   atomic.Int64 // slots taken
+	max, perSource, setupsPerSource int // < 0: no limit
+
+	mu       sync.Mutex // guards n and bySource
+	n        int
+	bySource map[netip.Addr]*sourceSlots
 }
 
-func newSessionLimit(max int) *sessionLimit { return &sessionLimit{max: max} }
+// sourceSlots are the slots one source address holds.
+type sourceSlots struct {
+	open  int // sessions of the source, in setup or set up
+	setup int // of which in setup
+}
 
-// acquire takes a slot, or returns false at the limit.
-func (sl *sessionLimit) acquire() bool {
-	for {
-		n := sl.n.Load()
-		if sl.max >= 0 && n >= int64(sl.max) {
-			return false
-		}
-		if sl.n.CompareAndSwap(n, n+1) {
-			return true
+func newSessionLimit(c *Config) *sessionLimit {
+	return &sessionLimit{
+		max: c.MaxSessions, perSource: c.MaxSessionsPerSource, setupsPerSource: c.MaxSetupsPerSource,
+		bySource: make(map[netip.Addr]*sourceSlots),
+	}
+}
+
+// sourceOf returns the IP address conn comes from (IPv4 unmapped).
+func sourceOf(conn *quic.Conn) netip.Addr {
+	if ua, ok := conn.RemoteAddr().(*net.UDPAddr); ok {
+		return ua.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// acquire takes a slot, in setup, for a connection from src. It returns
+// "" or, at a limit, the reason the connection is refused.
+func (sl *sessionLimit) acquire(src netip.Addr) string {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	ss := sl.bySource[src]
+	if ss == nil {
+		ss = &sourceSlots{}
+	}
+	switch {
+	case sl.max >= 0 && sl.n >= sl.max:
+		return fmt.Sprintf("session limit of %d reached", sl.max)
+	case sl.perSource >= 0 && ss.open >= sl.perSource:
+		return fmt.Sprintf("limit of %d sessions per source address reached", sl.perSource)
+	case sl.setupsPerSource >= 0 && ss.setup >= sl.setupsPerSource:
+		return fmt.Sprintf("limit of %d handshakes per source address reached", sl.setupsPerSource)
+	}
+	sl.n++
+	ss.open++
+	ss.setup++
+	sl.bySource[src] = ss
+	return ""
+}
+
+// setupDone ends the setup of a connection from src that holds a slot,
+// whatever its outcome.
+func (sl *sessionLimit) setupDone(src netip.Addr) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if ss := sl.bySource[src]; ss != nil && ss.setup > 0 {
+		ss.setup--
+	}
+}
+
+// release returns the slot of a connection from src taken by acquire;
+// setupDone must have been called for it.
+func (sl *sessionLimit) release(src netip.Addr) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	sl.n--
+	if ss := sl.bySource[src]; ss != nil {
+		if ss.open--; ss.open <= 0 {
+			delete(sl.bySource, src)
 		}
 	}
 }
 
-// release returns a slot taken by acquire.
-func (sl *sessionLimit) release() { sl.n.Add(-1) }
-
 // open returns the number of slots taken.
-func (sl *sessionLimit) open() int { return int(sl.n.Load()) }
-
-// message is the reason a connection beyond the limit is closed with.
-func (sl *sessionLimit) message() string {
-	return fmt.Sprintf("session limit of %d reached", sl.max)
+func (sl *sessionLimit) open() int {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.n
 }
 
-// refuse closes conn, which is beyond the limit, with SessionLimitError.
-func (sl *sessionLimit) refuse(conn *quic.Conn, log *slog.Logger) {
-	log.Warn("kwik: connection refused", "remote", conn.RemoteAddr().String(), "reason", sl.message())
-	conn.CloseWithError(quic.ApplicationErrorCode(SessionLimitError), sl.message())
+// refuse closes conn, which is beyond a limit, with SessionLimitError and
+// reason as the message.
+func (sl *sessionLimit) refuse(conn *quic.Conn, reason string, log *slog.Logger) {
+	log.Warn("kwik: connection refused", "remote", conn.RemoteAddr().String(), "reason", reason)
+	conn.CloseWithError(quic.ApplicationErrorCode(SessionLimitError), reason)
 }
 
 // errFrameTimeout reports a control frame that began but did not end within

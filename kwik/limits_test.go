@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
+	"net/netip"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/kwikfs/kwikfs/kwik/internal/wire"
@@ -400,18 +403,129 @@ func TestLimitDefaults(t *testing.T) {
 	if _, err := (&Config{TLSConfig: srvTLS, FrameTimeout: -1}).resolve(); err == nil {
 		t.Fatal("negative FrameTimeout accepted")
 	}
-	unlimited := newSessionLimit(-1)
+	a, b := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
+	unlimited := newSessionLimit(&Config{MaxSessions: -1, MaxSessionsPerSource: -1, MaxSetupsPerSource: -1})
 	for range 1000 {
-		if !unlimited.acquire() {
-			t.Fatal("MaxSessions < 0 refused a session")
+		if r := unlimited.acquire(a); r != "" {
+			t.Fatalf("no limits refused a session: %s", r)
 		}
 	}
-	one := newSessionLimit(1)
-	if !one.acquire() || one.acquire() {
+	one := newSessionLimit(&Config{MaxSessions: 1, MaxSessionsPerSource: -1, MaxSetupsPerSource: -1})
+	if one.acquire(a) != "" || one.acquire(b) != "session limit of 1 reached" {
 		t.Fatal("MaxSessions 1: want one slot")
 	}
-	one.release()
-	if !one.acquire() || one.open() != 1 {
+	one.setupDone(a)
+	one.release(a)
+	if one.acquire(b) != "" || one.open() != 1 {
 		t.Fatal("a released slot was not reused")
+	}
+}
+
+// TestSessionLimitPerSource: one source address holds at most
+// MaxSessionsPerSource slots and MaxSetupsPerSource of them in setup;
+// other addresses are not held back by it, and released slots come back.
+func TestSessionLimitPerSource(t *testing.T) {
+	a, b := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("::1")
+	sl := newSessionLimit(&Config{MaxSessions: 10, MaxSessionsPerSource: 3, MaxSetupsPerSource: 2})
+	for i := range 2 {
+		if r := sl.acquire(a); r != "" {
+			t.Fatalf("setup %d of a: %s", i, r)
+		}
+	}
+	if r := sl.acquire(a); r != "limit of 2 handshakes per source address reached" {
+		t.Fatalf("third setup of a: %q", r)
+	}
+	sl.setupDone(a)
+	sl.setupDone(a)
+	if r := sl.acquire(a); r != "" {
+		t.Fatalf("third session of a once its setups ended: %s", r)
+	}
+	sl.setupDone(a)
+	if r := sl.acquire(a); r != "limit of 3 sessions per source address reached" {
+		t.Fatalf("fourth session of a: %q", r)
+	}
+	if r := sl.acquire(b); r != "" {
+		t.Fatalf("b held back by a: %s", r)
+	}
+	sl.setupDone(b)
+	sl.release(a)
+	if r := sl.acquire(a); r != "" || sl.open() != 4 {
+		t.Fatalf("a released slot of a: %q, %d open, want 4", r, sl.open())
+	}
+}
+
+// TestListenerLimitsPerSource dials a listener from 127.0.0.2: beyond
+// MaxSessionsPerSource sessions, and beyond MaxSetupsPerSource
+// connections that never send SETTINGS (which it closes after
+// SetupTimeout), that address is refused at once, while a client from
+// 127.0.0.1 sets up a session meanwhile.
+func TestListenerLimitsPerSource(t *testing.T) {
+	p := newPair(t, func(srv, _ *Config) {
+		srv.MaxSessionsPerSource = 4
+		srv.MaxSetupsPerSource = 2
+		srv.SetupTimeout = time.Second
+	})
+	echo(p.srv) // the pair's own session, from 127.0.0.1
+	_, cliTLS := testTLS(t)
+	from2 := &Config{TLSConfig: cliTLS, Logger: quietLogger(), LocalAddr: "127.0.0.2:0"}
+	var held []*Session
+	for range 2 {
+		s, srv := dialAccept(t, p.l, from2)
+		echo(srv)
+		held = append(held, s)
+	}
+
+	// Connections from 127.0.0.2 that stop after the QUIC handshake.
+	rawTLS := cliTLS.Clone()
+	rawTLS.NextProtos = []string{ALPN}
+	rawTLS.ServerName = "127.0.0.1"
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.0.2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	defer tr.Close()
+	var raws []*quic.Conn
+	for range 2 {
+		c, err := tr.Dial(testCtx(t), p.l.Addr().(*net.UDPAddr), rawTLS, &quic.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws = append(raws, c)
+	}
+	waitFor(t, "the silent connections in setup", func() bool { return p.l.Sessions() == 5 })
+	start := time.Now()
+	for _, want := range []string{"limit of 4 sessions per source address reached", "limit of 2 handshakes per source address reached"} {
+		if want == "limit of 2 handshakes per source address reached" {
+			held[0].Close() // a session slot free again: the setups are the limit now
+			waitFor(t, "the closed session's slot", func() bool { return p.l.Sessions() == 4 })
+		}
+		s, err := Dial(testCtx(t), p.l.Addr().String(), from2)
+		var se *SessionError
+		if err == nil {
+			s.Close()
+			t.Fatalf("a session from 127.0.0.2 beyond the limits was set up (want %q)", want)
+		}
+		if !errors.As(err, &se) || se.Code != SessionLimitError || se.Message != want {
+			t.Fatalf("Dial from 127.0.0.2: %v, want SESSION_LIMIT_ERROR %q", err, want)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("refusals took %v", d)
+	}
+	other, otherSrv := dialAccept(t, p.l, &Config{TLSConfig: cliTLS, Logger: quietLogger()})
+	echo(otherSrv)
+	if got, err := roundTrip(testCtx(t), other, []byte("local")); err != nil || string(got) != "local" {
+		t.Fatalf("a session from 127.0.0.1: %q, %v", got, err)
+	}
+	for i, c := range raws {
+		select {
+		case <-c.Context().Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("silent connection %d still open 10 s after its SetupTimeout", i)
+		}
+	}
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Errorf("silent connections closed after %v, before their SetupTimeout", d)
 	}
 }

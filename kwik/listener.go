@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -65,7 +66,7 @@ func Listen(addr string, conf *Config) (*Listener, error) {
 		cancel:  cancel,
 		pending: make(chan struct{}, maxPendingSessions),
 		queue:   make(chan *Session),
-		limit:   newSessionLimit(c.MaxSessions),
+		limit:   newSessionLimit(c),
 	}
 	l.wg.Go(l.acceptLoop)
 	return l, nil
@@ -90,30 +91,32 @@ func (l *Listener) acceptLoop() {
 		}
 		l.wg.Go(func() {
 			defer func() { <-l.pending }()
-			if !l.limit.acquire() {
-				l.limit.refuse(conn, l.conf.Logger)
+			src := sourceOf(conn)
+			if reason := l.limit.acquire(src); reason != "" {
+				l.limit.refuse(conn, reason, l.conf.Logger)
 				l.tr.release()
 				return
 			}
-			l.setup(conn)
+			l.setup(conn, src)
 		})
 	}
 }
 
-// setup runs the kwik handshake on an accepted connection and hands the
-// session to Accept.
-func (l *Listener) setup(conn *quic.Conn) {
-	ctx, cancel := context.WithTimeout(l.ctx, l.conf.HandshakeTimeout)
+// setup runs the kwik handshake on an accepted connection from src, within
+// Config.SetupTimeout, and hands the session to Accept.
+func (l *Listener) setup(conn *quic.Conn, src netip.Addr) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.conf.SetupTimeout)
 	s, err := setupSession(ctx, conn, l.tr, l.conf, false)
 	cancel()
+	l.limit.setupDone(src)
 	if err != nil {
-		l.limit.release()
+		l.limit.release(src)
 		l.conf.Logger.Info("kwik: session setup failed", "remote", conn.RemoteAddr().String(), "err", err)
 		return
 	}
 	// The slot is free again as soon as the session closes, however it
 	// closes (the callback only counts).
-	context.AfterFunc(s.ctx, l.limit.release)
+	context.AfterFunc(s.ctx, func() { l.limit.release(src) })
 	select {
 	case l.queue <- s:
 	case <-l.ctx.Done():

@@ -125,7 +125,7 @@ func ListenSecondary(addr string, conf *Config) (*Secondary, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		pending: make(chan struct{}, maxPendingSessions),
-		limit:   newSessionLimit(c.MaxSessions),
+		limit:   newSessionLimit(c),
 		cmds:    make(chan *Command),
 		used:    make(map[[2]uint64]uint64),
 		paths:   make(map[*secPath]struct{}),
@@ -217,13 +217,15 @@ func (sec *Secondary) acceptLoop() {
 
 // serve admits conn as a path and then serves it until it ends.
 func (sec *Secondary) serve(conn *quic.Conn) {
-	if !sec.limit.acquire() {
+	src := sourceOf(conn)
+	if reason := sec.limit.acquire(src); reason != "" {
 		<-sec.pending
-		sec.limit.refuse(conn, sec.log)
+		sec.limit.refuse(conn, reason, sec.log)
 		return
 	}
-	defer sec.limit.release()
+	defer sec.limit.release(src)
 	p, err := sec.admit(conn)
+	sec.limit.setupDone(src)
 	<-sec.pending
 	if err != nil {
 		reason := refusalReason(err)
@@ -289,7 +291,7 @@ func (sec *Secondary) countRefusal(reason error) {
 // its own SETTINGS. It returns an error matching a refusal sentinel if the
 // token is missing or not acceptable.
 func (sec *Secondary) admit(conn *quic.Conn) (*secPath, error) {
-	ctx, cancel := context.WithTimeout(sec.ctx, sec.conf.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(sec.ctx, sec.conf.SetupTimeout)
 	defer cancel()
 	ctrl, err := conn.AcceptStream(ctx)
 	if err != nil {
