@@ -30,6 +30,8 @@ const (
 	DefaultMaxSessionsPerSource = 32
 	DefaultMaxSetupsPerSource   = 8
 	DefaultSetupTimeout         = 5 * time.Second
+	DefaultMaxCommandsPerPath   = 16
+	DefaultWriteTimeout         = 10 * time.Second
 	DefaultPathStallTimeout     = 2 * time.Second
 )
 
@@ -100,6 +102,17 @@ type Config struct {
 	// has not sent SETTINGS (and a secondary path its token) by then is
 	// closed. Default 5 s. Ignored by Dial.
 	SetupTimeout time.Duration
+	// MaxCommandsPerPath, on a secondary, bounds the commands of one path
+	// handed to AcceptCommand and not yet done (closed, or their grant
+	// written whole): the path reads no further command meanwhile, so one
+	// client cannot hold every command slot of the server. Default 16.
+	MaxCommandsPerPath int
+	// WriteTimeout, on a secondary, bounds each write of a command's data
+	// (Command.Write, WriteAt): a client that takes none of it for that
+	// long (it stopped reading, or its link died without a word) has its
+	// path closed with WriteStalled, which ends its commands and frees
+	// their slots. Default 10 s.
+	WriteTimeout time.Duration
 	// LocalAddr is the UDP address (host:port) Dial binds its socket to,
 	// which the secondary paths share; "" means any address and a free
 	// port. Ignored by Listen and ListenSecondary.
@@ -211,6 +224,8 @@ func (c *Config) resolve() (*Config, error) {
 	setDefault(&r.MaxSessionsPerSource, DefaultMaxSessionsPerSource)
 	setDefault(&r.MaxSetupsPerSource, DefaultMaxSetupsPerSource)
 	setDefault(&r.SetupTimeout, DefaultSetupTimeout)
+	setDefault(&r.MaxCommandsPerPath, DefaultMaxCommandsPerPath)
+	setDefault(&r.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&r.FrameTimeout, r.IdleTimeout)
 	setDefault(&r.PathStallTimeout, DefaultPathStallTimeout)
 	if r.PathStallTimeout < 0 {

@@ -145,7 +145,10 @@
 // s) of the QUIC handshake; a connection beyond a limit is closed at once
 // with SessionLimitError ("session limit of N reached", "limit of N
 // sessions per source address reached", "limit of N handshakes per source
-// address reached"), which the dialler's Dial or AddPath returns. A control frame must arrive
+// address reached"), which the dialler's Dial or AddPath returns. A
+// secondary hands over at most MaxCommandsPerPath (16) commands of one
+// path at once, and closes with WriteStalled a path whose client takes
+// none of a command's data for WriteTimeout (10 s). A control frame must arrive
 // whole within FrameTimeout (default IdleTimeout, 30 s) of its first byte,
 // and a new data stream must bring its headers within FrameTimeout; a
 // session that breaks either is closed with ProtocolViolation. So a peer

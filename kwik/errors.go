@@ -28,6 +28,9 @@ const (
 	// PathStalled: a client closed a secondary path that received no data
 	// for Config.PathStallTimeout after it was given work.
 	PathStalled ErrorCode = 0x9
+	// WriteStalled: a secondary closed a path whose client took none of
+	// its data for Config.WriteTimeout.
+	WriteStalled ErrorCode = 0xa
 )
 
 var codeNames = map[ErrorCode]string{
@@ -41,6 +44,7 @@ var codeNames = map[ErrorCode]string{
 	PathRefused:       "PATH_REFUSED",
 	SessionLimitError: "SESSION_LIMIT_ERROR",
 	PathStalled:       "PATH_STALLED",
+	WriteStalled:      "WRITE_STALLED",
 }
 
 // String returns the code's name, or its number in hex.

@@ -1,6 +1,8 @@
 package kwik
 
 import (
+	"bufio"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -527,5 +530,119 @@ func TestListenerLimitsPerSource(t *testing.T) {
 	}
 	if d := time.Since(start); d < 500*time.Millisecond {
 		t.Errorf("silent connections closed after %v, before their SetupTimeout", d)
+	}
+}
+
+// hostilePath opens a path to sec as a client that never reads would: a
+// QUIC connection that grants the secondary 16 KiB of receive window in
+// all, a valid token for path pid of c's session, and then the commands
+// cmds relayed, none of whose data it will ever take.
+func hostilePath(t *testing.T, c *cluster, sec *Secondary, pid PathID, cmds [][]byte) *quic.Conn {
+	t.Helper()
+	ctx := testCtx(t)
+	_, cliTLS := testTLS(t)
+	tlsConf := cliTLS.Clone()
+	tlsConf.NextProtos = []string{ALPN}
+	tlsConf.ServerName = "127.0.0.1"
+	const win = 16 << 10
+	conn, err := quic.DialAddr(ctx, sec.Addr().String(), tlsConf, &quic.Config{
+		InitialStreamReceiveWindow: win, MaxStreamReceiveWindow: win,
+		InitialConnectionReceiveWindow: win, MaxConnectionReceiveWindow: win,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	ctrl, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := c.srv.keys.issueToken(c.srv.id, pid, sec.AdvertisedAddr(), time.Now().Add(time.Minute))
+	if err := writeFrames(ctrl, localSettings(c.cli.conf), &wire.AddPath{PathID: uint64(pid), Addr: sec.AdvertisedAddr(), Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFirstFrame(ctx, ctrl, bufio.NewReader(ctrl), c.cli.conf, "secondary SETTINGS"); err != nil {
+		t.Fatalf("the hostile path was not admitted: %v", err)
+	}
+	for _, b := range cmds {
+		if err := writeFrames(ctrl, &wire.RawData{PathID: uint64(pid), Command: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conn
+}
+
+// TestSecondaryPathShareAndWriteTimeout: a client that never reads its
+// secondary path gets at most MaxCommandsPerPath of its commands handed
+// over at once (the next once one is done) while another client's path
+// is served, and its path is closed with WriteStalled once a command's
+// write has waited WriteTimeout for it, which ends the write with an
+// error and frees its commands.
+func TestSecondaryPathShareAndWriteTimeout(t *testing.T) {
+	c := newCluster(t, 1, func(_, sec, _ *Config) {
+		sec.MaxCommandsPerPath = 2
+		sec.WriteTimeout = 300 * time.Millisecond
+	})
+	sec := c.secs[0]
+	const hostile = PathID(99)
+	exp := time.Now().Add(time.Minute)
+	g := Grant{StreamID: 1, Offset: 0, Length: 1 << 20}
+	var cmds [][]byte
+	for seq := range uint64(3) {
+		cmds = append(cmds, c.command(hostile, seq+1, exp, g, fmt.Sprintf("hostile %d", seq+1), nil))
+	}
+	conn := hostilePath(t, c, sec, hostile, cmds)
+	var held []*Command
+	for range 2 {
+		cmd, err := sec.AcceptCommand(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, cmd)
+	}
+
+	// The hostile path's share is taken: its third command waits, while
+	// the good client's path gets its command at once.
+	good := c.addPaths(t)[0]
+	_, srv := c.request(t)
+	if _, err := srv.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.srv.SendRawData(good, Grant{StreamID: srv.StreamID(), Length: 100}, []byte("good")); err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := sec.AcceptCommand(testCtx(t))
+	if err != nil || string(cmd.Payload()) != "good" {
+		t.Fatalf("the good path's command: %v, %v; want it before the hostile third", cmd, err)
+	}
+	cmd.Close()
+	held[1].Close()
+	third, err := sec.AcceptCommand(testCtx(t))
+	if err != nil || string(third.Payload()) != "hostile 3" {
+		t.Fatalf("after one hostile command was closed: %v, %v; want hostile 3", third, err)
+	}
+
+	start := time.Now()
+	_, err = held[0].Write(make([]byte, g.Length))
+	if d := time.Since(start); !errors.Is(err, os.ErrDeadlineExceeded) || d < 250*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("a write the client does not take: %v after %v; want a deadline error after about 300ms", err, d)
+	}
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the hostile connection is still open after its write timed out")
+	}
+	var appErr *quic.ApplicationError
+	if !errors.As(context.Cause(conn.Context()), &appErr) || ErrorCode(appErr.ErrorCode) != WriteStalled {
+		t.Errorf("the hostile connection ended with %v, want WRITE_STALLED", context.Cause(conn.Context()))
+	}
+	if third.Context().Err() == nil {
+		t.Error("the hostile path's other command is still live")
+	}
+	if st := sec.Stats(); st.PathsWriteStalled != 1 {
+		t.Errorf("PathsWriteStalled = %d, want 1", st.PathsWriteStalled)
+	}
+	if pathStats(t, c.cli, good).State != PathUp {
+		t.Error("the good client's path went down")
 	}
 }

@@ -56,7 +56,7 @@ type secondaryCounters struct {
 	tokMissing, tokInvalid, tokExpired, tokWrong, tokReused atomic.Uint64
 	cmdAccepted, cmdRefused, cmdReplayed, cmdExpired        atomic.Uint64
 	dataBytesSent, dataFramesSent                           atomic.Uint64
-	emptyAnswers                                            atomic.Uint64
+	emptyAnswers, pathsWriteStalled                         atomic.Uint64
 }
 
 // SecondaryStats is a snapshot of a secondary's counters.
@@ -86,6 +86,9 @@ type SecondaryStats struct {
 	// EmptyAnswers counts commands closed before anything was written for
 	// them, answered with an empty data stream (see Command.Close).
 	EmptyAnswers uint64
+	// PathsWriteStalled counts paths closed because their client took no
+	// data for Config.WriteTimeout (WriteStalled).
+	PathsWriteStalled uint64
 }
 
 // ListenSecondary listens for secondary paths on the UDP address addr
@@ -162,6 +165,7 @@ func (sec *Secondary) Stats() SecondaryStats {
 		DataBytesSent:        c.dataBytesSent.Load(),
 		DataFramesSent:       c.dataFramesSent.Load(),
 		EmptyAnswers:         c.emptyAnswers.Load(),
+		PathsWriteStalled:    c.pathsWriteStalled.Load(),
 	}
 	st.TokensRefused = st.TokensMissing + st.TokensInvalid + st.TokensExpired + st.TokensWrongSecondary + st.TokensReused
 	return st
@@ -349,6 +353,7 @@ func (sec *Secondary) admit(conn *quic.Conn) (*secPath, error) {
 		maxFrame:  int(min(uint64(sec.conf.MaxDataFramePayload), peer.MaxDataFramePayload)),
 		ctx:       pctx,
 		cancel:    pcancel,
+		open:      make(chan struct{}, sec.conf.MaxCommandsPerPath),
 	}, nil
 }
 
@@ -382,7 +387,8 @@ type secPath struct {
 	maxFrame  int
 	ctx       context.Context // done when the path ends
 	cancel    context.CancelFunc
-	lastSeq   uint64 // sequence number of the last accepted command; owned by readCommands
+	lastSeq   uint64        // sequence number of the last accepted command; owned by readCommands
+	open      chan struct{} // semaphore of Config.MaxCommandsPerPath: commands handed over, not yet done
 }
 
 // readCommands reads RAW_DATA frames until the path ends and hands the
@@ -427,9 +433,17 @@ func (p *secPath) readCommands() {
 			continue
 		}
 		sec.stats.cmdAccepted.Add(1)
+		// The path's share of the commands being served: it reads no
+		// further command while MaxCommandsPerPath of its own are open.
+		select {
+		case p.open <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
 		select {
 		case sec.cmds <- c:
 		case <-p.ctx.Done():
+			c.done()
 			return
 		}
 	}
@@ -478,6 +492,13 @@ type Command struct {
 	u        *quic.SendStream // the data stream, opened by the first write
 	hdrSent  bool
 	answered bool // a data stream was opened for the command (or Close sent an empty one)
+
+	doneOnce sync.Once // gives back the path's slot (secPath.open)
+}
+
+// done gives back the command's slot of its path's share, once.
+func (c *Command) done() {
+	c.doneOnce.Do(func() { <-c.p.open })
 }
 
 var _ io.WriterAt = (*Command)(nil)
@@ -517,6 +538,7 @@ func (c *Command) Write(p []byte) (int, error) {
 	c.written += uint64(n)
 	if err == nil && c.written == c.grant.Length {
 		c.closeLocked()
+		c.done()
 	}
 	return n, err
 }
@@ -551,6 +573,7 @@ func (c *Command) Close() error {
 		c.answerEmptyLocked()
 	}
 	c.closeLocked()
+	c.done()
 	return nil
 }
 
@@ -590,13 +613,23 @@ func (c *Command) writeLocked(off uint64, data []byte, fin bool) (int, error) {
 	if len(data) == 0 && !fin {
 		return 0, nil
 	}
+	timeout := p.sec.conf.WriteTimeout
 	if c.u == nil {
-		u, err := p.conn.OpenUniStreamSync(p.ctx)
+		ctx, cancel := context.WithTimeoutCause(p.ctx, timeout, os.ErrDeadlineExceeded)
+		u, err := p.conn.OpenUniStreamSync(ctx)
+		cancel()
 		if err != nil {
+			if errors.Is(context.Cause(ctx), os.ErrDeadlineExceeded) && p.ctx.Err() == nil {
+				err = os.ErrDeadlineExceeded
+			}
 			return 0, c.writeError(err)
 		}
 		c.u, c.hdrSent, c.answered = u, false, true
 	}
+	// Each frame must leave within WriteTimeout: a client that stops
+	// reading its path gets it closed (writeError), and the command's
+	// slot back.
+	c.u.SetWriteDeadline(time.Now().Add(timeout))
 	written := 0
 	var hdr [wire.MaxStreamHeaderLen + wire.MaxDataHeaderLen]byte
 	for first := true; first || written < len(data); first = false {
@@ -629,7 +662,16 @@ func (c *Command) writeError(err error) error {
 	case c.p.ctx.Err() != nil:
 		return fmt.Errorf("kwik: path %d: %w", c.p.id, ErrClosed)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return errDeadline
+		// The client takes none of the path's data: the path goes, and
+		// with it every command it holds.
+		p := c.p
+		msg := fmt.Sprintf("the client took no data for %v", p.sec.conf.WriteTimeout)
+		p.sec.stats.pathsWriteStalled.Add(1)
+		p.sec.log.Warn("kwik: closing a path whose client reads nothing", "remote", p.conn.RemoteAddr().String(),
+			"session", p.sessionID, "path", p.id, "timeout", p.sec.conf.WriteTimeout)
+		p.conn.CloseWithError(quic.ApplicationErrorCode(WriteStalled), msg)
+		p.cancel()
+		return fmt.Errorf("kwik: path %d: %s: %w", p.id, msg, errDeadline)
 	}
 	return fmt.Errorf("kwik: command data stream: %w", err)
 }

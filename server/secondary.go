@@ -176,8 +176,10 @@ func (s *Secondary) Stats() SecondaryStats {
 //
 // A command in progress stops between pieces when ctx ends or its path
 // does. A piece being written to a client that stopped reading blocks
-// until its path ends (the client's idle timeout, or sec.Close): to stop
-// at once, close sec when ctx ends (kwik-secondary does).
+// until kwik closes its path (kwik.Config.WriteTimeout) or sec is closed:
+// to stop at once, close sec when ctx ends (kwik-secondary does). One
+// path holds at most kwik.Config.MaxCommandsPerPath of the
+// MaxConcurrentCommands slots.
 func (s *Secondary) Serve(ctx context.Context, sec *kwik.Secondary) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
