@@ -9,7 +9,7 @@ PKGS    := ./...
 DEB_PKGS := fuse3 rsync attr iproute2 gcc
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test unit integration demo bench bench-peers bench-small bench-links fuzz vet deps peers-deps clean
+.PHONY: all build test unit integration demo demo-faults bench bench-peers bench-small bench-links fuzz vet deps peers-deps clean
 
 all: build
 
@@ -59,6 +59,12 @@ integration: deps
 
 demo: deps build
 	$(BIN)/kwikfs demo --dir demo --mountpoint mnt
+
+# The scripted story of faults (see README): a secondary and then the mount
+# daemon killed halfway through a copy of a 256 MiB file, every copy
+# checked with sha256; it ends by itself, or at Ctrl-C.
+demo-faults: deps build
+	$(BIN)/kwikfs demo --faults --dir demo --mountpoint mnt
 
 # Throughput report: ratios measured in the same run (see README).
 bench: deps build

@@ -35,7 +35,7 @@ func TestClientCertificates(t *testing.T) {
 		run(t, 2*time.Minute, "cp", "-r", m.dir, dst)
 		compareTrees(t, root, dst, compareOptions{})
 		st := m.status(t)
-		if len(st.Paths) != 2 || st.Paths[1].State != "up" || st.Paths[1].BytesReceived == 0 {
+		if len(st.Paths) != 2 || st.Paths[1].State != "up" || st.Paths[1].BytesDelivered == 0 {
 			t.Errorf("paths %+v; want the secondary's up and delivering", st.Paths)
 		}
 	})
@@ -108,10 +108,12 @@ func TestClientCertificates(t *testing.T) {
 	}
 
 	t.Run("server without --client-ca", func(t *testing.T) {
-		for _, binary := range []string{"kwik-primary", "kwik-secondary"} {
-			cmd := exec.Command(bin(binary), "--root", root, "--listen", "127.0.0.1:0",
-				"--cert", filepath.Join(certDir, certgen.CertFile), "--key", filepath.Join(certDir, certgen.KeyFile),
-				"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile))
+		for binary, key := range map[string][]string{
+			"kwik-primary":   {"--signing-key", filepath.Join(certDir, certgen.SigningKeyFile)},
+			"kwik-secondary": {"--verify-key", filepath.Join(certDir, certgen.VerifyKeyFile)},
+		} {
+			cmd := exec.Command(bin(binary), append([]string{"--root", root, "--listen", "127.0.0.1:0",
+				"--cert", filepath.Join(certDir, certgen.CertFile), "--key", filepath.Join(certDir, certgen.KeyFile)}, key...)...)
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
@@ -122,4 +124,50 @@ func TestClientCertificates(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSecondaryWithItsOwnCertificate gives each of two secondaries a
+// certificate of its own from `kwikfs certs --server NAME --host NAME`,
+// valid for its name and not for 127.0.0.1, and names them to the primary
+// with --secondary ADDR,name=NAME: the mount copies a tree identically
+// over both paths. A third secondary presenting mirror-1's certificate
+// under mirror-3's name is refused by the client (its path never comes
+// up), and the copy does not depend on it.
+func TestSecondaryWithItsOwnCertificate(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tree")
+	writeRandomFile(t, filepath.Join(root, "big.bin"), 24<<20, 9)
+	makeSmallTree(t, filepath.Join(root, "small"))
+	certDir := certs(t)
+	for _, name := range []string{"mirror-1.test", "mirror-2.test"} {
+		out := run(t, 30*time.Second, bin("kwikfs"), "certs", "--out", certDir, "--server", name)
+		if !strings.Contains(out, "server-"+name+".pem") {
+			t.Fatalf("kwikfs certs --server %s said %q", name, out)
+		}
+	}
+	own := func(name string) []string {
+		return []string{"--cert", filepath.Join(certDir, "server-"+name+".pem"), "--key", filepath.Join(certDir, "server-"+name+"-key.pem")}
+	}
+	s1 := startServer(t, "kwik-secondary", root, certDir, own("mirror-1.test")...)
+	s2 := startServer(t, "kwik-secondary", root, certDir, own("mirror-2.test")...)
+	impostor := startServer(t, "kwik-secondary", root, certDir, own("mirror-1.test")...)
+	p := startPrimary(t, root, certDir, "--chunk-size", "262144",
+		"--secondary", s1.addr+",name=mirror-1.test", "--secondary", s2.addr+",name=mirror-2.test",
+		"--secondary", impostor.addr+",name=mirror-3.test")
+	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"))
+	dst := filepath.Join(t.TempDir(), "copy")
+	run(t, 2*time.Minute, "cp", "-r", m.dir, dst)
+	compareTrees(t, root, dst, compareOptions{})
+	st := m.status(t)
+	delivered := map[string]uint64{}
+	for _, ps := range st.Paths {
+		delivered[ps.Remote] += ps.BytesDelivered
+		if ps.Remote == impostor.addr && ps.State == "up" {
+			t.Errorf("the impostor's path is up: %+v", ps)
+		}
+	}
+	for _, s := range []*server{s1, s2} {
+		if delivered[s.addr] == 0 {
+			t.Errorf("secondary %s delivered nothing; paths %+v", s.addr, st.Paths)
+		}
+	}
 }

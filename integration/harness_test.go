@@ -145,6 +145,11 @@ func startArgv(t *testing.T, cred *syscall.Credential, name, program string, arg
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
+		// The binaries are built with -race: a race any of them reports
+		// fails the test that started it.
+		if strings.Contains(p.Output(), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race", name)
+		}
 		if t.Failed() {
 			t.Logf("%s %s output:\n%s", name, strings.Join(args, " "), p.Output())
 		}
@@ -199,8 +204,13 @@ func startServerIn(t *testing.T, link *netnsLink, binary, root, certDir string, 
 		"--root", root, "--listen", listen,
 		"--cert", filepath.Join(certDir, certgen.CertFile),
 		"--key", filepath.Join(certDir, certgen.KeyFile),
-		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile),
 		"--log-level", "warn",
+	}
+	switch binary {
+	case "kwik-primary":
+		args = append(args, "--signing-key", filepath.Join(certDir, certgen.SigningKeyFile))
+	case "kwik-secondary":
+		args = append(args, "--verify-key", filepath.Join(certDir, certgen.VerifyKeyFile))
 	}
 	if !slices.Contains(extra, "--allow-anonymous") {
 		args = append(args, "--client-ca", filepath.Join(certDir, certgen.CAFile))

@@ -1,11 +1,10 @@
 package kwik
 
 import (
-	"crypto/hkdf"
-	"crypto/hmac"
-	"crypto/sha256"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kwikfs/kwikfs/kwik/internal/wire"
@@ -18,8 +17,8 @@ var (
 	// ErrTokenMissing: the client presented no path token (no ADD_PATH as
 	// the second control frame, within HandshakeTimeout).
 	ErrTokenMissing = errors.New("kwik: path token missing")
-	// ErrTokenInvalid: the token is malformed or its MAC does not verify
-	// under the secondary's cluster key.
+	// ErrTokenInvalid: the token is malformed or its signature does not
+	// verify under any of the secondary's VerifyKeys.
 	ErrTokenInvalid = errors.New("kwik: path token invalid")
 	// ErrTokenExpired: the token's expiry has passed.
 	ErrTokenExpired = errors.New("kwik: path token expired")
@@ -47,38 +46,69 @@ func refusalByText(msg string) error {
 // Reasons a secondary refuses a relayed command. They are counted
 // (SecondaryStats) and logged, never returned by the API.
 var (
-	errCommandMAC      = errors.New("command MAC does not verify")
-	errCommandPath     = errors.New("command for another session or path")
-	errCommandReplayed = errors.New("command replayed")
-	errCommandExpired  = errors.New("command expired")
+	errCommandSignature = errors.New("command signature does not verify")
+	errCommandPath      = errors.New("command for another session or path")
+	errCommandReplayed  = errors.New("command replayed")
+	errCommandExpired   = errors.New("command expired")
 )
 
-// clusterKeys are the keys derived from a cluster key: one for path tokens,
-// one for relayed commands, so that neither can pass for the other.
+// Signature contexts (Ed25519ctx, RFC 8032): a token's signature never
+// verifies as a command's, nor the other way round.
+const (
+	tokenContext   = "kwik path token v1"
+	commandContext = "kwik relayed command v1"
+)
+
+// clusterKeys are the primary's keys as one side holds them: a primary its
+// Ed25519 private key, which signs path tokens and relayed commands (and
+// verifies with its public half); a secondary only public keys, which
+// verify: it cannot mint a token or a command.
 type clusterKeys struct {
-	token, command []byte
+	sign   ed25519.PrivateKey  // nil on a secondary
+	verify []ed25519.PublicKey // tried in order
 }
 
-func newClusterKeys(secret []byte) (*clusterKeys, error) {
-	if len(secret) < minClusterKey {
-		return nil, fmt.Errorf("kwik: cluster key of %d bytes, want at least %d", len(secret), minClusterKey)
+// newSigningKeys returns a primary's keys for the private key priv.
+func newSigningKeys(priv ed25519.PrivateKey) (*clusterKeys, error) {
+	if len(priv) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("kwik: signing key of %d bytes, want an Ed25519 private key of %d", len(priv), ed25519.PrivateKeySize)
 	}
-	tk, err := hkdf.Key(sha256.New, secret, nil, "kwik path token key", sha256.Size)
-	if err != nil {
-		return nil, fmt.Errorf("kwik: derive token key: %w", err)
-	}
-	ck, err := hkdf.Key(sha256.New, secret, nil, "kwik relayed command key", sha256.Size)
-	if err != nil {
-		return nil, fmt.Errorf("kwik: derive command key: %w", err)
-	}
-	return &clusterKeys{token: tk, command: ck}, nil
+	return &clusterKeys{sign: priv, verify: []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)}}, nil
 }
 
-func sum(key, msg []byte) (out [wire.MACLen]byte) {
-	m := hmac.New(sha256.New, key)
-	m.Write(msg)
-	m.Sum(out[:0])
-	return out
+// newVerifyKeys returns a secondary's keys for the primary public keys
+// pubs (at least one).
+func newVerifyKeys(pubs []ed25519.PublicKey) (*clusterKeys, error) {
+	if len(pubs) == 0 {
+		return nil, ErrNoSigningKey
+	}
+	for _, k := range pubs {
+		if len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("kwik: verify key of %d bytes, want an Ed25519 public key of %d", len(k), ed25519.PublicKeySize)
+		}
+	}
+	return &clusterKeys{verify: slices.Clone(pubs)}, nil
+}
+
+// signature signs msg in context ctx; it panics without a private key (a
+// programming error: only a primary's sessions sign).
+func (k *clusterKeys) signature(ctx string, msg []byte) []byte {
+	sig, err := k.sign.Sign(nil, msg, &ed25519.Options{Context: ctx})
+	if err != nil {
+		panic(fmt.Sprintf("kwik: Ed25519 sign: %v", err))
+	}
+	return sig
+}
+
+// verified reports whether sig is a signature of msg in context ctx by one
+// of the verify keys.
+func (k *clusterKeys) verified(ctx string, msg, sig []byte) bool {
+	for _, pub := range k.verify {
+		if ed25519.VerifyWithOptions(pub, msg, sig, &ed25519.Options{Context: ctx}) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // unixMilli encodes a time for the wire (0 for times before 1970).
@@ -89,19 +119,18 @@ func unixMilli(t time.Time) uint64 { return uint64(max(t.UnixMilli(), 0)) }
 func (k *clusterKeys) issueToken(sid uint64, pid PathID, addr string, expiry time.Time) []byte {
 	t := wire.PathToken{SessionID: sid, PathID: uint64(pid), Expiry: unixMilli(expiry), Addr: addr}
 	b := t.AppendSigned(nil)
-	t.MAC = sum(k.token, b)
-	return append(b, t.MAC[:]...)
+	return append(b, k.signature(tokenContext, b)...)
 }
 
 // verifyToken checks an encoded token for the secondary at addr at time now.
-// The MAC is checked first, over the bytes received, so that only genuine
-// tokens are judged on their address and expiry.
+// The signature is checked first, over the bytes received, so that only
+// genuine tokens are judged on their address and expiry.
 func (k *clusterKeys) verifyToken(b []byte, addr string, now time.Time) (*wire.PathToken, error) {
 	t, err := wire.ParsePathToken(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTokenInvalid, err)
 	}
-	if want := sum(k.token, b[:len(b)-wire.MACLen]); !hmac.Equal(want[:], t.MAC[:]) {
+	if !k.verified(tokenContext, b[:len(b)-wire.SigLen], t.Sig[:]) {
 		return nil, ErrTokenInvalid
 	}
 	if t.Addr != addr {
@@ -113,23 +142,23 @@ func (k *clusterKeys) verifyToken(b []byte, addr string, now time.Time) (*wire.P
 	return t, nil
 }
 
-// signCommand sets c.MAC and returns the encoded command.
+// signCommand sets c.Sig and returns the encoded command.
 func (k *clusterKeys) signCommand(c *wire.Command) []byte {
 	b := c.AppendSigned(nil)
-	c.MAC = sum(k.command, b)
-	return append(b, c.MAC[:]...)
+	copy(c.Sig[:], k.signature(commandContext, b))
+	return append(b, c.Sig[:]...)
 }
 
-// verifyCommand decodes an encoded command and checks its MAC over the
-// bytes received. Session, path, sequence number and expiry are the
+// verifyCommand decodes an encoded command and checks its signature over
+// the bytes received. Session, path, sequence number and expiry are the
 // caller's to check.
 func (k *clusterKeys) verifyCommand(b []byte) (*wire.Command, error) {
 	c, err := wire.ParseCommand(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errCommandMAC, err)
+		return nil, fmt.Errorf("%w: %w", errCommandSignature, err)
 	}
-	if want := sum(k.command, b[:len(b)-wire.MACLen]); !hmac.Equal(want[:], c.MAC[:]) {
-		return nil, errCommandMAC
+	if !k.verified(commandContext, b[:len(b)-wire.SigLen], c.Sig[:]) {
+		return nil, errCommandSignature
 	}
 	return c, nil
 }

@@ -39,19 +39,20 @@ func (s *Session) handleAddPath(f *wire.AddPath) error {
 		p.end(&PathError{Path: id, Addr: f.Addr, Code: PathRefused, Message: ErrPathLimit.Error(), Err: ErrPathLimit})
 		return nil
 	}
-	s.log.Debug("kwik: dialling secondary", "path", id, "addr", f.Addr)
-	token := f.Token
-	s.spawn(func() { p.dial(token) })
+	s.log.Debug("kwik: dialling secondary", "path", id, "addr", f.Addr, "server_name", f.ServerName)
+	token, name := f.Token, f.ServerName
+	s.spawn(func() { p.dial(token, name) })
 	return nil
 }
 
-// dial connects path p to its secondary and presents token. It runs on a
-// session goroutine.
-func (p *path) dial(token []byte) {
+// dial connects path p to its secondary, verifying its certificate for
+// serverName (see dialSecondary), and presents token. It runs on a session
+// goroutine.
+func (p *path) dial(token []byte, serverName string) {
 	s := p.s
 	ctx, cancel := context.WithTimeout(p.ctx, s.conf.HandshakeTimeout)
 	defer cancel()
-	conn, ctrl, br, peer, err := s.dialSecondary(ctx, p.id, p.addr, token)
+	conn, ctrl, br, peer, err := s.dialSecondary(ctx, p.id, p.addr, serverName, token)
 	if err != nil {
 		if s.ctx.Err() == nil {
 			p.end(pathErrorFrom(p.id, p.addr, err))
@@ -82,14 +83,20 @@ func (p *path) dial(token []byte) {
 // dialSecondary opens a QUIC connection to the secondary at addr on the
 // session's UDP socket, sends SETTINGS and the token (as ADD_PATH) on a new
 // control stream and waits for the secondary's SETTINGS, which it sends
-// only if it admits the path.
-func (s *Session) dialSecondary(ctx context.Context, id PathID, addr string, token []byte) (*quic.Conn, *quic.Stream, *bufio.Reader, *wire.Settings, error) {
+// only if it admits the path. The secondary's certificate must be valid
+// for serverName, the name the primary announced for it; when that is
+// empty, for the client's TLSConfig.ServerName, or else the host of addr.
+func (s *Session) dialSecondary(ctx context.Context, id PathID, addr, serverName string, token []byte) (*quic.Conn, *quic.Stream, *bufio.Reader, *wire.Settings, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("kwik: secondary address: %w", err)
 	}
 	tlsConf := s.conf.TLSConfig
-	if tlsConf.ServerName == "" {
+	switch {
+	case serverName != "":
+		tlsConf = tlsConf.Clone()
+		tlsConf.ServerName = serverName
+	case tlsConf.ServerName == "":
 		tlsConf = tlsConf.Clone()
 		tlsConf.ServerName = host
 	}
@@ -139,6 +146,9 @@ func (p *path) end(e *PathError) {
 	s.pathMu.Lock()
 	if e.Code == PathStalled && !p.state.ended() {
 		s.stalledPaths.Add(1) // before the event, so that its reader sees it
+	}
+	if errors.Is(e.Err, ErrGrantViolation) && !p.state.ended() {
+		s.grantViolationPaths.Add(1)
 	}
 	changed := s.setStateLocked(p, state, e)
 	conn := p.conn
@@ -262,17 +272,86 @@ func (s *Session) lookupStream(id StreamID) *Stream {
 	return s.streams[id]
 }
 
+// Bounds on what a secondary may write outside its grants (client side).
+// A secondary path that exceeds one is closed with ProtocolViolation
+// (matching ErrGrantViolation), counted (PathStats.GrantViolation,
+// SessionStats.GrantViolationPaths) and reported to the primary as
+// PATH_STATUS failed. An honest secondary writes only the ranges its
+// commands grant, so it reaches none: its late bytes for a stream that
+// finished count as duplicates, unless the path has since seen more than
+// maxRetired of its streams finish (then as a refused stream).
+const (
+	// maxOutOfGrantBytes bounds the bytes outside the path's grants,
+	// for streams it may not write included (OutOfGrantBytes).
+	maxOutOfGrantBytes = 1 << 20
+	// maxOutOfGrantFrames bounds the data frames with bytes outside the
+	// grants, with a FIN or without payload (OutOfGrantFrames).
+	maxOutOfGrantFrames = 8
+	// maxRefusedStreams bounds the data streams for logical streams that
+	// do not exist (RefusedStreams).
+	maxRefusedStreams = 4
+)
+
+// ErrGrantViolation is matched (errors.Is) by the *PathError, of code
+// ProtocolViolation, of a secondary path that the client closed because
+// its secondary wrote outside its grants beyond a bound: more than 1 MiB,
+// in more than 8 data frames, or for more than 4 streams that do not
+// exist.
+var ErrGrantViolation = errors.New("kwik: secondary wrote outside its grants")
+
+// checkGrantBounds ends secondary path p (client side), and reports true,
+// if its secondary has written outside its grants beyond a bound (see
+// maxOutOfGrantBytes).
+func (p *path) checkGrantBounds() bool {
+	var what string
+	switch b, f, r := p.stats.oogBytes.Load(), p.stats.oogFrames.Load(), p.stats.refusedStreams.Load(); {
+	case b > maxOutOfGrantBytes:
+		what = fmt.Sprintf("%d bytes outside its grants, over the limit of %d", b, maxOutOfGrantBytes)
+	case f > maxOutOfGrantFrames:
+		what = fmt.Sprintf("%d data frames outside its grants, over the limit of %d", f, maxOutOfGrantFrames)
+	case r > maxRefusedStreams:
+		what = fmt.Sprintf("data for %d streams that do not exist, over the limit of %d", r, maxRefusedStreams)
+	default:
+		return false
+	}
+	p.end(&PathError{Path: p.id, Addr: p.addr, Code: ProtocolViolation, Message: "secondary wrote " + what, Err: ErrGrantViolation})
+	return true
+}
+
+// grantedRun reports whether byte off of st lies inside path id's grants,
+// and how many bytes from off, at most n, lie on the same side. Grants
+// only grow, so bytes inside stay inside.
+func (st *Stream) grantedRun(id PathID, off, n uint64) (in bool, run uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	first := true
+	st.grants[id].clip(off, off+n, func(a, b uint64, inside bool) {
+		if first {
+			in, run, first = inside, b-a, false
+		}
+	})
+	return in, run
+}
+
 // readSecondaryData reads a data stream from a secondary (client side). Its
 // bytes are pushed into the logical stream only where the path's grants
 // cover them; the rest is dropped and counted. A secondary never opens a
 // logical stream: a data stream for a stream that does not exist is read
 // to its end and counted (RefusedStreams, OutOfGrantBytes), or, for a
 // stream that finished while the path held grants on it, counted as
-// duplicates. Framing errors end the path, never the session. Every byte
-// read counts as data for stall detection (see stallWatch).
+// duplicates. Framing errors end the path, never the session, and so does
+// writing outside the grants beyond a bound (see maxOutOfGrantBytes).
+//
+// Only granted bytes count as data for stall detection (see stallWatch):
+// bytes inside the path's grants, whatever becomes of them, bytes for a
+// stream that finished while the path held grants on it, and the empty
+// data stream that answers a command the secondary cannot serve (a header
+// naming such a stream, then the end). Headers and bytes outside the
+// grants do not.
 func (p *path) readSecondaryData(rs *quic.ReceiveStream) {
 	s := p.s
-	br := bufio.NewReaderSize(dataReader{rs, &p.stall}, 512)
+	dr := &dataReader{rs: rs, w: &p.stall}
+	br := bufio.NewReaderSize(dr, 512)
 	raw, err := wire.ReadStreamHeader(br)
 	if err != nil {
 		p.secondaryReadFailed(noEOF(err))
@@ -281,19 +360,27 @@ func (p *path) readSecondaryData(rs *quic.ReceiveStream) {
 	id := StreamID(raw)
 	st := s.lookupStream(id)
 	dupOnly := false
+	held := false // p holds grants on st
 	if st != nil {
 		st.mu.Lock()
 		st.toPushLocked() // several sources from now on
+		held = st.grants[p.id] != nil
 		st.mu.Unlock()
 	} else if dupOnly = p.isRetired(id); !dupOnly {
 		p.stats.refusedStreams.Add(1)
 		s.reportSoon()
 		s.log.Warn("kwik: secondary tried to write a stream it has no grant on", "path", p.id, "stream", id)
+		if p.checkGrantBounds() {
+			return
+		}
 	}
 	var small [reassembly.SmallPiece]byte
-	for {
+	for frames := 0; ; frames++ {
 		h, err := wire.ReadDataHeader(br)
 		if err != nil {
+			if err == io.EOF && frames == 0 && (held || dupOnly) {
+				p.stall.noteData() // an empty answer (Command.Close)
+			}
 			p.secondaryReadFailed(err)
 			return
 		}
@@ -304,50 +391,68 @@ func (p *path) readSecondaryData(rs *quic.ReceiveStream) {
 		}
 		p.stats.dataFramesRecv.Add(1)
 		p.stats.dataBytesRecv.Add(h.Length)
-		outside := h.Fin && st != nil // a secondary never ends a stream
+		// A secondary never ends a stream, nor sends an empty frame.
+		outside := h.Length == 0 || (h.Fin && st != nil)
 		off, rest := h.Offset, h.Length
 		for rest > 0 {
-			n := int(min(rest, reassembly.MaxChunk))
-			if st == nil {
-				k, err := io.CopyN(io.Discard, br, int64(n))
-				if dupOnly {
-					p.stats.dupBytes.Add(uint64(k))
-				} else {
-					p.stats.oogBytes.Add(uint64(k))
-					outside = true
-				}
-				if err != nil {
-					p.secondaryReadFailed(noEOF(err))
-					return
-				}
-			} else {
+			n := min(rest, reassembly.MaxChunk)
+			in := dupOnly
+			if st != nil {
+				in, n = st.grantedRun(p.id, off, n)
+			}
+			var k int
+			var rerr error
+			dr.granted = in
+			switch {
+			case st == nil || !in:
+				var k64 int64
+				k64, rerr = io.CopyN(io.Discard, br, int64(n))
+				k = int(k64)
+			default:
 				var c *reassembly.Chunk
 				var buf []byte
 				if n > reassembly.SmallPiece {
-					c = reassembly.NewChunk(n)
+					c = reassembly.NewChunk(int(n))
 					buf = c.Bytes()
 				} else {
 					buf = small[:n]
 				}
-				k, rerr := io.ReadFull(br, buf)
+				k, rerr = io.ReadFull(br, buf)
 				if k > 0 && st.pushGranted(p, off, buf[:k], c) {
-					outside = true
+					outside = true // not expected: grants only grow
 				}
 				if c != nil {
 					c.Release()
 				}
-				if rerr != nil {
-					p.secondaryReadFailed(noEOF(rerr))
-					return
-				}
 			}
-			off += uint64(n)
-			rest -= uint64(n)
+			dr.granted = false
+			switch {
+			case in && k > 0:
+				// Also for bytes read ahead with the header.
+				p.stall.noteData()
+				if st == nil {
+					p.stats.dupBytes.Add(uint64(k))
+				}
+			case !in:
+				p.stats.oogBytes.Add(uint64(k))
+				outside = true
+				s.reportSoon()
+			}
+			if rerr != nil {
+				p.secondaryReadFailed(noEOF(rerr))
+				return
+			}
+			if !in && p.checkGrantBounds() {
+				return
+			}
+			off += n
+			rest -= n
 		}
 		if outside {
 			p.stats.oogFrames.Add(1)
-			if st == nil || h.Fin {
-				s.reportSoon()
+			s.reportSoon()
+			if p.checkGrantBounds() {
+				return
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package kwik
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -20,10 +21,16 @@ type cluster struct {
 	cli, srv *Session
 }
 
-// clusterKey returns the test bundle's cluster key.
-func clusterKey(t testing.TB) []byte {
+// signingKey returns the test bundle's signing key.
+func signingKey(t testing.TB) ed25519.PrivateKey {
 	testTLS(t)
-	return bundle.ClusterKey
+	return bundle.SigningKey
+}
+
+// verifyKeys returns the public half of the test bundle's signing key, as
+// a secondary holds it.
+func verifyKeys(t testing.TB) []ed25519.PublicKey {
+	return []ed25519.PublicKey{signingKey(t).Public().(ed25519.PublicKey)}
 }
 
 // newCluster starts a primary, nsec secondaries on 127.0.0.1 and a client.
@@ -31,8 +38,8 @@ func clusterKey(t testing.TB) []byte {
 func newCluster(t testing.TB, nsec int, mod func(prim, sec, cli *Config)) *cluster {
 	t.Helper()
 	srvTLS, cliTLS := testTLS(t)
-	pc := &Config{TLSConfig: srvTLS, ClusterKey: clusterKey(t), Logger: quietLogger()}
-	sc := &Config{TLSConfig: srvTLS, ClusterKey: clusterKey(t), Logger: quietLogger()}
+	pc := &Config{TLSConfig: srvTLS, SigningKey: signingKey(t), Logger: quietLogger()}
+	sc := &Config{TLSConfig: srvTLS, VerifyKeys: verifyKeys(t), Logger: quietLogger()}
 	cc := &Config{TLSConfig: cliTLS, Logger: quietLogger()}
 	if mod != nil {
 		mod(pc, sc, cc)

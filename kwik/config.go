@@ -1,10 +1,13 @@
 package kwik
 
 import (
+	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -33,13 +36,11 @@ const (
 	DefaultMaxCommandsPerPath   = 16
 	DefaultWriteTimeout         = 10 * time.Second
 	DefaultPathStallTimeout     = 2 * time.Second
+	DefaultMaxControlQueueBytes = 4 << 20
 )
 
 // maxPaths bounds Config.MaxPaths, so that a client's REPORT stays small.
 const maxPaths = 32
-
-// minClusterKey is the shortest cluster key kwik accepts.
-const minClusterKey = 32
 
 // minPathStallTimeout is the shortest PathStallTimeout Config accepts.
 const minPathStallTimeout = 10 * time.Millisecond
@@ -47,6 +48,9 @@ const minPathStallTimeout = 10 * time.Millisecond
 // minFrameLimit is the smallest MaxControlFrameSize and MaxDataFramePayload a
 // peer may announce, and that Config accepts.
 const minFrameLimit = 1 << 10
+
+// minControlQueue is the smallest MaxControlQueueBytes Config accepts.
+const minControlQueue = 64 << 10
 
 // Config configures a Dial or a Listen. A zero field takes its default.
 // Config is not modified and may be shared.
@@ -133,17 +137,23 @@ type Config struct {
 	// with the same secret answers their packets with a QUIC stateless reset,
 	// so clients reconnect immediately instead of after IdleTimeout. It must
 	// be a persistent secret of at least 32 bytes known only to the server
-	// (kwik-primary uses its cluster key); kwik derives the reset key from
+	// (kwik servers use one derived from their TLS key); kwik derives the reset key from
 	// it. Nil disables stateless resets. Ignored by Dial.
 	StatelessResetSecret []byte
 
-	// ClusterKey is the secret a primary shares with its secondaries, at
-	// least 32 bytes (kwikfs's cluster key file holds 32). On a Listen, the
-	// primary's sessions use it to sign path tokens (AddPath) and relayed
-	// commands (SendRawData); without it they refuse both with
-	// ErrNoClusterKey. ListenSecondary requires it. Dial ignores it: a
-	// client never holds the key.
-	ClusterKey []byte
+	// SigningKey, on a Listen, is the primary's Ed25519 private key: its
+	// sessions sign path tokens (AddPath) and relayed commands
+	// (SendRawData) with it; without it they refuse both with
+	// ErrNoSigningKey. Ignored elsewhere: neither a client nor a secondary
+	// ever holds it.
+	SigningKey ed25519.PrivateKey
+	// VerifyKeys, on a secondary (ListenSecondary requires at least one),
+	// are the primary public keys whose signatures it accepts on path
+	// tokens and commands: one, or the old and the new one while the
+	// primary's key is replaced. A secondary holds no key that signs, so
+	// neither it nor anyone who takes its files can mint a token or a
+	// command. Ignored elsewhere.
+	VerifyKeys []ed25519.PublicKey
 	// AdvertiseAddr, on a secondary, is the address the primary names in
 	// its path tokens (AddPath's addr), spelled exactly the same way: the
 	// secondary admits only tokens for this address. Default: the bound
@@ -162,17 +172,30 @@ type Config struct {
 	// bytes is reported at once. Default 20 ms.
 	ReportInterval time.Duration
 	// PathStallTimeout, on a client, is how long a secondary path may stay
-	// silent after it was given work: a path on which no data has arrived
-	// for PathStallTimeout since the first command relayed to it after its
-	// last data is closed as stalled (PathError with code PathStalled,
-	// matching ErrPathStalled), and the primary learns it as PathFailed.
-	// A path that keeps receiving data, however slowly, or that has been
+	// silent after it was given work: a path on which no granted data has
+	// arrived for PathStallTimeout since the first command relayed to it
+	// after its last granted data is closed as stalled (PathError with code
+	// PathStalled, matching ErrPathStalled), and the primary learns it as
+	// PathFailed. Bytes outside the path's grants are no progress. A path
+	// that keeps receiving granted data, however slowly, or that has been
 	// given nothing since its last data, is never closed for it (see
 	// doc.go, Stall detection). It must exceed the secondary's worst
 	// honest time to answer a command (RTT, queueing, a disk read).
 	// Default 2 s, minimum 10 ms; negative disables stall detection.
 	// Ignored by Listen and ListenSecondary.
 	PathStallTimeout time.Duration
+	// MaxControlQueueBytes bounds, per path, the control frames this side
+	// holds for a peer that does not read them: frames queued and frames
+	// being written to the control stream (window updates, coalesced to
+	// one per stream, are not counted). A frame that would take it beyond
+	// the bound is dropped (PathStats.ControlFramesDropped) and the path
+	// ends with ControlQueueOverflow: the whole session for path 0, only
+	// that path for a client's secondary path (whose secondary stopped
+	// reading the commands relayed to it). The peer's control stream
+	// window (QUIC's, sized like StreamReceiveWindow) comes on top. A
+	// frame is always queued when nothing is held, so a single frame
+	// larger than the bound never overflows. Default 4 MiB, minimum 64 KiB.
+	MaxControlQueueBytes int
 
 	// HandshakeTimeout bounds the QUIC and TLS handshakes and the exchange of
 	// SETTINGS (and, on a secondary, the presentation of the path token).
@@ -191,6 +214,11 @@ type Config struct {
 	// now is the clock for tokens and commands; nil means time.Now. Tests
 	// in this package set it to issue or judge expired tokens.
 	now func() time.Time
+	// beforeControlRead, if set, is called by the control reader of path 0
+	// before it reads each frame; it may block, and must return once ctx
+	// (the session's) is done. Tests in this package set it to make a
+	// peer stop reading its control stream.
+	beforeControlRead func(ctx context.Context)
 }
 
 // resolve returns a copy of c with defaults applied, validated.
@@ -228,15 +256,14 @@ func (c *Config) resolve() (*Config, error) {
 	setDefault(&r.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&r.FrameTimeout, r.IdleTimeout)
 	setDefault(&r.PathStallTimeout, DefaultPathStallTimeout)
+	setDefault(&r.MaxControlQueueBytes, DefaultMaxControlQueueBytes)
 	if r.PathStallTimeout < 0 {
 		r.PathStallTimeout = 0 // disabled
 	}
 	if r.now == nil {
 		r.now = time.Now
 	}
-	if c.ClusterKey != nil {
-		r.ClusterKey = append([]byte(nil), c.ClusterKey...)
-	}
+	r.VerifyKeys = slices.Clone(c.VerifyKeys)
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
@@ -249,14 +276,16 @@ func (c *Config) resolve() (*Config, error) {
 		return nil, fmt.Errorf("kwik: MaxDataFramePayload %d below %d", r.MaxDataFramePayload, minFrameLimit)
 	case r.StreamReceiveWindow > maxWindow || r.SessionReceiveWindow > maxWindow:
 		return nil, fmt.Errorf("kwik: receive windows above %d bytes", uint64(maxWindow))
-	case r.ClusterKey != nil && len(r.ClusterKey) < minClusterKey:
-		return nil, fmt.Errorf("kwik: ClusterKey of %d bytes, want at least %d", len(r.ClusterKey), minClusterKey)
+	case r.SigningKey != nil && len(r.SigningKey) != ed25519.PrivateKeySize:
+		return nil, fmt.Errorf("kwik: SigningKey of %d bytes, want an Ed25519 private key of %d", len(r.SigningKey), ed25519.PrivateKeySize)
 	case r.MaxPaths < 0 || r.MaxPaths > maxPaths:
 		return nil, fmt.Errorf("kwik: MaxPaths %d outside [0, %d]", r.MaxPaths, maxPaths)
 	case r.TokenLifetime < 0 || r.ReportInterval < 0:
 		return nil, errors.New("kwik: negative TokenLifetime or ReportInterval")
 	case r.FrameTimeout < 0:
 		return nil, errors.New("kwik: negative FrameTimeout")
+	case r.MaxControlQueueBytes < minControlQueue:
+		return nil, fmt.Errorf("kwik: MaxControlQueueBytes %d below %d", r.MaxControlQueueBytes, minControlQueue)
 	case r.PathStallTimeout > 0 && r.PathStallTimeout < minPathStallTimeout:
 		return nil, fmt.Errorf("kwik: PathStallTimeout %v below %v", r.PathStallTimeout, minPathStallTimeout)
 	}

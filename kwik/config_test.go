@@ -1,6 +1,7 @@
 package kwik
 
 import (
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"io/fs"
@@ -22,7 +23,7 @@ func TestConfigDefaults(t *testing.T) {
 	if c.StreamReceiveWindow != 8<<20 || c.SessionReceiveWindow != 32<<20 || c.MaxIncomingStreams != 1024 ||
 		c.MaxControlFrameSize != 64<<10 || c.MaxDataFramePayload != 256<<10 ||
 		c.HandshakeTimeout != 10*time.Second || c.IdleTimeout != 30*time.Second || c.KeepAlivePeriod != 10*time.Second ||
-		c.TokenLifetime != time.Minute || c.MaxPaths != 8 || c.ReportInterval != 20*time.Millisecond || c.ClusterKey != nil ||
+		c.TokenLifetime != time.Minute || c.MaxPaths != 8 || c.ReportInterval != 20*time.Millisecond || c.SigningKey != nil || c.VerifyKeys != nil ||
 		c.PathStallTimeout != 2*time.Second ||
 		c.Logger == nil || c.now == nil {
 		t.Fatalf("defaults: %+v", c)
@@ -44,10 +45,10 @@ func TestConfigDefaults(t *testing.T) {
 	if q := c.quicConfigFor(false, true); q.MaxIncomingStreams != 1 || q.MaxIncomingUniStreams >= 0 {
 		t.Fatalf("a secondary accepts the control stream and no data stream: %+v", q)
 	}
-	key := make([]byte, 32)
-	c, err = (&Config{TLSConfig: in, ClusterKey: key}).resolve()
-	if err != nil || &c.ClusterKey[0] == &key[0] {
-		t.Fatalf("cluster key not copied: %v", err)
+	keys := []ed25519.PublicKey{make([]byte, ed25519.PublicKeySize)}
+	c, err = (&Config{TLSConfig: in, VerifyKeys: keys}).resolve()
+	if err != nil || &c.VerifyKeys[0] == &keys[0] {
+		t.Fatalf("verify keys not copied: %v", err)
 	}
 	c, err = (&Config{TLSConfig: in, KeepAlivePeriod: -1}).resolve()
 	if err != nil || c.KeepAlivePeriod != 0 {
@@ -76,7 +77,7 @@ func TestConfigErrors(t *testing.T) {
 		{"tiny control frames", &Config{TLSConfig: tc, MaxControlFrameSize: 100}, "MaxControlFrameSize"},
 		{"tiny data frames", &Config{TLSConfig: tc, MaxDataFramePayload: 100}, "MaxDataFramePayload"},
 		{"huge window", &Config{TLSConfig: tc, SessionReceiveWindow: 1 << 50}, "receive windows"},
-		{"short cluster key", &Config{TLSConfig: tc, ClusterKey: make([]byte, 31)}, "ClusterKey of 31 bytes"},
+		{"short signing key", &Config{TLSConfig: tc, SigningKey: make([]byte, 31)}, "SigningKey of 31 bytes"},
 		{"too many paths", &Config{TLSConfig: tc, MaxPaths: 33}, "MaxPaths 33"},
 		{"negative token lifetime", &Config{TLSConfig: tc, TokenLifetime: -1}, "negative TokenLifetime"},
 		{"tiny stall timeout", &Config{TLSConfig: tc, PathStallTimeout: time.Millisecond}, "PathStallTimeout 1ms below 10ms"},

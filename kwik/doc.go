@@ -7,9 +7,10 @@
 //
 // A Session is a set of paths, each a QUIC connection. Path 0 connects the
 // client (the dialer, Dial) and the primary (Listen). A primary whose Config
-// has a ClusterKey may add secondary paths: AddPath tells the client to
-// connect to a secondary (ListenSecondary, same cluster key), which then
-// writes the ranges of the client's streams that the primary grants it.
+// has a SigningKey (Ed25519) may add secondary paths: AddPath tells the
+// client to connect to a secondary (ListenSecondary, whose VerifyKeys hold
+// the public key), which then writes the ranges of the client's streams
+// that the primary grants it.
 // Every path has a control stream, the first bidirectional QUIC stream,
 // opened by the dialer. It carries control frames (varint type, varint
 // length, body), each at most the receiver's MaxControlFrameSize: SETTINGS
@@ -43,11 +44,13 @@
 //
 // # Adding a path
 //
-// AddPath(ctx, addr) sends the client ADD_PATH (path ID, addr, token). The
-// token is an HMAC-SHA256, under a key derived from the cluster key, over
-// the session ID (random, chosen by the primary), the path ID, addr and an
-// expiry (Config.TokenLifetime). The client dials addr on its own UDP
-// socket, verifies the secondary's certificate like the primary's, and
+// AddPath(ctx, addr) sends the client ADD_PATH (path ID, addr, token, and
+// with AddPathAs the server name the secondary's certificate must carry).
+// The token is the primary's Ed25519 signature (context "kwik path token
+// v1") over the session ID (random, chosen by the primary), the path ID,
+// addr and an expiry (Config.TokenLifetime). The client dials addr on its
+// own UDP socket, verifies the secondary's certificate like the primary's
+// (for the server name ADD_PATH gives, else the host of addr), and
 // sends SETTINGS and the same ADD_PATH on the new control stream. The
 // secondary answers with its SETTINGS only if the token verifies, names its
 // own address (Config.AdvertiseAddr), has not expired and was not used
@@ -65,12 +68,12 @@
 // SendRawData(path, grant, payload) sends the client RAW_DATA (path ID,
 // command). The command holds the session ID, path ID, a per-path sequence
 // number, an expiry, the grant (stream, offset, length) in clear and the
-// opaque payload, all covered by an HMAC-SHA256 under a second key derived
-// from the cluster key. The client parses the grant, records it for the
+// opaque payload, all covered by the primary's Ed25519 signature (context
+// "kwik relayed command v1"). The client parses the grant, records it for the
 // path (a grant beyond the stream's receive window closes the session: the
 // primary broke flow control) and forwards the frame unchanged to the
 // secondary. The secondary delivers a command (AcceptCommand) only if its
-// MAC verifies over the bytes received, it names the session and path the
+// signature verifies over the bytes received, it names the session and path the
 // path was admitted for, its sequence number exceeds the last one accepted
 // on the path and it has not expired; otherwise it counts and drops it, and
 // after 8 commands on a path refused for any reason but expiry (which an
@@ -89,23 +92,30 @@
 // On the client, a secondary path's bytes are pushed into a stream only
 // where that path's grants cover them; bytes outside are dropped and counted
 // (OutOfGrantBytes, OutOfGrantFrames), and so is a FIN (only the primary
-// ends a stream). A secondary cannot open a logical stream: its data for a
-// stream that does not exist is read and counted (RefusedStreams). Granted
-// bytes that break the receive rules are dropped and counted
-// (RejectedBytes), and a secondary's data may leave at most half of the
-// reassembly buffer's holes. None of this closes the session; a framing
-// error on a secondary path (malformed or oversized frame, any control
-// frame) ends only that path.
+// ends a stream) or an empty frame. A secondary cannot open a logical
+// stream: its data for a stream that does not exist is read and counted
+// (RefusedStreams). Granted bytes that break the receive rules are dropped
+// and counted (RejectedBytes), and a secondary's data may leave at most
+// half of the reassembly buffer's holes. None of this closes the session.
+// A framing error on a secondary path (malformed or oversized frame, any
+// control frame) ends only that path, and so does repeated writing outside
+// the grants, which an honest secondary never does: more than 1 MiB
+// outside them, more than 8 such frames or more than 4 refused streams
+// end the path with ProtocolViolation (matching ErrGrantViolation,
+// counted in PathStats.GrantViolation and
+// SessionStats.GrantViolationPaths), reported to the primary as
+// PATH_STATUS failed.
 //
 // # Stall detection
 //
 // A client closes a secondary path that stalls: one that has received no
 // data for Config.PathStallTimeout (default 2 s) since the first command
-// relayed to it after its last data. Any byte read from the path counts,
-// duplicates and bytes for finished streams included, so neither a slow
-// path that keeps sending nor hedging trips it, and a path given no work
-// is never closed for being quiet; the primary's reassignments do not hide
-// a stall either. A secondary that cannot serve a command answers it with
+// relayed to it after its last data. Only granted bytes count, as they
+// arrive, duplicates and bytes for finished streams included, so neither a
+// slow path that keeps sending nor hedging trips it, while bytes outside
+// the grants and headers do not make a path look alive. A path given no
+// work is never closed for being quiet; the primary's reassignments do not
+// hide a stall either. A secondary that cannot serve a command answers it with
 // an empty data stream (Command.Close). The path ends with a *PathError of
 // code PathStalled (matching ErrPathStalled), reported to the primary as
 // PATH_STATUS failed like any other failure; both sides count it
@@ -157,7 +167,11 @@
 // MaxIncomingStreams logical streams, one control frame of
 // MaxControlFrameSize and, for at most FrameTimeout, data streams without
 // headers; a Write blocked on the peer's credit holds only the caller's
-// buffer (SetWriteDeadline bounds the wait).
+// buffer (SetWriteDeadline bounds the wait). A peer that stops reading its
+// control stream makes this side hold at most MaxControlQueueBytes (4
+// MiB) of control frames for it, beyond window updates (one per stream):
+// the frame that would exceed it ends the session, or the secondary path,
+// with ControlQueueOverflow.
 //
 // A primary that sends beyond a window or a final size, an oversized or
 // malformed frame, or too many streams has its session closed with a

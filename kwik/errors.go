@@ -31,20 +31,25 @@ const (
 	// WriteStalled: a secondary closed a path whose client took none of
 	// its data for Config.WriteTimeout.
 	WriteStalled ErrorCode = 0xa
+	// ControlQueueOverflow: a side closed a session (path 0) or a secondary
+	// path whose peer stopped reading its control stream: more than
+	// Config.MaxControlQueueBytes of control frames waited for it.
+	ControlQueueOverflow ErrorCode = 0xb
 )
 
 var codeNames = map[ErrorCode]string{
-	NoError:           "NO_ERROR",
-	InternalError:     "INTERNAL_ERROR",
-	ProtocolViolation: "PROTOCOL_VIOLATION",
-	FlowControlError:  "FLOW_CONTROL_ERROR",
-	StreamLimitError:  "STREAM_LIMIT_ERROR",
-	FrameSizeError:    "FRAME_SIZE_ERROR",
-	FinalSizeError:    "FINAL_SIZE_ERROR",
-	PathRefused:       "PATH_REFUSED",
-	SessionLimitError: "SESSION_LIMIT_ERROR",
-	PathStalled:       "PATH_STALLED",
-	WriteStalled:      "WRITE_STALLED",
+	NoError:              "NO_ERROR",
+	InternalError:        "INTERNAL_ERROR",
+	ProtocolViolation:    "PROTOCOL_VIOLATION",
+	FlowControlError:     "FLOW_CONTROL_ERROR",
+	StreamLimitError:     "STREAM_LIMIT_ERROR",
+	FrameSizeError:       "FRAME_SIZE_ERROR",
+	FinalSizeError:       "FINAL_SIZE_ERROR",
+	PathRefused:          "PATH_REFUSED",
+	SessionLimitError:    "SESSION_LIMIT_ERROR",
+	PathStalled:          "PATH_STALLED",
+	WriteStalled:         "WRITE_STALLED",
+	ControlQueueOverflow: "CONTROL_QUEUE_OVERFLOW",
 }
 
 // String returns the code's name, or its number in hex.

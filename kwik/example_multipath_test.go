@@ -2,6 +2,7 @@ package kwik_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log"
@@ -19,12 +20,12 @@ func ExampleSession_AddPath() {
 	cliTLS, _ := certs.ClientTLS()
 
 	// A secondary and its primary share the cluster key.
-	sec, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, ClusterKey: certs.ClusterKey})
+	sec, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, VerifyKeys: []ed25519.PublicKey{certs.SigningKey.Public().(ed25519.PublicKey)}})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer sec.Close()
-	l, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, ClusterKey: certs.ClusterKey})
+	l, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, SigningKey: certs.SigningKey})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -59,12 +60,12 @@ func ExampleSession_SendRawData() {
 	}
 	srvTLS, _ := certs.ServerTLS()
 	cliTLS, _ := certs.ClientTLS()
-	sec, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, ClusterKey: certs.ClusterKey})
+	sec, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, VerifyKeys: []ed25519.PublicKey{certs.SigningKey.Public().(ed25519.PublicKey)}})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer sec.Close()
-	l, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, ClusterKey: certs.ClusterKey})
+	l, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, SigningKey: certs.SigningKey})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -151,14 +151,9 @@ func TestSecondaryRefusesBadCommands(t *testing.T) {
 	}
 	g := Grant{StreamID: srv.StreamID(), Offset: 0, Length: 100}
 	exp := time.Now().Add(time.Minute)
-	other := make([]byte, 32)
-	copy(other, "another cluster's key")
-	otherKeys, err := newClusterKeys(other)
-	if err != nil {
-		t.Fatal(err)
-	}
+	otherKeys := testKeys(t, 0x55) // another primary's key
 	altered := c.command(ids[0], 1, exp, g, "read", nil)
-	altered[len(altered)-wire.MACLen-6] ^= 1 // a payload byte
+	altered[len(altered)-wire.SigLen-6] ^= 1 // a payload byte
 	tests := []struct {
 		name string
 		b    []byte
@@ -232,12 +227,7 @@ func TestSecondaryRefusesBadTokens(t *testing.T) {
 	a, b := c.secs[0], c.secs[1]
 	keys := c.srv.keys
 	exp := time.Now().Add(time.Minute)
-	other := make([]byte, 32)
-	copy(other, "another cluster's key")
-	otherKeys, err := newClusterKeys(other)
-	if err != nil {
-		t.Fatal(err)
-	}
+	otherKeys := testKeys(t, 0x55) // another primary's key
 	tests := []struct {
 		name  string
 		sec   *Secondary
@@ -287,12 +277,12 @@ func TestSecondaryRefusesBadTokens(t *testing.T) {
 	t.Run("reused", func(t *testing.T) {
 		const id = 100
 		token := keys.issueToken(c.srv.id, id, b.AdvertisedAddr(), exp)
-		conn, _, _, _, err := c.cli.dialSecondary(testCtx(t), id, b.AdvertisedAddr(), token)
+		conn, _, _, _, err := c.cli.dialSecondary(testCtx(t), id, b.AdvertisedAddr(), "", token)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.CloseWithError(0, "")
-		_, _, _, _, err = c.cli.dialSecondary(testCtx(t), id, b.AdvertisedAddr(), token)
+		_, _, _, _, err = c.cli.dialSecondary(testCtx(t), id, b.AdvertisedAddr(), "", token)
 		if pe := pathErrorFrom(id, b.AdvertisedAddr(), err); !errors.Is(pe, ErrTokenReused) || pe.Code != PathRefused {
 			t.Fatalf("second use: %v", pe)
 		}
@@ -314,7 +304,7 @@ func TestSecondaryRefusesBadTokens(t *testing.T) {
 // does not share the primary's key, and for an expired token.
 func TestAddPathReportsRefusal(t *testing.T) {
 	t.Run("other cluster", func(t *testing.T) {
-		c := newCluster(t, 1, func(_, sec, _ *Config) { sec.ClusterKey = bytes.Repeat([]byte{7}, 32) })
+		c := newCluster(t, 1, func(_, sec, _ *Config) { sec.VerifyKeys = verifyOnly(t, testKeys(t, 7)).verify })
 		_, err := c.srv.AddPath(testCtx(t), c.secs[0].AdvertisedAddr())
 		if !errors.Is(err, ErrTokenInvalid) {
 			t.Fatalf("AddPath: %v, want ErrTokenInvalid", err)

@@ -111,14 +111,13 @@ func TestMultipathCloseStopsAllGoroutines(t *testing.T) {
 		t.Fatalf("kwik goroutines left by earlier tests:\n%s", strings.Join(libraryGoroutines(), "\n\n"))
 	}
 	srvTLS, cliTLS := testTLS(t)
-	key := clusterKey(t)
-	l, err := Listen("127.0.0.1:0", &Config{TLSConfig: srvTLS, ClusterKey: key, Logger: quietLogger()})
+	l, err := Listen("127.0.0.1:0", &Config{TLSConfig: srvTLS, SigningKey: signingKey(t), Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var secs []*Secondary
 	for range 2 {
-		sec, err := ListenSecondary("127.0.0.1:0", &Config{TLSConfig: srvTLS, ClusterKey: key, Logger: quietLogger()})
+		sec, err := ListenSecondary("127.0.0.1:0", &Config{TLSConfig: srvTLS, VerifyKeys: verifyKeys(t), Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,10 @@ import (
 // server's resources: the session limits of a listener or secondary
 // (Config.MaxSessions, MaxSessionsPerSource, MaxSetupsPerSource), the deadline of a control frame that never ends
 // (Config.FrameTimeout) and the secondary's tolerance of refused
-// commands (maxBadCommands). The other limits live with what they bound:
+// commands (maxBadCommands). The control queue's bound (ctrlQueue,
+// Config.MaxControlQueueBytes) lives in path.go, and the client's bounds on
+// a secondary's data outside its grants (maxOutOfGrantBytes and the
+// others) in client_path.go. The other limits live with what they bound:
 // receive windows in stream.go and session.go, stream limits in session.go,
 // frame sizes in the decoders.
 

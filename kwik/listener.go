@@ -32,7 +32,7 @@ type Listener struct {
 
 // Listen listens for kwik sessions on the UDP address addr (host:port; port
 // 0 picks one): it is the primary's side. conf.TLSConfig must hold the
-// server certificate. With conf.ClusterKey, its sessions may add secondary
+// server certificate. With conf.SigningKey, its sessions may add secondary
 // paths (Session.AddPath) and delegate ranges to them (Session.SendRawData).
 // At most conf.MaxSessions sessions are open at once (see Config).
 func Listen(addr string, conf *Config) (*Listener, error) {

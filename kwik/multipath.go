@@ -62,9 +62,9 @@ func (g Grant) End() uint64 { return g.Offset + g.Length }
 var (
 	// ErrNotPrimary: AddPath or SendRawData on a client's session.
 	ErrNotPrimary = errors.New("kwik: only a primary's session can do this")
-	// ErrNoClusterKey: AddPath or SendRawData on a primary whose Config has
-	// no ClusterKey.
-	ErrNoClusterKey = errors.New("kwik: no cluster key configured")
+	// ErrNoSigningKey: AddPath or SendRawData on a primary whose Config has
+	// no SigningKey, or ListenSecondary without VerifyKeys.
+	ErrNoSigningKey = errors.New("kwik: no signing key configured")
 	// ErrPathNotUp: SendRawData to a path that is not (or no longer) up.
 	ErrPathNotUp = errors.New("kwik: path is not up")
 	// ErrNotReserved: a grant or a WriteAt beyond the bytes the stream has
@@ -156,10 +156,10 @@ func (s *Session) livePathsLocked() int {
 	return n
 }
 
-// AddPath, on a primary's session with a ClusterKey, tells the client to
+// AddPath, on a primary's session with a SigningKey, tells the client to
 // open a path to the secondary at addr (host:port, spelled as that
-// secondary's AdvertiseAddr). The client receives a token, a MAC under the
-// cluster key over the session, the path, addr and an expiry
+// secondary's AdvertiseAddr). The client receives a token, the primary's
+// signature over the session, the path, addr and an expiry
 // (Config.TokenLifetime), dials addr and presents it; the secondary admits
 // the path if the token verifies.
 //
@@ -169,14 +169,26 @@ func (s *Session) livePathsLocked() int {
 // the session closes. If ctx ends first the path stays pending: its outcome
 // arrives as a PathEvent. Later changes arrive as PathEvents too.
 func (s *Session) AddPath(ctx context.Context, addr string) (PathID, error) {
+	return s.AddPathAs(ctx, addr, "")
+}
+
+// AddPathAs is AddPath for a secondary whose certificate the client must
+// verify for serverName, a DNS name or IP address that may differ from
+// the host of addr (one certificate per server: a secondary's certificate
+// then names it alone). An empty serverName is AddPath's rule: the host of
+// addr, or the client's Config.TLSConfig.ServerName when it set one.
+func (s *Session) AddPathAs(ctx context.Context, addr, serverName string) (PathID, error) {
 	if s.isClient {
 		return 0, ErrNotPrimary
 	}
 	if s.keys == nil {
-		return 0, ErrNoClusterKey
+		return 0, ErrNoSigningKey
 	}
 	if addr == "" || len(addr) > wire.MaxAddrLen {
 		return 0, fmt.Errorf("kwik: AddPath: address of %d bytes (1 to %d)", len(addr), wire.MaxAddrLen)
+	}
+	if len(serverName) > wire.MaxServerNameLen {
+		return 0, fmt.Errorf("kwik: AddPath: server name of %d bytes (at most %d)", len(serverName), wire.MaxServerNameLen)
 	}
 	if err := s.err(); err != nil {
 		return 0, err
@@ -189,7 +201,7 @@ func (s *Session) AddPath(ctx context.Context, addr string) (PathID, error) {
 	s.paths[id] = p
 	token := s.keys.issueToken(s.id, id, addr, s.conf.now().Add(s.conf.TokenLifetime))
 	// Pushed under pathMu, so that path IDs reach the client in order.
-	s.p0.out.push(&wire.AddPath{PathID: uint64(id), Addr: addr, Token: token})
+	s.p0.out.push(&wire.AddPath{PathID: uint64(id), Addr: addr, Token: token, ServerName: serverName})
 	s.pathMu.Unlock()
 	s.log.Debug("kwik: adding path", "path", id, "addr", addr)
 
@@ -248,10 +260,10 @@ func (s *Session) handlePathStatus(f *wire.PathStatus) error {
 	return nil
 }
 
-// SendRawData, on a primary's session with a ClusterKey, relays payload, an
+// SendRawData, on a primary's session with a SigningKey, relays payload, an
 // opaque command, through the client to the secondary of path, with a write
 // grant: that secondary may write grant.StreamID in [grant.Offset,
-// grant.End()). The command is authenticated with the cluster key and
+// grant.End()). The command is signed with the primary's SigningKey and
 // carries a per-path sequence number and an expiry (Config.TokenLifetime),
 // so that the client can neither forge, alter nor replay it; the client
 // reads the grant (in clear) and records it before forwarding.
@@ -271,7 +283,7 @@ func (s *Session) SendRawData(path PathID, grant Grant, payload []byte) error {
 		return ErrNotPrimary
 	}
 	if s.keys == nil {
-		return ErrNoClusterKey
+		return ErrNoSigningKey
 	}
 	if err := s.err(); err != nil {
 		return err

@@ -266,7 +266,7 @@ func TestMultipathAPIErrors(t *testing.T) {
 		{"too large", c.srv.SendRawData(id, Grant{StreamID: srv.StreamID(), Length: 10}, make([]byte, DefaultMaxControlFrameSize)), ErrCommandTooLarge},
 		{"client SendRawData", c.cli.SendRawData(id, Grant{Length: 1}, nil), ErrNotPrimary},
 		{"client AddPath", second(c.cli.AddPath(testCtx(t), "127.0.0.1:1")), ErrNotPrimary},
-		{"no cluster key", second(nokey.srv.AddPath(testCtx(t), "127.0.0.1:1")), ErrNoClusterKey},
+		{"no signing key", second(nokey.srv.AddPath(testCtx(t), "127.0.0.1:1")), ErrNoSigningKey},
 		{"path limit", second(c.srv.AddPath(testCtx(t), c.secs[0].AdvertisedAddr())), ErrPathLimit},
 		{"WriteAt beyond committed", second(srv.WriteAt([]byte("x"), 100)), ErrNotReserved},
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -69,13 +70,19 @@ type pathCounters struct {
 
 func newPath(s *Session, id PathID, conn *quic.Conn, ctrl *quic.Stream, cr *bufio.Reader) *path {
 	p := &path{id: id, s: s, conn: conn, ctrl: ctrl, cr: cr, upSignal: make(chan struct{})}
+	p.out.max = s.conf.MaxControlQueueBytes
 	p.out.wake = make(chan struct{}, 1)
+	p.out.full = make(chan struct{})
 	p.stall.wake = make(chan struct{}, 1)
 	return p
 }
 
 // start launches the path's goroutines, owned by the session's WaitGroup.
-// A secondary path's are spawned (the session may be closing).
+// A secondary path's are spawned (the session may be closing). The last
+// one ends the path when its connection fails or its control queue
+// overflows (the peer does not read its control stream): it acts from
+// there, not from the writer, which is then blocked in a write that only
+// the end of the path releases.
 func (p *path) start() {
 	s := p.s
 	run := s.wg.Go
@@ -89,6 +96,9 @@ func (p *path) start() {
 		select {
 		case <-p.conn.Context().Done():
 			p.connFailed(context.Cause(p.conn.Context()))
+		case <-p.out.full:
+			p.abort(&SessionError{Code: ControlQueueOverflow, Message: fmt.Sprintf(
+				"more than %d bytes of control frames wait for the peer (MaxControlQueueBytes): it does not read its control stream", p.out.max)})
 		case <-p.ctx.Done():
 		}
 	})
@@ -114,6 +124,11 @@ func (p *path) readControl() {
 	s := p.s
 	var buf []byte
 	for {
+		if h := s.conf.beforeControlRead; h != nil && p.id == 0 {
+			if h(p.ctx); p.ctx.Err() != nil {
+				return
+			}
+		}
 		f, nbuf, err := readControlFrameTimed(p.ctrl, p.cr, s.conf.MaxControlFrameSize, s.conf.FrameTimeout, buf)
 		buf = nbuf
 		if err != nil {
@@ -164,6 +179,8 @@ func asSessionError(err error) *SessionError {
 }
 
 // writeControl sends queued control frames, coalescing them into one write.
+// A write blocks while the peer does not read (QUIC flow control): until
+// the path ends, which closes the connection.
 func (p *path) writeControl() {
 	var buf []byte
 	for {
@@ -177,7 +194,12 @@ func (p *path) writeControl() {
 		if n == 0 {
 			continue
 		}
-		if _, err := p.ctrl.Write(buf); err != nil {
+		_, err := p.ctrl.Write(buf)
+		p.out.wrote()
+		if cap(buf) > ctrlBufKeep {
+			buf = nil // a burst's buffer is not kept for the session's life
+		}
+		if err != nil {
 			if p.ctx.Err() == nil {
 				if isConnError(err) {
 					p.connFailed(err)
@@ -255,23 +277,73 @@ func noEOF(err error) error {
 	return err
 }
 
-// ctrlQueue holds control frames waiting to be written. Window updates are
-// coalesced: only the latest value per stream (and for the session) is sent.
+// ctrlQueue holds control frames waiting to be written, encoded. Window
+// updates are coalesced: only the latest value per stream (and for the
+// session) is sent. Other frames are bounded by bytes: those queued and
+// those of the batch being written count against max, so that a peer that
+// stops reading its control stream makes this side hold at most max bytes
+// of them (Config.MaxControlQueueBytes). The frame that would exceed it is
+// dropped and the queue fails: full is closed, which ends the path (see
+// path.start), and later frames are dropped too. push never blocks, so a
+// sender never waits on the writer, whatever locks it holds.
 type ctrlQueue struct {
-	mu            sync.Mutex // guards the fields below
-	frames        []wire.Frame
+	max int // bound on the bytes held (queued plus being written); 0: none. Set at creation.
+
+	mu       sync.Mutex // guards the fields below
+	pending  []byte     // encoded frames, in push order
+	nPending int        // frames in pending
+	writing  int        // bytes of pushed frames drained and not yet written
+	peak     int        // the most bytes held at once
+	dropped  uint64     // frames dropped: beyond max, or after the queue failed
+	failed   bool       // a frame was dropped; full is closed
+
 	maxData       uint64 // 0: none pending
 	maxStreams    uint64 // 0: none pending
 	maxStreamData map[uint64]uint64
 
 	wake chan struct{} // cap 1
+	full chan struct{} // closed when the queue fails
 }
 
-func (q *ctrlQueue) push(f wire.Frame) {
+// ctrlBufKeep is the largest control frame buffer kept for reuse after a
+// write; a burst's bigger buffer is dropped.
+const ctrlBufKeep = 64 << 10
+
+// push queues f. It never blocks. If f would take the bytes held (queued,
+// and being written) beyond max while some are held, f is dropped and
+// counted, and the queue fails (see ctrlQueue). It reports whether f was
+// queued.
+func (q *ctrlQueue) push(f wire.Frame) bool {
 	q.mu.Lock()
-	q.frames = append(q.frames, f)
+	if q.failed {
+		q.dropped++
+		q.mu.Unlock()
+		return false
+	}
+	start := len(q.pending)
+	q.pending = wire.AppendFrame(q.pending, f)
+	held := q.writing + len(q.pending)
+	if q.max > 0 && held > q.max && q.writing+start > 0 {
+		q.pending = q.pending[:start]
+		q.dropped++
+		q.failed = true
+		close(q.full)
+		q.mu.Unlock()
+		return false
+	}
+	q.nPending++
+	q.peak = max(q.peak, held)
 	q.mu.Unlock()
 	notify(q.wake)
+	return true
+}
+
+// stats returns the most bytes the queue held at once and the frames it
+// dropped.
+func (q *ctrlQueue) stats() (peak int, dropped uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.peak, q.dropped
 }
 
 func (q *ctrlQueue) setMaxData(v uint64) {
@@ -299,17 +371,18 @@ func (q *ctrlQueue) setMaxStreamData(id StreamID, v uint64) {
 }
 
 // drain appends every pending frame to b and returns it with the number of
-// frames.
+// frames. The pushed frames among them count as being written (held)
+// until wrote.
 func (q *ctrlQueue) drain(b []byte) ([]byte, int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := 0
-	for i, f := range q.frames {
-		b = wire.AppendFrame(b, f)
-		q.frames[i] = nil
-		n++
+	b = append(b, q.pending...)
+	n := q.nPending
+	q.writing = len(q.pending)
+	q.pending, q.nPending = q.pending[:0], 0
+	if cap(q.pending) > ctrlBufKeep {
+		q.pending = nil
 	}
-	q.frames = q.frames[:0]
 	if q.maxData != 0 {
 		b = wire.AppendFrame(b, &wire.MaxData{Max: q.maxData})
 		q.maxData = 0
@@ -326,4 +399,12 @@ func (q *ctrlQueue) drain(b []byte) ([]byte, int) {
 		n++
 	}
 	return b, n
+}
+
+// wrote records that the batch of the last drain has been written (or
+// failed to be).
+func (q *ctrlQueue) wrote() {
+	q.mu.Lock()
+	q.writing = 0
+	q.mu.Unlock()
 }

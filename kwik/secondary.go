@@ -23,7 +23,7 @@ import (
 // primary issued (see Session.AddPath); it admits only valid, unexpired
 // tokens issued for its own address, each once. Over an admitted path the
 // client relays the primary's commands; AcceptCommand returns those whose
-// MAC, path, sequence number and expiry verify, and the secondary answers
+// signature, path, sequence number and expiry verify, and the secondary answers
 // by writing data frames for the command's grant (Command.Write).
 //
 // A secondary never opens or accepts logical streams and holds no
@@ -74,7 +74,7 @@ type SecondaryStats struct {
 
 	CommandsAccepted uint64 // verified and delivered to AcceptCommand
 	// CommandsRefused counts commands that were malformed, failed their
-	// MAC or named another session or path; CommandsReplayed those whose
+	// signature or named another session or path; CommandsReplayed those whose
 	// sequence number did not increase; CommandsExpired those past their
 	// expiry. None of them was delivered.
 	CommandsRefused  uint64
@@ -93,8 +93,8 @@ type SecondaryStats struct {
 
 // ListenSecondary listens for secondary paths on the UDP address addr
 // (host:port; port 0 picks one). conf.TLSConfig must hold the server
-// certificate (clients verify it like the primary's) and conf.ClusterKey the
-// cluster key the primary signs with. Tokens must name conf.AdvertiseAddr,
+// certificate (clients verify it like the primary's) and conf.VerifyKeys the
+// public keys of the primary's SigningKey. Tokens must name conf.AdvertiseAddr,
 // or by default the bound address. At most conf.MaxSessions paths are open
 // at once (see Config).
 func ListenSecondary(addr string, conf *Config) (*Secondary, error) {
@@ -102,12 +102,9 @@ func ListenSecondary(addr string, conf *Config) (*Secondary, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.ClusterKey == nil {
-		return nil, fmt.Errorf("kwik: ListenSecondary: %w", ErrNoClusterKey)
-	}
-	keys, err := newClusterKeys(c.ClusterKey)
+	keys, err := newVerifyKeys(c.VerifyKeys)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("kwik: ListenSecondary: %w", err)
 	}
 	tr, err := newTransport(addr, c.Logger)
 	if err != nil {

@@ -36,7 +36,7 @@ type Session struct {
 	peer     wire.Settings // the peer's SETTINGS; immutable after setup
 	maxFrame int           // largest data frame payload we send
 	id       uint64        // primary: random session ID, named in tokens and commands
-	keys     *clusterKeys  // primary with a ClusterKey; nil otherwise
+	keys     *clusterKeys  // primary with a SigningKey; nil otherwise
 
 	p0 *path // path 0, to the primary; immutable
 
@@ -76,6 +76,10 @@ type Session struct {
 	// stalledPaths counts the secondary paths that ended stalled
 	// (SessionStats.StalledPaths); updated under pathMu, read atomically.
 	stalledPaths atomic.Uint64
+	// grantViolationPaths counts, on a client, the secondary paths closed
+	// for writing outside their grants (SessionStats.GrantViolationPaths);
+	// updated under pathMu, read atomically.
+	grantViolationPaths atomic.Uint64
 
 	repMu     sync.Mutex           // guards dirty; a leaf lock (taken after Stream.mu)
 	dirty     map[*Stream]struct{} // client: streams with news for the next REPORT
@@ -234,8 +238,8 @@ func setupSessionImpl(ctx context.Context, conn *quic.Conn, tr *transport, conf 
 		var idb [8]byte
 		rand.Read(idb[:])
 		s.id = binary.BigEndian.Uint64(idb[:])
-		if conf.ClusterKey != nil {
-			if s.keys, err = newClusterKeys(conf.ClusterKey); err != nil {
+		if conf.SigningKey != nil {
+			if s.keys, err = newSigningKeys(conf.SigningKey); err != nil {
 				cancel(nil)
 				return nil, err
 			}

@@ -26,19 +26,24 @@ var ErrPathStalled = errors.New("kwik: path stalled")
 // sends.
 //
 // The rule: every command relayed to a path must be followed, within
-// Config.PathStallTimeout, by data on that path. Data is any byte read from
-// any of the path's data streams, whatever becomes of it (delivered,
-// duplicate, out of grant, for a finished stream) and whichever command it
-// answers: the rule judges whether the secondary is alive and working, not
-// which command it works on. So the path is stalled once the oldest command
-// relayed after its last data is PathStallTimeout old; the client then ends
-// it with a *PathError (code PathStalled, matching ErrPathStalled), which
-// reaches the primary as PATH_STATUS failed: a scheduler moves the path's
-// work and adds the path again.
+// Config.PathStallTimeout, by data on that path. Data is any granted byte
+// read from any of the path's data streams: a byte inside the path's
+// grants, whatever becomes of it (delivered, duplicate, rejected), or for
+// a stream that finished while the path held grants on it, whichever
+// command it answers: the rule judges whether the secondary is alive and
+// working, not which command it works on. Bytes outside the grants, for
+// streams that do not exist, and frame headers are not data: a secondary
+// cannot look alive by sending what nobody asked for (readSecondaryData
+// also closes a path that sends too much of it). So the path is stalled
+// once the oldest command relayed after its last data is PathStallTimeout
+// old; the client then ends it with a *PathError (code PathStalled,
+// matching ErrPathStalled), which reaches the primary as PATH_STATUS
+// failed: a scheduler moves the path's work and adds the path again.
 //
 //   - A path that keeps receiving data, however slowly, is never closed:
-//     each read returns as soon as QUIC holds new bytes, and each answers
-//     every command relayed before it.
+//     each read of granted bytes returns as soon as QUIC holds new bytes,
+//     also inside a frame, and each answers every command relayed before
+//     it.
 //   - A path given nothing since its last data is never closed, however
 //     long it stays quiet.
 //   - Hedging and reassignment neither cause nor hide a stall. A secondary
@@ -51,8 +56,9 @@ var ErrPathStalled = errors.New("kwik: path stalled")
 //     are not work.
 //   - A secondary that cannot serve a command (file missing, malformed
 //     payload) answers it with an empty data stream when it closes the
-//     command (Command.Close), which counts as data. Commands the
-//     secondary's kwik layer refuses (MAC, replay, expiry) get no answer:
+//     command (Command.Close): the header of a stream the path holds
+//     grants on, then the end, which counts as data. Commands the
+//     secondary's kwik layer refuses (signature, replay, expiry) get no answer:
 //     a path whose commands are all refused is closed as stalled.
 type stallWatch struct {
 	// lastData is monoNow() when data last arrived on the path; 0 before.
@@ -151,16 +157,22 @@ func (p *path) awaiting() time.Duration {
 	return d
 }
 
-// dataReader is a secondary's data stream (client side); it tells the
-// path's stall watch whenever bytes arrive.
+// dataReader is a secondary's data stream (client side). While granted is
+// set, that is while its reader wants bytes that count as data (see
+// readSecondaryData), every read that returns bytes tells the path's stall
+// watch at once, so that a frame arriving slowly keeps the path alive;
+// other reads (headers, bytes outside the grants) do not. Behind a
+// bufio.Reader a read happens only once the buffer is empty, so a read
+// made while granted returns the wanted bytes first.
 type dataReader struct {
-	rs *quic.ReceiveStream
-	w  *stallWatch
+	rs      *quic.ReceiveStream
+	w       *stallWatch
+	granted bool // set and read by the data stream's reader goroutine only
 }
 
-func (r dataReader) Read(b []byte) (int, error) {
+func (r *dataReader) Read(b []byte) (int, error) {
 	n, err := r.rs.Read(b)
-	if n > 0 {
+	if n > 0 && r.granted {
 		r.w.noteData()
 	}
 	return n, err

@@ -2,6 +2,7 @@ package kwik
 
 import (
 	"cmp"
+	"errors"
 	"net"
 	"slices"
 	"time"
@@ -21,6 +22,12 @@ type SessionStats struct {
 	// stalled (PathStats.Stalled), forgotten ones included: closed by the
 	// client, or on a primary reported so by the client.
 	StalledPaths uint64
+	// GrantViolationPaths counts the secondary paths the client closed
+	// because their secondaries wrote outside their grants too much
+	// (PathStats.GrantViolation), forgotten ones included. Zero on a
+	// primary, which learns of each as a failed path with code
+	// ProtocolViolation.
+	GrantViolationPaths uint64
 }
 
 // PathStats describes one path. Data counters count payload bytes of data
@@ -42,6 +49,11 @@ type PathStats struct {
 	// data arrived (see Config.PathStallTimeout). Zero when it owes none,
 	// and on a primary.
 	AwaitingData time.Duration
+	// GrantViolation: the client closed the path because its secondary
+	// wrote outside its grants beyond a bound (see OutOfGrantBytes,
+	// OutOfGrantFrames, RefusedStreams); Err has code ProtocolViolation
+	// and matches ErrGrantViolation. Client side only.
+	GrantViolation bool
 
 	// LocalAddr is nil unless this side holds the path's connection.
 	// RemoteAddr is never nil: without a connection it is Addr.
@@ -63,8 +75,10 @@ type PathStats struct {
 	DuplicateBytes uint64
 	// OutOfGrantBytes counts bytes a secondary sent outside its grants,
 	// including for streams it may not write; they were dropped.
-	// OutOfGrantFrames counts the frames with such bytes or with a FIN (a
-	// secondary never ends a stream).
+	// OutOfGrantFrames counts the frames with such bytes, with a FIN (a
+	// secondary never ends a stream) or without payload. A client closes a
+	// path that exceeds a bound on these or on RefusedStreams
+	// (GrantViolation).
 	OutOfGrantBytes  uint64
 	OutOfGrantFrames uint64
 	// RejectedBytes counts granted bytes a secondary sent that broke the
@@ -82,6 +96,16 @@ type PathStats struct {
 
 	ControlFramesSent     uint64
 	ControlFramesReceived uint64
+	// ControlFramesDropped counts the control frames this side did not
+	// queue for the path because the frames waiting for the peer would
+	// have exceeded Config.MaxControlQueueBytes (the peer stopped reading
+	// its control stream); the first ended the path, or the session for
+	// path 0, with ControlQueueOverflow. ControlQueuePeak is the most
+	// bytes of control frames held for the path at once (queued or being
+	// written, window updates not counted): at most MaxControlQueueBytes,
+	// or one frame if a single frame is larger.
+	ControlFramesDropped uint64
+	ControlQueuePeak     uint64
 
 	// Reported is, on a primary, the client's latest report on the path;
 	// nil before the first and on a client.
@@ -116,7 +140,8 @@ func (s *Session) Stats() SessionStats {
 	s.pathMu.Unlock()
 	slices.SortFunc(snaps[1:], func(a, b snap) int { return cmp.Compare(a.p.id, b.p.id) })
 
-	st := SessionStats{Paths: make([]PathStats, 0, len(snaps)), ReadLatency: s.readLat.stats(), StalledPaths: s.stalledPaths.Load()}
+	st := SessionStats{Paths: make([]PathStats, 0, len(snaps)), ReadLatency: s.readLat.stats(),
+		StalledPaths: s.stalledPaths.Load(), GrantViolationPaths: s.grantViolationPaths.Load()}
 	for _, sn := range snaps {
 		p := sn.p
 		ps := PathStats{
@@ -139,9 +164,12 @@ func (s *Session) Stats() SessionStats {
 			ControlFramesSent:     p.stats.ctrlFramesSent.Load(),
 			ControlFramesReceived: p.stats.ctrlFramesRecv.Load(),
 		}
+		peak, dropped := p.out.stats()
+		ps.ControlQueuePeak, ps.ControlFramesDropped = uint64(peak), dropped
 		if sn.err != nil {
 			ps.Err = sn.err
 			ps.Stalled = sn.err.Code == PathStalled
+			ps.GrantViolation = errors.Is(sn.err, ErrGrantViolation)
 		}
 		if s.isClient && p.id != 0 && sn.state == PathUp {
 			ps.AwaitingData = p.awaiting()

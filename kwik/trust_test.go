@@ -174,3 +174,57 @@ func TestDialClientCertificates(t *testing.T) {
 		})
 	}
 }
+
+// TestAddPathAsServerName: a secondary whose certificate names it alone
+// ("mirror-1.test", not its address) is refused by AddPath, which has the
+// client verify the host of the address, and admitted by AddPathAs with
+// the name; a secondary presenting a certificate for another name is
+// refused even by AddPathAs.
+func TestAddPathAsServerName(t *testing.T) {
+	testTLS(t)
+	dir := t.TempDir()
+	if err := bundle.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := certgen.LoadCA(filepath.Join(dir, certgen.CAFile), filepath.Join(dir, certgen.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS := func(name string) *tls.Config {
+		certPEM, keyPEM, err := ca.IssueServer([]string{name}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{pair}}
+	}
+	c := newCluster(t, 0, nil)
+	listen := func(name string) *Secondary {
+		sec, err := ListenSecondary("127.0.0.1:0", &Config{TLSConfig: serverTLS(name), VerifyKeys: verifyKeys(t), Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sec.Close() })
+		serveCommands(t, sec, writePattern(t))
+		return sec
+	}
+	// The primary learns why from the client's PATH_STATUS: the text.
+	mirror := listen("mirror-1.test")
+	if _, err := c.srv.AddPath(testCtx(t), mirror.AdvertisedAddr()); err == nil || !strings.Contains(err.Error(), "x509: cannot validate certificate for 127.0.0.1") {
+		t.Fatalf("AddPath to a secondary certified as mirror-1.test: %v, want a host name error", err)
+	}
+	id, err := c.srv.AddPathAs(testCtx(t), mirror.AdvertisedAddr(), "mirror-1.test")
+	if err != nil {
+		t.Fatalf("AddPathAs mirror-1.test: %v", err)
+	}
+	if st := pathStats(t, c.cli, id); st.State != PathUp {
+		t.Fatalf("path %d %v", id, st.State)
+	}
+	impostor := listen("mirror-2.test")
+	if _, err := c.srv.AddPathAs(testCtx(t), impostor.AdvertisedAddr(), "mirror-1.test"); err == nil || !strings.Contains(err.Error(), "x509: certificate is valid for mirror-2.test, not mirror-1.test") {
+		t.Fatalf("AddPathAs mirror-1.test to a secondary certified as mirror-2.test: %v, want a host name error", err)
+	}
+}

@@ -15,13 +15,15 @@ type manifestKey struct {
 }
 
 type cacheEntry struct {
-	name string
-	key  manifestKey
-	m    *transfer.Manifest
-	cost int64
+	name  string
+	key   manifestKey
+	m     *transfer.Manifest
+	reply []byte // m's encoded MANIFEST reply; nil until first sent
+	cost  int64  // entryCost of m, plus len(reply)
 }
 
-// manifestCache is a bounded LRU of manifests by path.
+// manifestCache is a bounded LRU of manifests by path, each with its
+// encoded MANIFEST reply once one was sent. Its bounds count both.
 type manifestCache struct {
 	maxEntries int
 	maxBytes   int64
@@ -46,16 +48,21 @@ func entryCost(name string, m *transfer.Manifest) int64 {
 func (c *manifestCache) get(name string, key manifestKey) *transfer.Manifest {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.byKey[name]
-	if !ok {
-		return nil
+	if e := c.useLocked(name, func(e *cacheEntry) bool { return e.key == key }); e != nil {
+		return e.m
 	}
-	e := el.Value.(*cacheEntry)
-	if e.key != key {
+	return nil
+}
+
+// useLocked returns the entry of name if match accepts it, and marks it
+// most recently used; nil otherwise. c.mu must be held.
+func (c *manifestCache) useLocked(name string, match func(*cacheEntry) bool) *cacheEntry {
+	el, ok := c.byKey[name]
+	if !ok || !match(el.Value.(*cacheEntry)) {
 		return nil
 	}
 	c.lru.MoveToFront(el)
-	return e.m
+	return el.Value.(*cacheEntry)
 }
 
 // put caches m for name at key, replacing any older entry, and evicts the
@@ -84,9 +91,51 @@ func (c *manifestCache) removeLocked(el *list.Element) {
 	c.bytes -= e.cost
 }
 
-// len returns the number of cached manifests.
-func (c *manifestCache) len() int {
+// reply returns the MANIFEST reply cached with m for name, or nil when
+// none is (or the entry of name holds another manifest than m).
+func (c *manifestCache) reply(name string, m *transfer.Manifest) []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Len()
+	if e := c.useLocked(name, func(e *cacheEntry) bool { return e.m == m }); e != nil {
+		return e.reply
+	}
+	return nil
+}
+
+// setReply caches reply, m's encoded MANIFEST reply, with m, if the entry
+// of name still holds m and has no reply, and evicts the least recently
+// used other entries beyond the byte bound. An entry that would cost more
+// than maxBytes with its reply keeps none. c retains reply: callers must
+// not modify it.
+func (c *manifestCache) setReply(name string, m *transfer.Manifest, reply []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.byKey[name]
+	if !ok {
+		return
+	}
+	e := el.Value.(*cacheEntry)
+	if e.m != m || e.reply != nil || e.cost+int64(len(reply)) > c.maxBytes {
+		return
+	}
+	e.reply = reply
+	e.cost += int64(len(reply))
+	c.bytes += int64(len(reply))
+	c.lru.MoveToFront(el)
+	for c.bytes > c.maxBytes { // e, in front, fits alone
+		c.removeLocked(c.lru.Back())
+	}
+}
+
+// len returns the number of cached manifests.
+func (c *manifestCache) len() int {
+	n, _ := c.size()
+	return n
+}
+
+// size returns the number of cached manifests and their cost in bytes.
+func (c *manifestCache) size() (int, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len(), c.bytes
 }

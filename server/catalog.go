@@ -7,12 +7,14 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/kwikfs/kwikfs/internal/directio"
@@ -30,13 +32,23 @@ type CatalogOptions struct {
 	// Default 4096.
 	ManifestCacheEntries int
 	// ManifestCacheBytes bounds the memory of cached manifests
-	// (approximately 32 bytes per chunk). Default 64 MiB.
+	// (approximately 32 bytes per chunk) and of their encoded MANIFEST
+	// replies (as much again, less when the hashes compress), cached once
+	// sent. Default 128 MiB: the largest manifest (transfer.MaxChunks
+	// hashes, 32 MiB) fits with its reply.
 	ManifestCacheBytes int64
 	// Hash names the chunk hash algorithm of every manifest, as
 	// transfer.ParseHashAlg reads it: "blake3" or "sha256" (for clients
 	// that predate BLAKE3). Default ("") "blake3". Only the primary
 	// computes manifests; a secondary never hashes.
 	Hash string
+	// MaxConcurrentHashes bounds the manifests computed (files hashed) at
+	// once, over every caller; a computation waits for a slot, as long as
+	// its context allows. Each holds one chunk buffer and its manifest's
+	// hashes (32 bytes per chunk) while it runs. Files of one chunk at
+	// most that FILES reads whole are not counted. Default (0)
+	// runtime.GOMAXPROCS(0): hashing is CPU-bound.
+	MaxConcurrentHashes int
 }
 
 // CatalogStats are exact counters of a Catalog.
@@ -47,6 +59,17 @@ type CatalogStats struct {
 	ManifestCacheHits int64
 	// CachedManifests is the number of manifests in the cache now.
 	CachedManifests int
+	// CachedBytes is what the cached manifests and their encoded MANIFEST
+	// replies cost now, as CatalogOptions.ManifestCacheBytes counts it.
+	CachedBytes int64
+	// HashWaits counts manifest computations that waited for a slot
+	// (CatalogOptions.MaxConcurrentHashes).
+	HashWaits int64
+	// ManifestRepliesEncoded counts MANIFEST replies encoded; requests
+	// for a file state whose reply is cached reuse it.
+	ManifestRepliesEncoded int64
+	// ManifestReplyHits counts MANIFEST replies taken from the cache.
+	ManifestReplyHits int64
 }
 
 // maxManifestAttempts bounds how often a manifest computation restarts
@@ -62,16 +85,26 @@ const maxManifestAttempts = 3
 // A Catalog is independent of sessions and safe for concurrent use. Errors
 // wrap the sentinel errors of package transfer.
 type Catalog struct {
-	root      *os.Root
-	chunkSize uint32
-	alg       transfer.HashAlg
-	cache     *manifestCache
-	flight    singleflight.Group
-	bufs      sync.Pool // of *[]byte with cap == chunkSize
-	escapeErr error     // the error os.Root reports for a path leaving it
+	root        *os.Root
+	chunkSize   uint32
+	alg         transfer.HashAlg
+	cache       *manifestCache
+	flight      singleflight.Group  // manifest computations
+	replyFlight singleflight.Group  // MANIFEST reply encodings
+	bufs        sync.Pool           // of *[]byte with cap == chunkSize
+	escapeErr   error               // the error os.Root reports for a path leaving it
+	hashing     *semaphore.Weighted // a slot per manifest computed at once
 
-	computed  atomic.Int64
-	cacheHits atomic.Int64
+	// Bounds of a listing: transfer.MaxEntries and transfer.MaxListLen,
+	// lowered by tests.
+	maxEntries int
+	maxListLen int64
+
+	computed     atomic.Int64
+	cacheHits    atomic.Int64
+	hashWaits    atomic.Int64
+	replyEncodes atomic.Int64
+	replyHits    atomic.Int64
 }
 
 // NewCatalog opens dir as the root of a Catalog.
@@ -97,7 +130,10 @@ func NewCatalog(dir string, opts *CatalogOptions) (*Catalog, error) {
 		o.ManifestCacheEntries = 4096
 	}
 	if o.ManifestCacheBytes == 0 {
-		o.ManifestCacheBytes = 64 << 20
+		o.ManifestCacheBytes = 128 << 20
+	}
+	if o.MaxConcurrentHashes <= 0 {
+		o.MaxConcurrentHashes = runtime.GOMAXPROCS(0)
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -108,6 +144,10 @@ func NewCatalog(dir string, opts *CatalogOptions) (*Catalog, error) {
 		chunkSize: o.ChunkSize,
 		alg:       alg,
 		cache:     newManifestCache(o.ManifestCacheEntries, o.ManifestCacheBytes),
+		hashing:   semaphore.NewWeighted(int64(o.MaxConcurrentHashes)),
+
+		maxEntries: transfer.MaxEntries,
+		maxListLen: transfer.MaxListLen,
 	}
 	c.bufs.New = func() any {
 		b := make([]byte, c.chunkSize)
@@ -137,10 +177,15 @@ func (c *Catalog) HashAlg() transfer.HashAlg { return c.alg }
 
 // Stats returns the catalog's counters.
 func (c *Catalog) Stats() CatalogStats {
+	n, bytes := c.cache.size()
 	return CatalogStats{
-		ManifestsComputed: c.computed.Load(),
-		ManifestCacheHits: c.cacheHits.Load(),
-		CachedManifests:   c.cache.len(),
+		ManifestsComputed:      c.computed.Load(),
+		ManifestCacheHits:      c.cacheHits.Load(),
+		CachedManifests:        n,
+		CachedBytes:            bytes,
+		HashWaits:              c.hashWaits.Load(),
+		ManifestRepliesEncoded: c.replyEncodes.Load(),
+		ManifestReplyHits:      c.replyHits.Load(),
 	}
 }
 
@@ -254,68 +299,6 @@ func (c *Catalog) Stat(path string) (transfer.Attr, error) {
 	return a, nil
 }
 
-// List returns the entries of directory path (following symlinks that stay
-// within the root), each with its full Attr in lstat semantics, in
-// directory order. Entries of other types are skipped. A directory of more
-// than transfer.MaxEntries entries fails with ErrTooLarge.
-func (c *Catalog) List(path string) ([]transfer.Attr, error) {
-	name, err := rootName(path)
-	if err != nil {
-		return nil, err
-	}
-	f, err := c.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, c.mapErr("list", path, err)
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, c.mapErr("list", path, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("list %q: %w", path, transfer.ErrNotDir)
-	}
-	// Entries are examined relative to the directory, so that no name can
-	// lead anywhere but into it.
-	dir, err := c.root.OpenRoot(name)
-	if err != nil {
-		return nil, c.mapErr("list", path, err)
-	}
-	defer dir.Close()
-	var out []transfer.Attr
-	seen := 0
-	for {
-		names, err := f.Readdirnames(1024)
-		for _, n := range names {
-			if seen++; seen > transfer.MaxEntries {
-				return nil, fmt.Errorf("list %q: more than %d entries: %w", path, transfer.MaxEntries, transfer.ErrTooLarge)
-			}
-			if !transfer.ValidName(n) {
-				continue
-			}
-			a, ok, err := c.lstatIn(dir, n)
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // removed since it was listed
-			}
-			if err != nil {
-				return nil, c.mapErr("list", path+"/"+n, err)
-			}
-			if ok {
-				a.Name = n
-				out = append(out, a)
-			}
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, c.mapErr("list", path, err)
-		}
-	}
-	if out == nil {
-		out = []transfer.Attr{}
-	}
-	return out, nil
-}
-
 // Readlink returns the target of symlink path. A path that is not a
 // symlink fails with ErrBadRequest.
 func (c *Catalog) Readlink(path string) (string, error) {
@@ -396,13 +379,19 @@ func (c *Catalog) manifestOf(ctx context.Context, path string, f *os.File, fi fs
 	flightKey := path + "\x00" + strconv.FormatInt(key.size, 10) + "\x00" + strconv.FormatInt(key.mtimeNs, 10)
 	for {
 		v, err, _ := c.flight.Do(flightKey, func() (any, error) {
+			// A computation that ended since the lookup above has cached
+			// the manifest.
+			if m := c.cache.get(path, key); m != nil && m.Mode == mode.Mode {
+				c.cacheHits.Add(1)
+				return m, nil
+			}
 			m, err := c.compute(ctx, path, f)
 			if err != nil {
 				return nil, err
 			}
 			return m, nil
 		})
-		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		if leaderGaveUp(ctx, err) {
 			continue // the computing caller gave up; compute again with our context
 		}
 		if err != nil {
@@ -412,9 +401,85 @@ func (c *Catalog) manifestOf(ctx context.Context, path string, f *os.File, fi fs
 	}
 }
 
+// leaderGaveUp reports whether err, from a singleflight call, is the
+// cancellation of the caller that ran it while ctx, the context of one
+// that shared its result, goes on: the latter should then try again.
+func leaderGaveUp(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+}
+
+// manifestReply returns the OK reply to MANIFEST path, as
+// transfer.EncodeReply encodes it. The reply is cached with the manifest
+// (within CatalogOptions.ManifestCacheBytes), so that the requests for a
+// file state share one encoding: requests arriving while it is encoded
+// wait for it. Encoding is charged to h (encodeCost), waiting as long as
+// ctx allows. The returned bytes are shared: callers must not modify them.
+func (c *Catalog) manifestReply(ctx context.Context, path string, h *hold) ([]byte, error) {
+	f, fi, err := c.openRegular("manifest", path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := c.manifestOf(ctx, path, f, fi)
+	if err != nil {
+		return nil, err
+	}
+	if b := c.cache.reply(path, m); b != nil {
+		c.replyHits.Add(1)
+		return b, nil
+	}
+	// The encoding depends on all of the manifest: Version covers the
+	// hashes, size, chunk size and algorithm; mtime and mode remain.
+	flightKey := path + "\x00" + string(m.Version[:]) + "\x00" + strconv.FormatInt(m.MtimeNs, 10) + "\x00" + strconv.FormatUint(uint64(m.Mode), 8)
+	for {
+		encoded := false
+		v, err, _ := c.replyFlight.Do(flightKey, func() (any, error) {
+			if b := c.cache.reply(path, m); b != nil {
+				return b, nil // encoded by a call that just ended
+			}
+			encoded = true
+			if err := h.resize(ctx, encodeCost(m)); err != nil {
+				return nil, fmt.Errorf("manifest %q: %w", path, err)
+			}
+			b, err := transfer.EncodeReply(transfer.OpManifest, &transfer.Reply{Manifest: m})
+			if err != nil {
+				return nil, fmt.Errorf("manifest %q: %w", path, err)
+			}
+			c.replyEncodes.Add(1)
+			c.cache.setReply(path, m, b)
+			return b, nil
+		})
+		if leaderGaveUp(ctx, err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !encoded {
+			c.replyHits.Add(1)
+		}
+		return v.([]byte), nil
+	}
+}
+
+// encodeCost is the most memory encoding m's MANIFEST reply holds at
+// once: the encoded manifest, its compressed copy and the reply, each at
+// most the encoded manifest (see transfer.EncodeReply).
+func encodeCost(m *transfer.Manifest) int64 {
+	return 3 * int64(transfer.FilesCost(m, false))
+}
+
 // compute hashes f and caches the result under the state (size, mtime) it
-// had during the whole computation.
+// had during the whole computation. It first waits for a hashing slot
+// (CatalogOptions.MaxConcurrentHashes) as long as ctx allows.
 func (c *Catalog) compute(ctx context.Context, path string, f *os.File) (*transfer.Manifest, error) {
+	if !c.hashing.TryAcquire(1) {
+		c.hashWaits.Add(1)
+		if err := c.hashing.Acquire(ctx, 1); err != nil {
+			return nil, fmt.Errorf("manifest %q: wait to hash: %w", path, err)
+		}
+	}
+	defer c.hashing.Release(1)
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	buf := *bp

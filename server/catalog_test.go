@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -419,5 +420,169 @@ func TestManifestCacheBounds(t *testing.T) {
 	c2.put("huge", manifestKey{}, huge)
 	if c2.get("huge", manifestKey{}) != nil {
 		t.Fatal("a manifest beyond the byte bound was cached")
+	}
+}
+
+// The MANIFEST reply of a file state is encoded once and then served from
+// the cache; a chmod (a new manifest) encodes it anew.
+func TestCatalogManifestReplyEncodedOnce(t *testing.T) {
+	root, _ := testTree(t)
+	c := newTestCatalog(t, root)
+	var first []byte
+	for i := range 10 {
+		b, err := c.manifestReply(t.Context(), "dir/big.bin", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = b
+		} else if &b[0] != &first[0] {
+			t.Fatalf("request %d got another copy of the reply", i)
+		}
+	}
+	m, err := c.Manifest(t.Context(), "dir/big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := transfer.EncodeReply(transfer.OpManifest, &transfer.Reply{Manifest: m})
+	if err != nil || !bytes.Equal(first, want) {
+		t.Fatalf("cached reply differs from EncodeReply's: %v", err)
+	}
+	s := c.Stats()
+	if s.ManifestRepliesEncoded != 1 || s.ManifestReplyHits != 9 || s.ManifestsComputed != 1 {
+		t.Fatalf("stats %+v, want 1 encoding, 9 reply hits, 1 manifest computed", s)
+	}
+	if s.CachedBytes != entryCost("dir/big.bin", m)+int64(len(first)) {
+		t.Fatalf("cache holds %d bytes, want the manifest's %d and the reply's %d", s.CachedBytes, entryCost("dir/big.bin", m), len(first))
+	}
+	if err := os.Chmod(filepath.Join(root, "dir", "big.bin"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.manifestReply(t.Context(), "dir/big.bin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := transfer.DecodeReply(transfer.OpManifest, b)
+	if err != nil || r.Manifest.Mode != transfer.ModeRegular|0o600 || c.Stats().ManifestRepliesEncoded != 2 {
+		t.Fatalf("after chmod: %+v, %v, stats %+v; want mode 0600 and a second encoding", r, err, c.Stats())
+	}
+}
+
+// Requests arriving at once share one encoding.
+func TestCatalogManifestReplyConcurrent(t *testing.T) {
+	root, _ := testTree(t)
+	c := newTestCatalog(t, root)
+	const n = 20
+	var wg sync.WaitGroup
+	replies := make([][]byte, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { replies[i], errs[i] = c.manifestReply(t.Context(), "dir/big.bin", nil) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || !bytes.Equal(replies[i], replies[0]) {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+	}
+	if s := c.Stats(); s.ManifestRepliesEncoded != 1 || s.ManifestReplyHits != n-1 || s.ManifestsComputed != 1 {
+		t.Fatalf("stats %+v, want 1 encoding and %d reply hits", s, n-1)
+	}
+}
+
+// Encoding a MANIFEST reply is charged its encodeCost.
+func TestCatalogManifestReplyChargesBudget(t *testing.T) {
+	root, _ := testTree(t)
+	c := newTestCatalog(t, root)
+	var waits atomic.Int64
+	b := newBudget(1<<20, &waits)
+	h := b.newHold()
+	defer h.release()
+	if _, err := c.manifestReply(t.Context(), "dir/big.bin", h); err != nil {
+		t.Fatal(err)
+	}
+	// 11 chunks: 3 x (manifest header bound + 11 hashes).
+	if want := int64(3 * (transfer.FilesCost(&transfer.Manifest{}, false) + 11*32)); h.n != want {
+		t.Fatalf("encoding held %d bytes, want %d", h.n, want)
+	}
+	h2 := b.newHold()
+	defer h2.release()
+	if _, err := c.manifestReply(t.Context(), "dir/big.bin", h2); err != nil || h2.n != 0 {
+		t.Fatalf("cached reply: %v, charged %d; want nothing charged", err, h2.n)
+	}
+}
+
+// At most MaxConcurrentHashes manifests are computed at once; the others
+// wait, as long as their context allows.
+func TestCatalogHashingWaitsForSlot(t *testing.T) {
+	root, _ := testTree(t)
+	c, err := NewCatalog(root, &CatalogOptions{ChunkSize: testChunk, MaxConcurrentHashes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.hashing.Acquire(t.Context(), 1); err != nil { // a computation in progress
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Manifest(ctx, "dir/big.bin"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Manifest with no slot: %v, want DeadlineExceeded", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Manifest(t.Context(), "dir/big.bin")
+		done <- err
+	}()
+	for c.Stats().HashWaits < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if s := c.Stats(); s.ManifestsComputed != 0 {
+		t.Fatalf("stats %+v: computed without a slot", s)
+	}
+	c.hashing.Release(1)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Stats(); s.ManifestsComputed != 1 || s.HashWaits != 2 {
+		t.Fatalf("stats %+v, want 1 manifest computed after 2 waits", s)
+	}
+	if _, err := c.Manifest(t.Context(), "hello.txt"); err != nil || c.Stats().HashWaits != 2 {
+		t.Fatalf("Manifest with a free slot: %v, stats %+v; want no wait", err, c.Stats())
+	}
+}
+
+func TestManifestCacheBoundsWithReplies(t *testing.T) {
+	m := &transfer.Manifest{Hashes: make([]transfer.Hash, 10)}
+	cost := entryCost("f00", m)
+	reply := make([]byte, 100)
+	c := newManifestCache(100, 3*cost+100)
+	for i := range 3 {
+		c.put(fmt.Sprintf("f%02d", i), manifestKey{}, m)
+	}
+	if c.reply("f00", m) != nil {
+		t.Fatal("a reply before one was set")
+	}
+	c.setReply("f02", &transfer.Manifest{}, reply) // another manifest than the entry's
+	if c.reply("f02", m) != nil {
+		t.Fatal("a reply set for another manifest was kept")
+	}
+	c.setReply("f02", m, reply)
+	if n, bytes := c.size(); n != 3 || bytes != 3*cost+100 || c.reply("f02", m) == nil {
+		t.Fatalf("cache of %d entries, %d bytes; want 3 and %d with the reply", n, bytes, 3*cost+100)
+	}
+	// A second reply does not fit: the least recently used entry goes.
+	c.setReply("f01", m, reply)
+	if n, bytes := c.size(); n != 2 || bytes != 2*cost+200 || c.get("f00", manifestKey{}) != nil {
+		t.Fatalf("cache of %d entries, %d bytes; want f00 evicted, 2 and %d", n, bytes, 2*cost+200)
+	}
+	// A reply that would not fit with its manifest alone is not kept.
+	c.put("f03", manifestKey{}, m)
+	c.setReply("f03", m, make([]byte, 3*cost))
+	if c.reply("f03", m) != nil {
+		t.Fatal("a reply beyond the byte bound was cached")
+	}
+	if _, bytes := c.size(); bytes > 3*cost+100 {
+		t.Fatalf("cache holds %d bytes, more than %d", bytes, 3*cost+100)
 	}
 }

@@ -357,7 +357,7 @@ type sessionCoord struct {
 
 // newSessionCoord starts keeping paths to secondaries open for sess.
 // Close stops it.
-func newSessionCoord(ctx context.Context, sess *kwik.Session, secondaries []string, o *CoordinatorOptions, log *slog.Logger, stats *coordCounters, prio *priority) *sessionCoord {
+func newSessionCoord(ctx context.Context, sess *kwik.Session, secondaries []string, names map[string]string, o *CoordinatorOptions, log *slog.Logger, stats *coordCounters, prio *priority) *sessionCoord {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(sess.Context(), cancel)
 	c := &sessionCoord{
@@ -373,7 +373,8 @@ func newSessionCoord(ctx context.Context, sess *kwik.Session, secondaries []stri
 	})
 	c.wg.Go(func() { c.watchEvents(ctx) })
 	for _, addr := range secondaries {
-		c.wg.Go(func() { c.keepPath(ctx, addr) })
+		name := names[addr]
+		c.wg.Go(func() { c.keepPath(ctx, addr, name) })
 	}
 	return c
 }
@@ -384,16 +385,17 @@ func (c *sessionCoord) Close() {
 	c.wg.Wait()
 }
 
-// keepPath adds a path to the secondary at addr and adds it again, with
+// keepPath adds a path to the secondary at addr, whose certificate must
+// carry serverName ("": the host of addr), and adds it again, with
 // backoff, whenever it cannot be added or fails (the client closes a path
 // that stalls, see kwik.Config.PathStallTimeout). The backoff starts again
 // from PathRetryInitial only after a path that delivered data: one that
 // comes up and then stalls or fails without delivering anything, again
 // and again (a secondary whose disk hangs), is re-added ever less often.
-func (c *sessionCoord) keepPath(ctx context.Context, addr string) {
+func (c *sessionCoord) keepPath(ctx context.Context, addr, serverName string) {
 	wait := c.o.PathRetryInitial
 	for ctx.Err() == nil {
-		id, err := c.sess.AddPath(ctx, addr)
+		id, err := c.sess.AddPathAs(ctx, addr, serverName)
 		if ctx.Err() != nil {
 			return
 		}
@@ -413,7 +415,7 @@ func (c *sessionCoord) keepPath(ctx context.Context, addr string) {
 				wait = c.o.PathRetryInitial
 			}
 		} else {
-			if errors.Is(err, kwik.ErrNoClusterKey) || errors.Is(err, kwik.ErrNotPrimary) {
+			if errors.Is(err, kwik.ErrNoSigningKey) || errors.Is(err, kwik.ErrNotPrimary) {
 				c.log.Warn("cannot add secondary paths", "secondary", addr, "err", err)
 				return
 			}

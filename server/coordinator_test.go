@@ -45,7 +45,7 @@ func mpStartSecondary(t testing.TB, b *certgen.Bundle, root string, hook func(*S
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, ClusterKey: b.ClusterKey, Logger: mpQuiet()})
+	ln, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, VerifyKeys: b.VerifyKeys(), Logger: mpQuiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func mpStartClusterWith(t testing.TB, primaryRoot string, secondaryRoots []strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, ClusterKey: b.ClusterKey, Logger: mpQuiet()})
+	ln, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, SigningKey: b.SigningKey, Logger: mpQuiet()})
 	if err != nil {
 		t.Fatal(err)
 	}

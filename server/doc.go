@@ -22,8 +22,11 @@
 // that predate BLAKE3) by hashing it once, caches it in a bounded LRU keyed by path, and uses
 // the cached one while the file's size and mtime are unchanged; a manifest
 // whose file changed while it was hashed is computed again. Concurrent
-// requests for the same file state share one computation (singleflight).
-// READ names the manifest Version it expects; a file whose current manifest
+// requests for the same file state share one computation (singleflight),
+// and at most CatalogOptions.MaxConcurrentHashes files (default GOMAXPROCS)
+// are hashed at once; the others wait. The encoded MANIFEST reply is
+// cached with its manifest (the cache's byte bound counts both), so the
+// requests for a file state share one encoding. READ names the manifest Version it expects; a file whose current manifest
 // has another Version is answered with ErrStale. Chunks are read with pread
 // into pooled buffers. A Catalog knows nothing of sessions, so a secondary
 // can read chunks from its own root with it. A secondary never hashes: it
@@ -41,10 +44,23 @@
 // context ends or the listener closes, after closing its sessions and
 // waiting for every goroutine it started.
 //
+// What every session shares is bounded as well (limits.go). LIST and
+// MANIFEST replies, which may take tens of MiB, hold at most ReplyBudget
+// bytes (default 64 MiB) at once over all sessions while they are built
+// and sent: a request waits for its share, in order of arrival, until it
+// has it or its session ends (PrimaryStats.BudgetWaits). A directory is
+// read twice, listBatch entries at a time: first to measure its listing
+// without keeping it, refusing one beyond transfer.MaxEntries or
+// transfer.MaxListLen with ErrTooLarge as soon as that is seen, then,
+// with its share of the budget, to build it. A reply held in memory (any
+// but READ) must be sent whole within ReplyTimeout (default 2 min) of its
+// first byte, however steadily the client reads, or it is reset with
+// ErrUnavailable (PrimaryStats.ReplyTimeouts).
+//
 // # Coordinator (multipath READ)
 //
 // A Primary with PrimaryOptions.Secondaries (and a kwik listener holding the
-// cluster key) keeps, for every session, a path to each secondary: AddPath
+// signing key) keeps, for every session, a path to each secondary: AddPath
 // in the background, added again with backoff (PathRetryInitial doubling
 // to PathRetryMax) when it cannot be added or fails. A READ arriving while
 // a secondary path is up is divided between the paths; otherwise, and
@@ -110,8 +126,11 @@
 //
 // # Locking
 //
-// The manifest cache's mutex guards its LRU list, map and byte count; the
-// counters are atomics; everything else is immutable after construction.
+// The manifest cache's mutex guards its LRU list, map, byte count and the
+// cached replies; the counters are atomics; the reply budget and the
+// hashing slots are semaphores; everything else is immutable after
+// construction. A hold of the reply budget belongs to the goroutine
+// serving its request.
 // A session's coordinator mutex (sessionCoord.mu) guards its path table,
 // the paths' estimates and queues, the strike records and the assignment
 // history; a READ's job state belongs to the goroutine serving it, and its

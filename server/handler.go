@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +40,8 @@ type counters struct {
 	dataBytes      atomic.Int64
 	corruptReports atomic.Int64
 	backgroundHeld atomic.Int64
+	budgetWaits    atomic.Int64
+	replyTimeouts  atomic.Int64
 }
 
 // handler serves request streams from a Catalog.
@@ -48,6 +51,8 @@ type handler struct {
 	stats        *counters
 	readTimeout  time.Duration
 	writeTimeout time.Duration
+	replyTimeout time.Duration // of a reply written whole (write)
+	budget       *budget       // of LIST and MANIFEST replies
 }
 
 // serve handles one request stream: it reads the request (the client ends
@@ -96,8 +101,12 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 		h.replyError(st, peer, req.Op, err)
 		return
 	}
-	if req.Op == transfer.OpRead {
+	switch req.Op {
+	case transfer.OpRead:
 		h.serveRead(ctx, st, peer, &req, sc, rep, prio)
+		return
+	case transfer.OpList, transfer.OpManifest:
+		h.serveBudgeted(ctx, st, peer, &req)
 		return
 	}
 	reply, err := h.answer(ctx, &req)
@@ -128,19 +137,51 @@ func readRequest(r io.Reader) ([]byte, error) {
 	return append(first[:], rest...), err
 }
 
-// answer runs a request other than READ against the catalog.
+// serveBudgeted answers LIST and MANIFEST, whose replies may take tens of
+// MiB, within the reply budget (PrimaryOptions.ReplyBudget): a listing is
+// charged its listSize.cost before it is built, a MANIFEST reply its
+// encodeCost while it is encoded (unless the catalog has it cached), and
+// then every reply its length until it is sent, the request waiting for
+// its share as long as ctx allows (then the reply is ErrUnavailable).
+// A MANIFEST reply from the cache is charged too, although its bytes are
+// shared, so that the budget bounds what replies hold whether or not the
+// cache keeps them.
+func (h *handler) serveBudgeted(ctx context.Context, st stream, peer net.Addr, req *transfer.Request) {
+	hd := h.budget.newHold()
+	defer hd.release()
+	var b []byte
+	var err error
+	if req.Op == transfer.OpList {
+		var entries []transfer.Attr
+		if entries, err = h.cat.list(ctx, req.Path, hd); err == nil {
+			if b, err = transfer.EncodeReply(req.Op, &transfer.Reply{Entries: entries}); err != nil {
+				err = fmt.Errorf("%v %q: %w", req.Op, req.Path, err)
+			}
+		}
+	} else {
+		b, err = h.cat.manifestReply(ctx, req.Path, hd)
+	}
+	if err == nil {
+		err = hd.resize(ctx, int64(len(b)))
+	}
+	if err != nil {
+		hd.release()
+		h.replyError(st, peer, req.Op, err)
+		return
+	}
+	h.write(st, peer, b)
+}
+
+// answer runs a request other than READ, LIST and MANIFEST against the
+// catalog.
 func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.Reply, error) {
 	var r transfer.Reply
 	var err error
 	switch req.Op {
 	case transfer.OpStat:
 		r.Attr, err = h.cat.Stat(req.Path)
-	case transfer.OpList:
-		r.Entries, err = h.cat.List(req.Path)
 	case transfer.OpReadlink:
 		r.Target, err = h.cat.Readlink(req.Path)
-	case transfer.OpManifest:
-		r.Manifest, err = h.cat.Manifest(ctx, req.Path)
 	case transfer.OpFiles:
 		r.Files, err = h.cat.Files(ctx, req.Path, req.Names, req.Known, req.MaxBytes)
 	default:
@@ -243,10 +284,22 @@ func (h *handler) replyError(st stream, peer net.Addr, op transfer.Op, err error
 	h.write(st, peer, transfer.EncodeError(err))
 }
 
-// write sends a whole reply and closes the stream.
+// write sends a whole reply and closes the stream. Besides the progress
+// timeout (writeTimeout), the whole reply must be sent within replyTimeout
+// of its first byte: a client reading a little now and then would
+// otherwise hold the reply, and its share of the reply budget, for as long
+// as it likes. A reply past that is reset with ErrUnavailable and counted
+// (PrimaryStats.ReplyTimeouts).
 func (h *handler) write(st stream, peer net.Addr, b []byte) {
 	w := &deadlineWriter{st: st, timeout: h.writeTimeout}
+	if h.replyTimeout > 0 {
+		w.end = time.Now().Add(h.replyTimeout)
+	}
 	if _, err := w.Write(b); err != nil {
+		if w.pastEnd(err) {
+			h.stats.replyTimeouts.Add(1)
+			err = fmt.Errorf("reply of %d bytes not sent within %v: %w", len(b), h.replyTimeout, transfer.ErrUnavailable)
+		}
 		h.abort(st, peer, err)
 		return
 	}
@@ -268,17 +321,23 @@ func (h *handler) abort(st stream, peer net.Addr, err error) {
 const writeSlice = 256 << 10
 
 // deadlineWriter writes to a stream, failing when a slice of writeSlice
-// bytes makes no progress (the client stopped reading) within timeout.
+// bytes makes no progress (the client stopped reading) within timeout, or
+// when end (if not zero) passes.
 type deadlineWriter struct {
 	st      stream
 	timeout time.Duration
+	end     time.Time
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		n := min(len(p), writeSlice)
-		w.st.SetWriteDeadline(time.Now().Add(w.timeout))
+		dl := time.Now().Add(w.timeout)
+		if !w.end.IsZero() && w.end.Before(dl) {
+			dl = w.end
+		}
+		w.st.SetWriteDeadline(dl)
 		m, err := w.st.Write(p[:n])
 		written += m
 		if err != nil {
@@ -287,4 +346,9 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// pastEnd reports whether err, from Write, is the deadline end passing.
+func (w *deadlineWriter) pastEnd(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) && !w.end.IsZero() && !time.Now().Before(w.end)
 }

@@ -13,6 +13,16 @@ import "time"
 // whole within RequestTimeout, or a reply that makes no progress for
 // WriteTimeout (a client that never reads), has its stream reset, which
 // frees its slot.
+//
+// What all sessions share is bounded too, so that no peer can make the
+// primary allocate without limit for everyone: LIST and MANIFEST replies
+// hold at most ReplyBudget bytes at once while they are built and sent
+// (a listing is measured before it is built, and refused while it is read
+// when it exceeds transfer.MaxEntries or transfer.MaxListLen), a reply
+// other than READ must be sent whole within ReplyTimeout, encoded MANIFEST
+// replies are cached with their manifests (CatalogOptions.ManifestCacheBytes)
+// rather than encoded anew for every request, and at most
+// CatalogOptions.MaxConcurrentHashes files are hashed at once.
 const (
 	// DefaultMaxConcurrentRequests is PrimaryOptions.MaxConcurrentRequests'
 	// default.
@@ -21,4 +31,8 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 	// DefaultWriteTimeout is PrimaryOptions.WriteTimeout's default.
 	DefaultWriteTimeout = 30 * time.Second
+	// DefaultReplyTimeout is PrimaryOptions.ReplyTimeout's default.
+	DefaultReplyTimeout = 2 * time.Minute
+	// DefaultReplyBudget is PrimaryOptions.ReplyBudget's default.
+	DefaultReplyBudget = 64 << 20
 )

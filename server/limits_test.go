@@ -34,6 +34,7 @@ const (
 
 // hostileServer is a Primary serving a root that holds big.bin.
 type hostileServer struct {
+	root   string
 	addr   string
 	p      *server.Primary
 	ln     *kwik.Listener
@@ -85,7 +86,7 @@ func startHostileServer(t *testing.T, opts server.PrimaryOptions, kmod func(*kwi
 		ln.Close()
 		p.Close()
 	})
-	return &hostileServer{addr: ln.Addr().String(), p: p, ln: ln, bundle: b, sum: sha256.Sum256(data), ctx: ctx}
+	return &hostileServer{root: root, addr: ln.Addr().String(), p: p, ln: ln, bundle: b, sum: sha256.Sum256(data), ctx: ctx}
 }
 
 // clientConfig returns a kwik configuration trusting the server; mod, if
@@ -423,4 +424,177 @@ func TestPrimarySessionLimit(t *testing.T) {
 	if a, err := again.Stat(hs.ctx, "big.bin"); err != nil || a.Size != hostileSize {
 		t.Fatalf("session after a slot freed: %+v, %v", a, err)
 	}
+}
+
+// bigListing creates the directory "big" of n entries with random names
+// of 40 hex digits (hard links to one empty file): a LIST reply of about
+// 1 MiB for 40,000 entries, as the hex digits compress to half.
+func (hs *hostileServer) bigListing(t *testing.T, n int) {
+	t.Helper()
+	dir := filepath.Join(hs.root, "big")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(hs.root, "empty")
+	if err := os.WriteFile(src, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewChaCha8([32]byte{5}))
+	for range n {
+		if err := os.Link(src, filepath.Join(dir, fmt.Sprintf("%016x%016x%08x", r.Uint64(), r.Uint64(), r.Uint32()))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitStats waits until ok holds of the server's stats.
+func (hs *hostileServer) waitStats(t *testing.T, what string, ok func(server.PrimaryStats) bool) {
+	t.Helper()
+	for !ok(hs.p.Stats()) {
+		if hs.ctx.Err() != nil {
+			t.Fatalf("%s: never; stats %+v", what, hs.p.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPrimaryReplyTimeout has a client read a LIST reply of about 1 MiB
+// 16 KiB at a time, twenty times a second: the reply progresses well
+// within WriteTimeout (which alone would let it go on for as long as the
+// client reads), but is not whole within ReplyTimeout, so the server
+// resets it with ErrUnavailable and counts it. A client that reads at
+// once gets the listing.
+func TestPrimaryReplyTimeout(t *testing.T) {
+	const entries = 40000
+	hs := startHostileServer(t, server.PrimaryOptions{ReplyTimeout: 500 * time.Millisecond, WriteTimeout: 10 * time.Second}, nil)
+	hs.bigListing(t, entries)
+	slow := hs.dial(t, func(c *kwik.Config) {
+		c.StreamReceiveWindow = 64 << 10
+		c.SessionReceiveWindow = 256 << 10
+	})
+	st, err := openRequest(hs.ctx, slow, request(transfer.OpList, "big"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SetReadDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	read := 0
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := st.Read(buf)
+		read += n
+		if err != nil {
+			want := &kwik.StreamError{Code: transfer.StreamCode(transfer.ErrUnavailable), Remote: true}
+			if !errors.Is(err, want) {
+				t.Fatalf("slow reader: %v after %d bytes, want a reset with %v", err, read, want.Code)
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("slow reader: reset after %d bytes and %v", read, time.Since(start).Round(time.Millisecond))
+	hs.waitStats(t, "the reply budget given back", func(s server.PrimaryStats) bool { return s.ReplyBudgetInUse == 0 })
+	if s := hs.p.Stats(); s.ReplyTimeouts != 1 || s.Aborted != 1 {
+		t.Fatalf("stats %+v, want 1 reply timed out and aborted", s)
+	}
+	got, err := hs.normalClient(t).List(hs.ctx, "big")
+	if err != nil || len(got) != entries {
+		t.Fatalf("normal client: %d entries, %v; want %d", len(got), err, entries)
+	}
+	if s := hs.p.Stats(); s.ReplyTimeouts != 1 || s.Aborted != 1 {
+		t.Fatalf("stats %+v, want still 1 reply timed out", s)
+	}
+}
+
+// TestPrimaryReplyBudget serves a 1 MiB reply budget: a LIST whose reply
+// a client does not read holds its share of the budget; a second LIST,
+// which needs all of it, waits (counted) until the first is reset, and
+// then completes. MANIFEST replies come from the cache after the first.
+func TestPrimaryReplyBudget(t *testing.T) {
+	const entries = 40000
+	hs := startHostileServer(t, server.PrimaryOptions{ReplyBudget: 1 << 20}, nil)
+	hs.bigListing(t, entries)
+	normal := hs.normalClient(t)
+	for range 5 {
+		if _, err := normal.Manifest(hs.ctx, "big.bin"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := hs.p.Catalog().Stats(); s.ManifestRepliesEncoded != 1 || s.ManifestReplyHits != 4 {
+		t.Fatalf("catalog stats %+v, want 1 MANIFEST reply encoded and 4 taken from the cache", s)
+	}
+	// The handlers give their share back just after the replies end.
+	hs.waitStats(t, "the reply budget given back", func(s server.PrimaryStats) bool { return s.ReplyBudgetInUse == 0 })
+	if s := hs.p.Stats(); s.BudgetWaits != 0 {
+		t.Fatalf("stats %+v, want no wait", s)
+	}
+
+	hostile := hs.dial(t, func(c *kwik.Config) {
+		c.StreamReceiveWindow = 64 << 10
+		c.SessionReceiveWindow = 256 << 10
+	})
+	st, err := openRequest(hs.ctx, hostile, request(transfer.OpList, "big"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its encoded reply, of about 1 MiB, holds less than the budget.
+	hs.waitStats(t, "the unread reply holding the budget", func(s server.PrimaryStats) bool {
+		return s.ReplyBudgetInUse > 0 && s.ReplyBudgetInUse < 1<<20
+	})
+	listed := make(chan error, 1)
+	go func() {
+		got, err := normal.List(hs.ctx, "big")
+		if err == nil && len(got) != entries {
+			err = fmt.Errorf("%d entries, want %d", len(got), entries)
+		}
+		listed <- err
+	}()
+	hs.waitStats(t, "the second LIST waiting", func(s server.PrimaryStats) bool { return s.BudgetWaits == 1 })
+	select {
+	case err := <-listed:
+		t.Fatalf("the second LIST ended while the budget was held: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	st.CancelRead(transfer.CodeCanceled)
+	if err := <-listed; err != nil {
+		t.Fatalf("second LIST: %v", err)
+	}
+	hs.waitStats(t, "the reply budget given back", func(s server.PrimaryStats) bool { return s.ReplyBudgetInUse == 0 })
+	if s := hs.p.Stats(); s.BudgetWaits != 1 || s.Aborted != 1 || s.ReplyTimeouts != 0 {
+		t.Fatalf("stats %+v, want 1 wait and 1 reply aborted", s)
+	}
+}
+
+// TestPrimaryBudgetWaitEndsWithSession: a LIST waiting for the reply
+// budget gives up when its session closes, rather than when the budget
+// comes free.
+func TestPrimaryBudgetWaitEndsWithSession(t *testing.T) {
+	hs := startHostileServer(t, server.PrimaryOptions{ReplyBudget: 1 << 20}, nil)
+	hs.bigListing(t, 40000)
+	hostile := hs.dial(t, func(c *kwik.Config) {
+		c.StreamReceiveWindow = 64 << 10
+		c.SessionReceiveWindow = 256 << 10
+	})
+	st, err := openRequest(hs.ctx, hostile, request(transfer.OpList, "big"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.waitStats(t, "the unread reply holding the budget", func(s server.PrimaryStats) bool {
+		return s.ReplyBudgetInUse > 0 && s.ReplyBudgetInUse < 1<<20
+	})
+	held := hs.p.Stats().ReplyBudgetInUse
+	waiter := hs.dial(t, nil)
+	if _, err := openRequest(hs.ctx, waiter, request(transfer.OpList, "big"), true); err != nil {
+		t.Fatal(err)
+	}
+	hs.waitStats(t, "the second LIST waiting", func(s server.PrimaryStats) bool { return s.BudgetWaits == 1 })
+	waiter.Close()
+	// The waiting request fails (with an error reply no one reads) while
+	// the unread reply still holds the budget.
+	hs.waitStats(t, "the wait ended", func(s server.PrimaryStats) bool { return s.Errors == 1 })
+	if s := hs.p.Stats(); s.ReplyBudgetInUse != held || s.BudgetWaits != 1 {
+		t.Fatalf("stats %+v, want 1 wait and the unread reply's %d bytes still held", s, held)
+	}
+	st.CancelRead(transfer.CodeCanceled)
+	hs.waitStats(t, "the reply budget given back", func(s server.PrimaryStats) bool { return s.ReplyBudgetInUse == 0 })
 }

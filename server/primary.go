@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -33,13 +34,39 @@ type PrimaryOptions struct {
 	// WriteTimeout bounds how long a reply may make no progress (the client
 	// stopped reading) before the stream is reset. Default 30 s.
 	WriteTimeout time.Duration
+	// ReplyTimeout bounds how long a reply other than READ (which is held
+	// in memory whole) may take to send, from its first byte to its last,
+	// however steadily the client reads: past it, the stream is reset with
+	// ErrUnavailable and PrimaryStats.ReplyTimeouts counts it. The largest
+	// reply (a LIST of transfer.MaxListLen bytes, before compression) then
+	// needs a client reading 0.55 MiB/s. READ replies, which stream from the
+	// file and may wait on purpose (a background READ while a foreground
+	// one is served), are bound by WriteTimeout alone. Default 2 min
+	// (DefaultReplyTimeout).
+	ReplyTimeout time.Duration
+	// ReplyBudget bounds the bytes that LIST and MANIFEST replies hold,
+	// over all sessions, while they are built and sent. A listing is
+	// charged an upper estimate of its memory, measured before it is built
+	// (about 250 bytes per entry with a short name); a MANIFEST reply three
+	// times its encoded manifest while it is encoded (once per file state,
+	// as it is cached); then every reply its length until it is sent (a
+	// cached MANIFEST reply too, although its bytes are shared). A request
+	// waits for its share, in the order of arrival, until it has it or its
+	// session ends, and PrimaryStats.BudgetWaits counts the waits. A
+	// request needing more than the whole budget waits for all of it and
+	// is served alone. Default 64 MiB (DefaultReplyBudget).
+	ReplyBudget int64
 	// Secondaries are the addresses (host:port, as each secondary
 	// advertises itself) of the secondaries that serve a mirror of the
 	// root. Each session keeps a path open to every one of them (the
-	// listener needs a kwik ClusterKey shared with them) and READ replies
+	// listener needs a kwik SigningKey whose public half they hold) and READ replies
 	// are divided between the primary and the secondary paths that are up
 	// (see Coordinator). With none, every reply comes from the primary.
 	Secondaries []string
+	// SecondaryNames gives, by address, the name a secondary's certificate
+	// must carry, when it is not the host of its address (each secondary
+	// with a certificate of its own; see kwik.Session.AddPathAs).
+	SecondaryNames map[string]string
 	// Coordinator tunes the division of READ replies.
 	Coordinator CoordinatorOptions
 }
@@ -67,6 +94,13 @@ type PrimaryStats struct {
 	// BackgroundHeld counts background READs that were held back, at
 	// least once, while a foreground READ of their session was served.
 	BackgroundHeld int64
+	// BudgetWaits counts LIST and MANIFEST requests that waited for their
+	// share of the reply budget (PrimaryOptions.ReplyBudget), once per
+	// wait; ReplyBudgetInUse is the bytes of the budget held now.
+	BudgetWaits, ReplyBudgetInUse int64
+	// ReplyTimeouts counts replies reset because they were not sent
+	// whole within PrimaryOptions.ReplyTimeout (also counted in Aborted).
+	ReplyTimeouts int64
 }
 
 // Primary is the primary server: it serves the file protocol of package
@@ -79,6 +113,7 @@ type Primary struct {
 	h           *handler
 	stats       counters
 	secondaries []string
+	names       map[string]string // PrimaryOptions.SecondaryNames
 	copts       CoordinatorOptions
 	cstats      coordCounters
 }
@@ -101,13 +136,23 @@ func NewPrimary(root string, opts *PrimaryOptions) (*Primary, error) {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
+	if o.ReplyTimeout <= 0 {
+		o.ReplyTimeout = DefaultReplyTimeout
+	}
+	if o.ReplyBudget <= 0 {
+		o.ReplyBudget = DefaultReplyBudget
+	}
 	cat, err := NewCatalog(root, &o.Catalog)
 	if err != nil {
 		return nil, err
 	}
 	o.Coordinator.fill()
-	p := &Primary{cat: cat, log: o.Logger, limit: o.MaxConcurrentRequests, secondaries: slices.Clone(o.Secondaries), copts: o.Coordinator}
-	p.h = &handler{cat: cat, log: o.Logger, stats: &p.stats, readTimeout: o.RequestTimeout, writeTimeout: o.WriteTimeout}
+	p := &Primary{cat: cat, log: o.Logger, limit: o.MaxConcurrentRequests, secondaries: slices.Clone(o.Secondaries), names: maps.Clone(o.SecondaryNames), copts: o.Coordinator}
+	p.h = &handler{
+		cat: cat, log: o.Logger, stats: &p.stats,
+		readTimeout: o.RequestTimeout, writeTimeout: o.WriteTimeout, replyTimeout: o.ReplyTimeout,
+		budget: newBudget(o.ReplyBudget, &p.stats.budgetWaits),
+	}
 	return p, nil
 }
 
@@ -128,7 +173,10 @@ func (p *Primary) Stats() PrimaryStats {
 		DataBytes:      p.stats.dataBytes.Load(),
 		CorruptReports: p.stats.corruptReports.Load(),
 		BackgroundHeld: p.stats.backgroundHeld.Load(),
+		BudgetWaits:    p.stats.budgetWaits.Load(),
+		ReplyTimeouts:  p.stats.replyTimeouts.Load(),
 	}
+	s.ReplyBudgetInUse = p.h.budget.inUse()
 	for i := range s.Requests {
 		s.Requests[i] = p.stats.requests[i].Load()
 	}
@@ -175,10 +223,16 @@ func (p *Primary) serveSession(ctx context.Context, sess *kwik.Session) {
 	prio := newPriority(&p.stats.backgroundHeld)
 	var sc *sessionCoord
 	if len(p.secondaries) > 0 {
-		sc = newSessionCoord(ctx, sess, p.secondaries, &p.copts, p.log, &p.cstats, prio)
+		sc = newSessionCoord(ctx, sess, p.secondaries, p.names, &p.copts, p.log, &p.cstats, prio)
 		defer sc.Close()
 	}
 	rep := newSessionReport(sess, sc)
+	// Requests end with the session too: one waiting for the reply budget
+	// has no one to answer any more.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(sess.Context(), cancel)
+	defer stop()
 	var g errgroup.Group
 	g.SetLimit(p.limit)
 	var err error
@@ -189,7 +243,7 @@ func (p *Primary) serveSession(ctx context.Context, sess *kwik.Session) {
 			break
 		}
 		g.Go(func() error {
-			p.h.serve(ctx, st, peer, sc, rep, prio)
+			p.h.serve(rctx, st, peer, sc, rep, prio)
 			return nil
 		})
 	}

@@ -102,7 +102,7 @@ func newSecTest(t *testing.T, opts SecondaryOptions, setup func(root string), ho
 		hooks(s)
 	}
 
-	ksec, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, ClusterKey: b.ClusterKey, Logger: quiet})
+	ksec, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, VerifyKeys: b.VerifyKeys(), Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func newSecTest(t *testing.T, opts SecondaryOptions, setup func(root string), ho
 		}
 	})
 
-	ln, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, ClusterKey: b.ClusterKey, Logger: quiet})
+	ln, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: srvTLS, SigningKey: b.SigningKey, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,7 +141,7 @@ func startPrimaryBundle(t *testing.T, b *certgen.Bundle, root string, opts *serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, ClusterKey: b.ClusterKey, Logger: quiet()})
+	ln, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, SigningKey: b.SigningKey, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func startSecondary(t *testing.T, b *certgen.Bundle, root string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, ClusterKey: b.ClusterKey, Logger: quiet()})
+	ln, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, VerifyKeys: b.VerifyKeys(), Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,16 @@
 // Command kwik-primary exports a directory tree to kwikfs clients over a
 // kwik session and coordinates every transfer.
 //
-//	kwik-primary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE (--client-ca FILE | --allow-anonymous) [--secondary HOST:PORT]...
+//	kwik-primary --root DIR --listen HOST:PORT --cert FILE --key FILE --signing-key FILE (--client-ca FILE | --allow-anonymous) [--secondary HOST:PORT[,name=NAME]]...
 //
 // Each --secondary names a kwik-secondary serving a mirror of the root, by
 // the address clients dial (its --advertise address); every client session
 // gets a path to each, and READ replies are divided between the primary and
-// the secondaries up. The cluster key signs the path tokens and the
-// delegated commands.
+// the secondaries up. --signing-key, the primary's Ed25519 private key,
+// signs the path tokens and the delegated commands; the secondaries hold
+// only its public half (their --verify-key). A secondary whose certificate
+// is its own, for a name other than the host it is dialled at, is named
+// "--secondary HOST:PORT,name=NAME": clients verify it for NAME.
 //
 // --hash names the algorithm manifests hash chunks with: blake3 (the
 // default) or sha256, for clients that predate BLAKE3.
@@ -28,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
@@ -44,8 +48,9 @@ func run(args []string) error {
 	sf.Register(fl, "directory to export", "127.0.0.1:4433")
 	chunkSize := fl.Uint("chunk-size", 1<<20, "chunk size in bytes for manifests")
 	hash := fl.String("hash", "blake3", "chunk hash algorithm of manifests: blake3, or sha256 for clients that predate BLAKE3")
-	var secondaries addrList
-	fl.Var(&secondaries, "secondary", "HOST:PORT of a secondary, as clients dial it (repeatable)")
+	signingKey := fl.String("signing-key", "", "the primary's Ed25519 private key, PEM `FILE` (kwikfs certs writes signing-key.pem): it signs path tokens and commands for the secondaries (required)")
+	var secondaries cli.StringList
+	fl.Var(&secondaries, "secondary", "`HOST:PORT[,name=NAME]` of a secondary, as clients dial it, and the name its certificate carries when not HOST (repeatable)")
 	var co server.CoordinatorOptions
 	fl.Float64Var(&co.LateFactor, "late-factor", 4, "a unit given to a path is late, and reassigned, after this many times its expected time plus --late-slack")
 	fl.DurationVar(&co.LateSlack, "late-slack", 150*time.Millisecond, "added to a unit's deadline (see --late-factor)")
@@ -72,17 +77,24 @@ func run(args []string) error {
 	if co.LateFactor < 1 || co.LateSlack <= 0 || co.MissCooldown <= 0 || co.PathRetryMax <= 0 {
 		return cli.Usagef("--late-factor must be at least 1 and --late-slack, --miss-cooldown, --path-retry-max positive")
 	}
-	log, tlsConf, clusterSecret := setup.Logger, setup.TLS, setup.ClusterKey
-	for _, a := range secondaries {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return cli.Usagef("--secondary %q: %v", a, err)
-		}
+	log, tlsConf := setup.Logger, setup.TLS
+	if *signingKey == "" {
+		return cli.Usagef("--signing-key is required (kwikfs certs writes signing-key.pem)")
+	}
+	sk, err := certgen.ReadSigningKey(*signingKey)
+	if err != nil {
+		return err
+	}
+	addrs, names, err := parseSecondaries(secondaries)
+	if err != nil {
+		return err
 	}
 	p, err := server.NewPrimary(sf.Root, &server.PrimaryOptions{
-		Catalog:     server.CatalogOptions{ChunkSize: uint32(*chunkSize), Hash: *hash},
-		Logger:      log,
-		Secondaries: secondaries,
-		Coordinator: co,
+		Catalog:        server.CatalogOptions{ChunkSize: uint32(*chunkSize), Hash: *hash},
+		Logger:         log,
+		Secondaries:    addrs,
+		SecondaryNames: names,
+		Coordinator:    co,
 	})
 	if err != nil {
 		return err
@@ -95,13 +107,13 @@ func run(args []string) error {
 		}
 		defer stopPprof()
 	}
-	ln, err := kwik.Listen(sf.Listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: clusterSecret, ClusterKey: clusterSecret})
+	ln, err := kwik.Listen(sf.Listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: setup.ResetSecret, SigningKey: sk})
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", sf.Listen, err)
 	}
 	defer ln.Close()
 	fmt.Printf("listening on %s\n", ln.Addr())
-	log.Info("serving", "root", sf.Root, "listen", ln.Addr().String(), "secondaries", []string(secondaries))
+	log.Info("serving", "root", sf.Root, "listen", ln.Addr().String(), "secondaries", addrs)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -112,12 +124,23 @@ func run(args []string) error {
 	return nil
 }
 
-// addrList is a repeatable flag of addresses.
-type addrList []string
-
-func (l *addrList) String() string { return strings.Join(*l, ",") }
-
-func (l *addrList) Set(v string) error {
-	*l = append(*l, v)
-	return nil
+// parseSecondaries splits --secondary values, HOST:PORT[,name=NAME], into
+// the addresses and the names of those that give one.
+func parseSecondaries(values []string) (addrs []string, names map[string]string, err error) {
+	names = make(map[string]string)
+	for _, v := range values {
+		addr, opt, hasOpt := strings.Cut(v, ",")
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, nil, cli.Usagef("--secondary %q: %v", v, err)
+		}
+		if hasOpt {
+			name, ok := strings.CutPrefix(opt, "name=")
+			if !ok || name == "" || strings.ContainsAny(name, ", ") {
+				return nil, nil, cli.Usagef("--secondary %q: want HOST:PORT or HOST:PORT,name=NAME", v)
+			}
+			names[addr] = name
+		}
+		addrs = append(addrs, addr)
+	}
+	return addrs, names, nil
 }

@@ -2,9 +2,11 @@
 // sends file ranges into clients' streams only when the primary delegates
 // them (SEND_CHUNK commands relayed by the clients), never on its own.
 //
-//	kwik-secondary --root DIR --listen HOST:PORT --cert FILE --key FILE --cluster-key FILE (--client-ca FILE | --allow-anonymous) [--advertise HOST:PORT]
+//	kwik-secondary --root DIR --listen HOST:PORT --cert FILE --key FILE --verify-key FILE (--client-ca FILE | --allow-anonymous) [--advertise HOST:PORT]
 //
-// --cluster-key is the primary's cluster key file. --advertise is the
+// --verify-key is the primary's public key (repeatable while the primary's
+// key is replaced): the secondary can check the primary's path tokens and
+// commands, and cannot make any. --advertise is the
 // address the primary tells clients to dial (its --secondary flag), spelled
 // the same way: the secondary admits only path tokens issued for it. It
 // defaults to the bound address, and is required when --listen names no
@@ -17,6 +19,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"net"
@@ -24,6 +27,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
@@ -38,6 +42,8 @@ func run(args []string) error {
 	var sf cli.ServerFlags
 	sf.Register(fl, "directory to export, a mirror of the primary's", "127.0.0.1:4434")
 	advertise := fl.String("advertise", "", "address clients are told to dial, as the primary's --secondary names it (default: the bound address)")
+	var verifyFiles cli.StringList
+	fl.Var(&verifyFiles, "verify-key", "the primary's Ed25519 public key, PEM `FILE` (kwikfs certs writes verify-key.pem); repeat it to accept the old and the new key while the primary's is replaced (required)")
 	setup, err := sf.Parse(fl, args)
 	if err != nil {
 		return err
@@ -49,7 +55,18 @@ func run(args []string) error {
 			return cli.Usagef("--advertise is required when --listen %q names no host", sf.Listen)
 		}
 	}
-	log, tlsConf, clusterSecret := setup.Logger, setup.TLS, setup.ClusterKey
+	log, tlsConf := setup.Logger, setup.TLS
+	if len(verifyFiles) == 0 {
+		return cli.Usagef("--verify-key is required (kwikfs certs writes verify-key.pem)")
+	}
+	var verifyKeys []ed25519.PublicKey
+	for _, f := range verifyFiles {
+		k, err := certgen.ReadVerifyKey(f)
+		if err != nil {
+			return err
+		}
+		verifyKeys = append(verifyKeys, k)
+	}
 	if sf.Pprof != "" {
 		stopPprof, err := cli.ServePprof(sf.Pprof, log)
 		if err != nil {
@@ -65,8 +82,8 @@ func run(args []string) error {
 	sec, err := kwik.ListenSecondary(sf.Listen, &kwik.Config{
 		TLSConfig:            tlsConf,
 		Logger:               log,
-		ClusterKey:           clusterSecret,
-		StatelessResetSecret: clusterSecret,
+		VerifyKeys:           verifyKeys,
+		StatelessResetSecret: setup.ResetSecret,
 		AdvertiseAddr:        *advertise,
 	})
 	if err != nil {

@@ -210,26 +210,28 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// hostList is a repeatable string flag.
-type hostList []string
-
-func (h *hostList) String() string     { return strings.Join(*h, ",") }
-func (h *hostList) Set(v string) error { *h = append(*h, v); return nil }
-
 func runCerts(args []string) error {
 	fl := flag.NewFlagSet("kwikfs certs", flag.ContinueOnError)
-	out := fl.String("out", "", "directory to write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem and cluster.key to (required)")
-	var hosts hostList
-	fl.Var(&hosts, "host", "DNS name or IP address the server certificate is valid for; repeatable (default localhost, 127.0.0.1, ::1)")
+	out := fl.String("out", "", "directory to write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem, signing-key.pem and verify-key.pem to (required)")
+	var hosts cli.StringList
+	fl.Var(&hosts, "host", "DNS name or IP address the server certificate is valid for; repeatable (default localhost, 127.0.0.1, ::1; with --server, NAME)")
 	client := fl.String("client", "", "issue one more client certificate, client-`NAME`.pem and client-NAME-key.pem, from the CA already in --out (ca.pem, ca-key.pem)")
-	validity := fl.Duration("validity", certgen.Validity, "how long a certificate --client issues stays valid")
+	serverName := fl.String("server", "", "issue a certificate of its own for one server, server-`NAME`.pem and server-NAME-key.pem, valid for --host (default NAME), from the CA already in --out")
+	signingOnly := fl.Bool("signing-key-only", false, "write only a new signing-key.pem and verify-key.pem into --out (to replace the primary's key: see the README)")
+	validity := fl.Duration("validity", certgen.Validity, "how long a certificate --client or --server issues stays valid")
 	fl.Usage = func() {
 		fmt.Fprintf(fl.Output(), `usage: kwikfs certs --out DIR [--host NAME_OR_IP]...
        kwikfs certs --out DIR --client NAME [--validity DURATION]
+       kwikfs certs --out DIR --server NAME [--host NAME_OR_IP]... [--validity DURATION]
+       kwikfs certs --out DIR --signing-key-only
 
-The first form makes a CA, a server certificate, a client certificate and a
-cluster key. The second issues another client certificate from that CA.
-Example: kwikfs certs --out certs --client laptop
+The first form makes a CA, a server certificate, a client certificate and
+the primary's signing key (signing-key.pem, for the primary alone) with its
+public half (verify-key.pem, for the secondaries). The second and third
+issue another client certificate, or a certificate for one server, from that
+CA. The last makes a new signing key pair.
+Examples: kwikfs certs --out certs --client laptop
+          kwikfs certs --out certs --server mirror-1 --host mirror-1.example.net
 
 `)
 		fl.PrintDefaults()
@@ -241,11 +243,22 @@ Example: kwikfs certs --out certs --client laptop
 		fl.Usage()
 		return cli.Usagef("certs needs --out DIR")
 	}
-	if *client != "" {
+	switch {
+	case (*client != "") && (*serverName != "" || *signingOnly), *serverName != "" && *signingOnly:
+		return cli.Usagef("--client, --server and --signing-key-only exclude each other")
+	case *client != "":
 		if len(hosts) > 0 {
 			return cli.Usagef("--client and --host exclude each other")
 		}
 		return issueClient(*out, *client, *validity)
+	case *serverName != "":
+		return issueServer(*out, *serverName, hosts, *validity)
+	case *signingOnly:
+		if err := certgen.WriteSigningKey(*out); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s and %s\n", filepath.Join(*out, certgen.SigningKeyFile), filepath.Join(*out, certgen.VerifyKeyFile))
+		return nil
 	}
 	b, err := certgen.Generate(hosts)
 	if err != nil {
@@ -254,14 +267,14 @@ Example: kwikfs certs --out certs --client laptop
 	if err := b.WriteDir(*out); err != nil {
 		return err
 	}
-	fmt.Printf("wrote %s/{%s,%s,%s,%s,%s,%s,%s}; the server certificate is for %s\n", *out,
+	fmt.Printf("wrote %s/{%s,%s,%s,%s,%s,%s,%s,%s}; the server certificate is for %s\n", *out,
 		certgen.CAFile, certgen.CAKeyFile, certgen.CertFile, certgen.KeyFile,
-		certgen.ClientCertFile, certgen.ClientKeyFile, certgen.ClusterKeyFile, strings.Join(b.Hosts, ", "))
+		certgen.ClientCertFile, certgen.ClientKeyFile, certgen.SigningKeyFile, certgen.VerifyKeyFile, strings.Join(b.Hosts, ", "))
 	return nil
 }
 
-// clientName is what `kwikfs certs --client` accepts as a name: it becomes
-// part of two file names.
+// clientName is what `kwikfs certs --client` and `--server` accept as a
+// name: it becomes part of two file names.
 var clientName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // issueClient issues client certificate name from the CA in dir.
@@ -281,11 +294,41 @@ func issueClient(dir, name string, validity time.Duration) error {
 	if err != nil {
 		return err
 	}
-	certName, keyName := "client-"+name+".pem", "client-"+name+"-key.pem"
+	return writeIssued(dir, "client-"+name, certPEM, keyPEM, now.Add(validity))
+}
+
+// issueServer issues a certificate for server name, valid for hosts
+// (default: name), from the CA in dir.
+func issueServer(dir, name string, hosts []string, validity time.Duration) error {
+	if !clientName.MatchString(name) {
+		return cli.Usagef("--server %q: a name of letters, digits, '.', '_' and '-', at most 64", name)
+	}
+	if validity <= 0 {
+		return cli.Usagef("--validity must be positive")
+	}
+	if len(hosts) == 0 {
+		hosts = []string{name}
+	}
+	ca, err := certgen.LoadCA(filepath.Join(dir, certgen.CAFile), filepath.Join(dir, certgen.CAKeyFile))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	certPEM, keyPEM, err := ca.IssueServer(hosts, now.Add(-time.Hour), now.Add(validity))
+	if err != nil {
+		return err
+	}
+	return writeIssued(dir, "server-"+name, certPEM, keyPEM, now.Add(validity))
+}
+
+// writeIssued writes an issued certificate and key as BASE.pem and
+// BASE-key.pem into dir and says so.
+func writeIssued(dir, base string, certPEM, keyPEM []byte, until time.Time) error {
+	certName, keyName := base+".pem", base+"-key.pem"
 	if err := certgen.WritePair(dir, certName, keyName, certPEM, keyPEM); err != nil {
 		return err
 	}
-	fmt.Printf("wrote %s and %s, valid until %s\n", filepath.Join(dir, certName), filepath.Join(dir, keyName), now.Add(validity).Format(time.DateOnly))
+	fmt.Printf("wrote %s and %s, valid until %s\n", filepath.Join(dir, certName), filepath.Join(dir, keyName), until.Format(time.DateOnly))
 	return nil
 }
 

@@ -3,6 +3,7 @@
 //	kwikfs mount --primary HOST:PORT --ca FILE --cert FILE --key FILE --cache DIR MOUNTPOINT
 //	kwikfs status [--json] MOUNTPOINT
 //	kwikfs prefetch [--detach] PATH...
+//	kwikfs get --primary HOST:PORT --ca FILE [--cert FILE --key FILE] REMOTE_PATH... DEST
 //	kwikfs certs --out DIR [--host NAME_OR_IP]...
 //	kwikfs certs --out DIR --client NAME
 //	kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
@@ -24,6 +25,7 @@ const usage = `usage:
   kwikfs mount --primary HOST:PORT --ca FILE [--cert FILE --key FILE] --cache DIR [flags] MOUNTPOINT
   kwikfs status [--json] MOUNTPOINT
   kwikfs prefetch [--detach] PATH...   (or --cancel ID PATH)
+  kwikfs get --primary HOST:PORT --ca FILE [--cert FILE --key FILE] [flags] REMOTE_PATH... DEST
   kwikfs certs --out DIR [--host NAME_OR_IP]...   (or --client NAME: one more client certificate)
   kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
 Run "kwikfs COMMAND -h" for the flags of a command.
@@ -44,6 +46,8 @@ func main() {
 		err = runStatus(ctx, args)
 	case "prefetch":
 		err = runPrefetch(ctx, args)
+	case "get":
+		err = runGet(ctx, args)
 	case "certs":
 		err = runCerts(args)
 	case "demo":

@@ -11,18 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/internal/daemon"
 	"github.com/kwikfs/kwikfs/prefetch"
-)
-
-// Poll intervals of the progress display: a terminal line is redrawn
-// every termEvery; other outputs get one line every logEvery.
-const (
-	termEvery = 250 * time.Millisecond
-	logEvery  = time.Second
 )
 
 // runPrefetch hands a prefetch job to the daemon of the mount that holds
@@ -98,36 +89,18 @@ func runPrefetch(ctx context.Context, args []string) error {
 // in place on a terminal, one line per second otherwise. It returns the
 // final progress, or the last one seen and ctx's error.
 func follow(ctx context.Context, c *daemon.ControlClient, p prefetch.Progress, out io.Writer, term bool) (prefetch.Progress, error) {
-	every := logEvery
-	if term {
-		every = termEvery
-	}
-	t := time.NewTicker(every)
+	line := &liveLine{out: out, term: term}
+	t := time.NewTicker(line.every())
 	defer t.Stop()
-	width := 0 // of the line drawn last on a terminal
-	draw := func(line string) {
-		if !term {
-			fmt.Fprintln(out, line)
-			return
-		}
-		pad := max(width-len(line), 0)
-		fmt.Fprintf(out, "\r%s%s", line, strings.Repeat(" ", pad))
-		width = len(line)
-	}
 	for {
+		line.draw(progressLine(p))
 		if p.Ended() {
-			draw(progressLine(p))
-			if term {
-				fmt.Fprintln(out)
-			}
+			line.end()
 			return p, nil
 		}
-		draw(progressLine(p))
 		select {
 		case <-ctx.Done():
-			if term {
-				fmt.Fprintln(out)
-			}
+			line.end()
 			return p, ctx.Err()
 		case <-t.C:
 		}
@@ -136,17 +109,12 @@ func follow(ctx context.Context, c *daemon.ControlClient, p prefetch.Progress, o
 			if ctx.Err() != nil {
 				continue
 			}
-			if term {
-				fmt.Fprintln(out)
-			}
+			line.end()
 			return p, fmt.Errorf("follow job %d: %w", p.ID, err)
 		}
 		p = next
 	}
 }
-
-// barWidth is the number of cells of the progress bar.
-const barWidth = 24
 
 // progressLine is one line describing p: a bar, the percentage of bytes,
 // files and bytes done of the totals, the rate and the time left.
@@ -161,12 +129,7 @@ func progressLine(p prefetch.Progress) string {
 		frac = float64(p.FilesDone+p.FilesFailed) / float64(p.FilesTotal)
 	}
 	frac = min(max(frac, 0), 1)
-	cells := int(frac * barWidth)
-	bar := strings.Repeat("=", cells)
-	if cells < barWidth {
-		bar += ">" + strings.Repeat(" ", barWidth-cells-1)
-	}
-	line := fmt.Sprintf("job %d [%s] %3.0f%%  %d/%d files  %s/%s  %s/s", p.ID, bar, 100*frac,
+	line := fmt.Sprintf("job %d %s %3.0f%%  %d/%d files  %s/%s  %s/s", p.ID, progressBar(frac), 100*frac,
 		p.FilesDone, p.FilesTotal, humanBytes(p.BytesDone), humanBytes(p.BytesTotal), humanBytes(int64(p.Rate)))
 	if p.FilesFailed > 0 {
 		line += fmt.Sprintf("  %d failed", p.FilesFailed)
@@ -217,10 +180,4 @@ func printPrefetchJobs(out io.Writer, jobs []prefetch.Progress) {
 			fmt.Fprintf(out, "job %d: %s\n", p.ID, p.Error)
 		}
 	}
-}
-
-// isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

@@ -264,7 +264,7 @@ func (b *linksBench) startServers() error {
 			return nil
 		}
 		s := &linksServer{label: label, ns: l.ns, pprof: hostPort("127.0.0.1", linksPprofBase+port-linksAlonePort)}
-		args := serverArgs(b.tree, b.certs, hostPort(l.nsIP, port), append([]string{"--pprof", s.pprof}, extra...)...)
+		args := serverArgs(name, b.tree, b.certs, hostPort(l.nsIP, port), append([]string{"--pprof", s.pprof}, extra...)...)
 		if s.kwikServer, err = startKwikServer(b.bin, name, l.ns, args); err == nil {
 			err = b.lab.track(s.cmd)
 		}

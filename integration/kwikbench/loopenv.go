@@ -42,7 +42,7 @@ func (e *loopEnv) startServer(name, listen string, extra ...string) (*kwikServer
 		}
 		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	}
-	return startKwikServer(e.bin, name, "", serverArgs(e.root, e.certs, listen, extra...))
+	return startKwikServer(e.bin, name, "", serverArgs(name, e.root, e.certs, listen, extra...))
 }
 
 // mount starts `kwikfs mount` of addr on cache (logging at level warn) and

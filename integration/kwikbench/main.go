@@ -359,7 +359,7 @@ func mountReads(binDir, work string, size int64, runs int) (cold, warm []float64
 	if err != nil {
 		return nil, nil, err
 	}
-	primary, err := startKwikServer(binDir, "kwik-primary", "", serverArgs(tree, certDir, "127.0.0.1:0"))
+	primary, err := startKwikServer(binDir, "kwik-primary", "", serverArgs("kwik-primary", tree, certDir, "127.0.0.1:0"))
 	if err != nil {
 		return nil, nil, err
 	}

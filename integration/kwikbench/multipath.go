@@ -250,7 +250,7 @@ func (e *mpEnv) measure(links []linkemu.Config) (mpResult, error) {
 // startServer starts a kwik-primary or kwik-secondary serving e.tree on
 // listen and waits for its "listening on" line; the returned func stops it.
 func (e *mpEnv) startServer(name, listen string, extra ...string) (func(), error) {
-	s, err := startKwikServer(e.bin, name, "", serverArgs(e.tree, e.certs, listen, extra...))
+	s, err := startKwikServer(e.bin, name, "", serverArgs(name, e.tree, e.certs, listen, extra...))
 	if err != nil {
 		return nil, err
 	}
@@ -356,7 +356,7 @@ func startRelayedPrimary(bin, tree, certs string, link linkemu.Config) (relay *l
 	if relay, err = linkemu.New(target, link); err != nil {
 		return nil, "", nil, err
 	}
-	s, err := startKwikServer(bin, "kwik-primary", "", serverArgs(tree, certs, target))
+	s, err := startKwikServer(bin, "kwik-primary", "", serverArgs("kwik-primary", tree, certs, target))
 	if err != nil {
 		relay.Close()
 		return nil, "", nil, err

@@ -32,14 +32,20 @@ func (s *kwikServer) pid() int {
 // stop ends the server (SIGTERM, SIGKILL after 10 s) and waits for it.
 func (s *kwikServer) stop() { stopProcess(s.cmd, syscall.SIGTERM) }
 
-// serverArgs returns the flags that make a kwik-primary or kwik-secondary
-// serve tree on listen with the certificates writeCerts wrote to certs,
-// logging at level warn, followed by extra.
-func serverArgs(tree, certs, listen string, extra ...string) []string {
-	return append([]string{"--root", tree, "--listen", listen,
+// serverArgs returns the flags that make binary, kwik-primary or
+// kwik-secondary, serve tree on listen with the certificates and keys
+// writeCerts wrote to certs, logging at level warn, followed by extra.
+func serverArgs(binary, tree, certs, listen string, extra ...string) []string {
+	args := []string{"--root", tree, "--listen", listen,
 		"--cert", filepath.Join(certs, certgen.CertFile), "--key", filepath.Join(certs, certgen.KeyFile),
-		"--cluster-key", filepath.Join(certs, certgen.ClusterKeyFile), "--log-level", "warn",
-		"--client-ca", filepath.Join(certs, certgen.CAFile)}, extra...)
+		"--log-level", "warn",
+		"--client-ca", filepath.Join(certs, certgen.CAFile)}
+	if binary == "kwik-primary" {
+		args = append(args, "--signing-key", filepath.Join(certs, certgen.SigningKeyFile))
+	} else {
+		args = append(args, "--verify-key", filepath.Join(certs, certgen.VerifyKeyFile))
+	}
+	return append(args, extra...)
 }
 
 // startKwikServer starts bin/name with args (see serverArgs) and waits for
@@ -77,7 +83,7 @@ func startKwikServer(bin, name, ns string, args []string) (*kwikServer, error) {
 }
 
 // writeCerts writes a new CA, server certificate (valid for hosts as well
-// as the defaults of certgen.Generate) and cluster key (kwikfs certs) to
+// as the defaults of certgen.Generate) and signing key (kwikfs certs) to
 // work/certs and returns that directory.
 func writeCerts(work string, hosts ...string) (string, error) {
 	dir := filepath.Join(work, "certs")

@@ -1,6 +1,7 @@
 // Package certgen makes the key material a kwikfs cluster needs: a private
 // certificate authority, server certificates and client certificates it
-// signs, and the cluster key that the primary and its secondaries share.
+// signs, and the primary's Ed25519 signing key, whose public half the
+// secondaries hold to verify path tokens and relayed commands.
 //
 // It is meant for `kwikfs certs`, demos and tests. A production cluster may use
 // certificates from any CA; kwikfs only needs the CA certificates to verify
@@ -10,12 +11,12 @@ package certgen
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -23,7 +24,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -35,11 +35,9 @@ const (
 	KeyFile        = "server-key.pem"
 	ClientCertFile = "client.pem"
 	ClientKeyFile  = "client-key.pem"
-	ClusterKeyFile = "cluster.key"
+	SigningKeyFile = "signing-key.pem" // the primary's alone
+	VerifyKeyFile  = "verify-key.pem"  // every secondary's
 )
-
-// ClusterKeySize is the length in bytes of a cluster key.
-const ClusterKeySize = 32
 
 // Validity is how long generated certificates stay valid.
 const Validity = 10 * 365 * 24 * time.Hour
@@ -48,7 +46,7 @@ const Validity = 10 * 365 * 24 * time.Hour
 // issues.
 const DefaultClientName = "kwikfs client"
 
-// Bundle holds PEM-encoded key material and a fresh cluster key.
+// Bundle holds PEM-encoded key material and a fresh signing key.
 type Bundle struct {
 	CAPEM         []byte // CA certificate
 	CAKeyPEM      []byte // CA private key (PKCS#8): it issues more certificates
@@ -56,8 +54,14 @@ type Bundle struct {
 	KeyPEM        []byte // server private key (PKCS#8)
 	ClientCertPEM []byte // client certificate (DefaultClientName), signed by the CA
 	ClientKeyPEM  []byte // client private key (PKCS#8)
-	ClusterKey    []byte // ClusterKeySize random bytes
+	SigningKey    ed25519.PrivateKey
 	Hosts         []string
+}
+
+// VerifyKeys returns the public half of the bundle's signing key, as a
+// secondary holds it (kwik.Config.VerifyKeys).
+func (b *Bundle) VerifyKeys() []ed25519.PublicKey {
+	return []ed25519.PublicKey{b.SigningKey.Public().(ed25519.PublicKey)}
 }
 
 // CA is a certificate authority that issues server and client
@@ -200,7 +204,7 @@ func encodeKey(key crypto.Signer) ([]byte, error) {
 
 // Generate makes a CA, a server certificate valid for hosts (each a DNS
 // name or an IP address; with none, "localhost", 127.0.0.1 and ::1), a
-// client certificate named DefaultClientName, and a cluster key.
+// client certificate named DefaultClientName, and a signing key.
 func Generate(hosts []string) (*Bundle, error) {
 	if len(hosts) == 0 {
 		hosts = []string{"localhost", "127.0.0.1", "::1"}
@@ -218,15 +222,15 @@ func Generate(hosts []string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	ck := make([]byte, ClusterKeySize)
-	if _, err := rand.Read(ck); err != nil {
-		return nil, fmt.Errorf("generate cluster key: %w", err)
+	_, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
 	}
 	return &Bundle{
 		CAPEM: ca.CertPEM, CAKeyPEM: ca.KeyPEM,
 		CertPEM: certPEM, KeyPEM: keyPEM,
 		ClientCertPEM: clientPEM, ClientKeyPEM: clientKeyPEM,
-		ClusterKey: ck,
+		SigningKey: sk,
 		Hosts:      append([]string(nil), hosts...),
 	}, nil
 }
@@ -265,11 +269,15 @@ func (b *Bundle) ClientTLS() (*tls.Config, error) {
 }
 
 // WriteDir writes CAFile, CAKeyFile, CertFile, KeyFile, ClientCertFile,
-// ClientKeyFile and ClusterKeyFile (hex) into dir, creating it. Private
-// material is written with mode 0600. Existing files are not overwritten:
-// WriteDir fails with an error wrapping fs.ErrExist instead, before it
-// writes anything.
+// ClientKeyFile, SigningKeyFile and VerifyKeyFile into dir, creating it.
+// Private material is written with mode 0600. Existing files are not
+// overwritten: WriteDir fails with an error wrapping fs.ErrExist instead,
+// before it writes anything.
 func (b *Bundle) WriteDir(dir string) error {
+	signing, verify, err := EncodeSigningKey(b.SigningKey)
+	if err != nil {
+		return err
+	}
 	return writeFiles(dir, []file{
 		{CAFile, b.CAPEM, 0o644},
 		{CAKeyFile, b.CAKeyPEM, 0o600},
@@ -277,8 +285,89 @@ func (b *Bundle) WriteDir(dir string) error {
 		{KeyFile, b.KeyPEM, 0o600},
 		{ClientCertFile, b.ClientCertPEM, 0o644},
 		{ClientKeyFile, b.ClientKeyPEM, 0o600},
-		{ClusterKeyFile, []byte(hex.EncodeToString(b.ClusterKey) + "\n"), 0o600},
+		{SigningKeyFile, signing, 0o600},
+		{VerifyKeyFile, verify, 0o644},
 	})
+}
+
+// WriteSigningKey writes a fresh signing key into dir as SigningKeyFile
+// and VerifyKeyFile, creating dir; like WriteDir it overwrites nothing.
+// It is the first step of replacing a primary's key (see the README).
+func WriteSigningKey(dir string) error {
+	_, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate signing key: %w", err)
+	}
+	signing, verify, err := EncodeSigningKey(sk)
+	if err != nil {
+		return err
+	}
+	return writeFiles(dir, []file{{SigningKeyFile, signing, 0o600}, {VerifyKeyFile, verify, 0o644}})
+}
+
+// EncodeSigningKey returns the PEM encodings of an Ed25519 private key
+// (PKCS#8) and of its public key (PKIX).
+func EncodeSigningKey(sk ed25519.PrivateKey) (private, public []byte, err error) {
+	der, err := x509.MarshalPKCS8PrivateKey(sk)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode signing key: %w", err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(sk.Public())
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode verify key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), nil
+}
+
+// ReadSigningKey reads an Ed25519 private key written by WriteDir (PEM,
+// PKCS#8).
+func ReadSigningKey(path string) (ed25519.PrivateKey, error) {
+	der, err := readPEM(path, "PRIVATE KEY")
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	sk, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("signing key %s: a %T, not an Ed25519 key", path, k)
+	}
+	return sk, nil
+}
+
+// ReadVerifyKey reads an Ed25519 public key written by WriteDir (PEM,
+// PKIX).
+func ReadVerifyKey(path string) (ed25519.PublicKey, error) {
+	der, err := readPEM(path, "PUBLIC KEY")
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("verify key %s: %w", path, err)
+	}
+	pk, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("verify key %s: a %T, not an Ed25519 key", path, k)
+	}
+	return pk, nil
+}
+
+// readPEM returns the bytes of the first PEM block of path, which must be
+// of type typ.
+func readPEM(path, typ string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != typ {
+		return nil, fmt.Errorf("%s holds no PEM %q block", path, typ)
+	}
+	return block.Bytes, nil
 }
 
 // WritePair writes a certificate and its key (mode 0600) into dir as
@@ -319,21 +408,4 @@ func writeFiles(dir string, files []file) error {
 		}
 	}
 	return nil
-}
-
-// ReadClusterKey reads a cluster key file written by WriteDir: hex text,
-// surrounding white space ignored. The key must be ClusterKeySize bytes.
-func ReadClusterKey(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read cluster key: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(data)))
-	if err != nil {
-		return nil, fmt.Errorf("cluster key %s: not hex: %w", path, err)
-	}
-	if len(key) != ClusterKeySize {
-		return nil, fmt.Errorf("cluster key %s: %d bytes, want %d", path, len(key), ClusterKeySize)
-	}
-	return key, nil
 }

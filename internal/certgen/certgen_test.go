@@ -1,7 +1,6 @@
 package certgen
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -82,7 +81,7 @@ func TestOtherCAIsRefused(t *testing.T) {
 	}
 }
 
-func TestWriteDirAndReadClusterKey(t *testing.T) {
+func TestWriteDirAndReadSigningKey(t *testing.T) {
 	b, err := Generate([]string{"example.test", "198.18.0.1"})
 	if err != nil {
 		t.Fatal(err)
@@ -91,19 +90,28 @@ func TestWriteDirAndReadClusterKey(t *testing.T) {
 	if err := b.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	key, err := ReadClusterKey(filepath.Join(dir, ClusterKeyFile))
+	key, err := ReadSigningKey(filepath.Join(dir, SigningKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(key, b.ClusterKey) {
-		t.Fatal("cluster key does not round-trip")
+	if !key.Equal(b.SigningKey) {
+		t.Fatal("signing key does not round-trip")
 	}
-	st, err := os.Stat(filepath.Join(dir, KeyFile))
-	if err != nil {
-		t.Fatal(err)
+	pub, err := ReadVerifyKey(filepath.Join(dir, VerifyKeyFile))
+	if err != nil || !pub.Equal(b.SigningKey.Public()) {
+		t.Fatalf("verify key: %v, or not the signing key's public half", err)
 	}
-	if st.Mode().Perm() != 0o600 {
-		t.Errorf("key file mode %v, want 0600", st.Mode().Perm())
+	if _, err := ReadVerifyKey(filepath.Join(dir, SigningKeyFile)); err == nil {
+		t.Error("the signing key read as a verify key")
+	}
+	for name, want := range map[string]os.FileMode{KeyFile: 0o600, CAKeyFile: 0o600, ClientKeyFile: 0o600, SigningKeyFile: 0o600, VerifyKeyFile: 0o644} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != want {
+			t.Errorf("%s mode %v, want %v", name, st.Mode().Perm(), want)
+		}
 	}
 	if err := b.WriteDir(dir); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("second WriteDir: %v, want fs.ErrExist", err)

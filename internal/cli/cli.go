@@ -61,3 +61,9 @@ func Fail(prog string, err error) {
 	}
 	os.Exit(ExitCode(err))
 }
+
+// StringList is a repeatable string flag: each use appends its value.
+type StringList []string
+
+func (l *StringList) String() string     { return strings.Join(*l, ",") }
+func (l *StringList) Set(v string) error { *l = append(*l, v); return nil }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"crypto/hkdf"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -9,15 +11,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"time"
 
-	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/kwik"
 )
 
 // ServerFlags are the flags kwik-primary and kwik-secondary share.
 type ServerFlags struct {
-	Root, Listen, Cert, Key, ClusterKey, LogLevel string
+	Root, Listen, Cert, Key, LogLevel string
 	// ClientCA names the PEM file of the CA whose client certificates the
 	// server admits; AllowAnonymous admits any client instead.
 	ClientCA       string
@@ -33,7 +35,6 @@ func (sf *ServerFlags) Register(fl *flag.FlagSet, rootHelp, listen string) {
 	fl.StringVar(&sf.Listen, "listen", listen, "UDP address to listen on")
 	fl.StringVar(&sf.Cert, "cert", "", "server certificate, PEM (required)")
 	fl.StringVar(&sf.Key, "key", "", "server private key, PEM (required)")
-	fl.StringVar(&sf.ClusterKey, "cluster-key", "", "cluster key shared by the primary and its secondaries (required)")
 	fl.StringVar(&sf.ClientCA, "client-ca", "", "admit only clients with a certificate signed by the CA in this PEM `FILE` (kwikfs certs writes ca.pem and client.pem); required unless --allow-anonymous")
 	fl.BoolVar(&sf.AllowAnonymous, "allow-anonymous", false, "admit any client that can reach --listen, without a client certificate")
 	fl.StringVar(&sf.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -42,21 +43,24 @@ func (sf *ServerFlags) Register(fl *flag.FlagSet, rootHelp, listen string) {
 
 // ServerSetup is what the shared flags name, loaded.
 type ServerSetup struct {
-	Logger     *slog.Logger
-	TLS        *tls.Config
-	ClusterKey []byte
+	Logger *slog.Logger
+	TLS    *tls.Config
+	// ResetSecret is the server's stateless reset secret
+	// (kwik.Config.StatelessResetSecret): derived from its TLS private key,
+	// so it persists across restarts and is the server's own.
+	ResetSecret []byte
 }
 
 // Parse parses args into fl, checks the shared flags (all required, no
-// positional arguments) and loads the logger, the TLS certificate and the
-// cluster key. Command-line mistakes wrap ErrUsage.
+// positional arguments) and loads the logger and the TLS certificate.
+// Command-line mistakes wrap ErrUsage.
 func (sf *ServerFlags) Parse(fl *flag.FlagSet, args []string) (*ServerSetup, error) {
 	if err := fl.Parse(args); err != nil {
 		return nil, Usagef("%v", err)
 	}
-	if sf.Root == "" || sf.Cert == "" || sf.Key == "" || sf.ClusterKey == "" {
+	if sf.Root == "" || sf.Cert == "" || sf.Key == "" {
 		fl.Usage()
-		return nil, Usagef("--root, --cert, --key and --cluster-key are required")
+		return nil, Usagef("--root, --cert and --key are required")
 	}
 	if fl.NArg() > 0 {
 		return nil, Usagef("unexpected argument %q", fl.Arg(0))
@@ -71,7 +75,7 @@ func (sf *ServerFlags) Parse(fl *flag.FlagSet, args []string) (*ServerSetup, err
 	if err != nil {
 		return nil, err
 	}
-	key, err := certgen.ReadClusterKey(sf.ClusterKey)
+	keyPEM, err := os.ReadFile(sf.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +90,11 @@ func (sf *ServerFlags) Parse(fl *flag.FlagSet, args []string) (*ServerSetup, err
 	} else {
 		log.Warn("admitting any client: no --client-ca", "listen", sf.Listen)
 	}
-	return &ServerSetup{Logger: log, TLS: tlsConf, ClusterKey: key}, nil
+	reset, err := hkdf.Key(sha256.New, keyPEM, nil, "kwik stateless reset secret", 32)
+	if err != nil {
+		return nil, err
+	}
+	return &ServerSetup{Logger: log, TLS: tlsConf, ResetSecret: reset}, nil
 }
 
 // ServePprof serves net/http/pprof's handlers on addr; it returns once the

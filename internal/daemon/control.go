@@ -105,7 +105,7 @@ func startControl(path string, src *statusSource, log *slog.Logger) (*control, e
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	// The socket's directory, the cache, is private (privateDir): no other
+	// The socket's directory, the cache, is private (PrivateDir): no other
 	// user can reach the socket, even before the chmod below.
 	ln, err := net.Listen("unix", path)
 	if err != nil {

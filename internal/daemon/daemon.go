@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	if err := privateDir(cfg.CacheDir, log); err != nil {
+	if err := PrivateDir(cfg.CacheDir, log); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
 	if st, err := os.Stat(mnt); err != nil {

@@ -7,14 +7,14 @@ import (
 	"syscall"
 )
 
-// privateDir makes sure dir is a directory only its owner, the caller, can
+// PrivateDir makes sure dir is a directory only its owner, the caller, can
 // enter: it creates it (and missing parents) with mode 0700, and takes the
 // group's and others' permissions off an existing one, saying so in the
 // log. The cache directory holds the mount's control socket and the
 // cached data of files the caller may read and others not. A symbolic
 // link, a non-directory, or a directory that belongs to another user is
 // refused.
-func privateDir(dir string, log *slog.Logger) error {
+func PrivateDir(dir string, log *slog.Logger) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ func TestPrivateDir(t *testing.T) {
 	}
 
 	fresh := filepath.Join(base, "a", "cache")
-	if err := privateDir(fresh, log); err != nil || mode(fresh) != 0o700 {
+	if err := PrivateDir(fresh, log); err != nil || mode(fresh) != 0o700 {
 		t.Errorf("new directory: %v, mode %#o; want 0700", err, mode(fresh))
 	}
 	loose := filepath.Join(base, "loose")
@@ -34,7 +34,7 @@ func TestPrivateDir(t *testing.T) {
 	if err := os.Chmod(loose, 0o775); err != nil {
 		t.Fatal(err)
 	}
-	if err := privateDir(loose, log); err != nil || mode(loose) != 0o700 {
+	if err := PrivateDir(loose, log); err != nil || mode(loose) != 0o700 {
 		t.Errorf("a 0775 directory: %v, mode %#o; want 0700", err, mode(loose))
 	}
 
@@ -47,8 +47,8 @@ func TestPrivateDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{link, file} {
-		if err := privateDir(p, log); err == nil || !strings.Contains(err.Error(), "not a directory") {
-			t.Errorf("privateDir(%s) = %v, want a refusal", p, err)
+		if err := PrivateDir(p, log); err == nil || !strings.Contains(err.Error(), "not a directory") {
+			t.Errorf("PrivateDir(%s) = %v, want a refusal", p, err)
 		}
 	}
 	if os.Geteuid() == 0 {
@@ -59,7 +59,7 @@ func TestPrivateDir(t *testing.T) {
 		if err := os.Chown(theirs, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
-		if err := privateDir(theirs, log); err == nil || !strings.Contains(err.Error(), "belongs to user 65534") {
+		if err := PrivateDir(theirs, log); err == nil || !strings.Contains(err.Error(), "belongs to user 65534") {
 			t.Errorf("another user's directory: %v, want a refusal", err)
 		}
 	}

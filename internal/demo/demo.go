@@ -37,9 +37,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		cfg.Logger = slog.Default()
 	}
 	certDir := filepath.Join(cfg.Dir, "certs")
-	if _, err := os.Stat(filepath.Join(certDir, certgen.ClientCertFile)); errors.Is(err, os.ErrNotExist) {
-		// None yet, or a demo's from before client certificates: the
-		// demo makes its own afresh.
+	if _, err := os.Stat(filepath.Join(certDir, certgen.SigningKeyFile)); errors.Is(err, os.ErrNotExist) {
+		// None yet, or a demo's from before signing keys: the demo makes
+		// its own afresh.
 		if err := os.RemoveAll(certDir); err != nil {
 			return err
 		}
@@ -138,9 +138,13 @@ func startServer(name, tree, certDir string, extra ...string) (*exec.Cmd, string
 		"--root", tree, "--listen", "127.0.0.1:0",
 		"--cert", filepath.Join(certDir, certgen.CertFile),
 		"--key", filepath.Join(certDir, certgen.KeyFile),
-		"--cluster-key", filepath.Join(certDir, certgen.ClusterKeyFile),
 		"--client-ca", filepath.Join(certDir, certgen.CAFile),
 		"--log-level", "warn"}, extra...)
+	if name == "kwik-primary" {
+		args = append(args, "--signing-key", filepath.Join(certDir, certgen.SigningKeyFile))
+	} else {
+		args = append(args, "--verify-key", filepath.Join(certDir, certgen.VerifyKeyFile))
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

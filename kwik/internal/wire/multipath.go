@@ -21,9 +21,11 @@ const (
 	MaxReportPaths = 64
 	// MaxReportRanges bounds the received ranges of one stream entry.
 	MaxReportRanges = 16
-	// MACLen is the length of the HMAC-SHA256 tag that ends a token and a
-	// command.
-	MACLen = 32
+	// SigLen is the length of the Ed25519 signature that ends a token and
+	// a command.
+	SigLen = 64
+	// MaxServerNameLen bounds the server name ADD_PATH carries.
+	MaxServerNameLen = 255
 )
 
 // Path states carried by PATH_STATUS.
@@ -34,29 +36,44 @@ const (
 )
 
 // AddPath travels on path 0 from the primary to the client: dial the
-// secondary at Addr as path PathID and present Token. The client presents it
-// by sending the same frame as the second control frame (after SETTINGS) on
-// the new path's control stream.
+// secondary at Addr as path PathID, verify its certificate for ServerName
+// (empty: the host of Addr) and present Token. The client presents it by
+// sending the same frame as the second control frame (after SETTINGS) on
+// the new path's control stream. ServerName is encoded last and only when
+// set, so that a frame without it is that of an earlier version.
 type AddPath struct {
-	PathID uint64
-	Addr   string
-	Token  []byte // an encoded PathToken, opaque to the client
+	PathID     uint64
+	Addr       string
+	Token      []byte // an encoded PathToken, opaque to the client
+	ServerName string
 }
 
 func (f *AddPath) Type() FrameType { return TypeAddPath }
 func (f *AddPath) bodyLen() int {
-	return quicvarint.Len(f.PathID) + strLen(len(f.Addr)) + strLen(len(f.Token))
+	n := quicvarint.Len(f.PathID) + strLen(len(f.Addr)) + strLen(len(f.Token))
+	if f.ServerName != "" {
+		n += strLen(len(f.ServerName))
+	}
+	return n
 }
 func (f *AddPath) appendBody(b []byte) []byte {
 	b = quicvarint.Append(b, f.PathID)
 	b = appendStr(b, []byte(f.Addr))
-	return appendStr(b, f.Token)
+	b = appendStr(b, f.Token)
+	if f.ServerName != "" {
+		b = appendStr(b, []byte(f.ServerName))
+	}
+	return b
 }
 func (f *AddPath) parseBody(b []byte) error {
 	p := body{b: b}
 	f.PathID = p.varint()
 	f.Addr = string(p.bytes(MaxAddrLen, "address"))
 	f.Token = p.bytes(MaxTokenLen, "token")
+	f.ServerName = ""
+	if p.err == nil && len(p.b) > 0 {
+		f.ServerName = string(p.bytes(MaxServerNameLen, "server name"))
+	}
 	return p.done()
 }
 
@@ -318,10 +335,11 @@ func (g Grant) End() uint64 { return g.Offset + g.Length }
 //
 //	session-id (8 bytes) | varint path-id | varint seq | varint expiry |
 //	varint stream | varint offset | varint length |
-//	varint payload-length | payload | MAC (32 bytes)
+//	varint payload-length | payload | signature (64 bytes)
 //
-// where expiry is in Unix milliseconds and MAC is an HMAC-SHA256 over every
-// byte before it (computed and checked by kwik, not here).
+// where expiry is in Unix milliseconds and the signature is the primary's
+// Ed25519 signature over every byte before it, in a context of its own
+// (made and checked by kwik, not here).
 type Command struct {
 	SessionID uint64
 	PathID    uint64
@@ -329,10 +347,10 @@ type Command struct {
 	Expiry    uint64
 	Grant     Grant
 	Payload   []byte
-	MAC       [MACLen]byte
+	Sig       [SigLen]byte
 }
 
-// AppendSigned appends the part of the command the MAC covers.
+// AppendSigned appends the part of the command the signature covers.
 // It panics if the grant's end exceeds MaxVarint (a programming error).
 func (c *Command) AppendSigned(b []byte) []byte {
 	if c.Grant.Offset > MaxVarint-c.Grant.Length {
@@ -345,19 +363,19 @@ func (c *Command) AppendSigned(b []byte) []byte {
 	return appendStr(b, c.Payload)
 }
 
-// Append appends the whole command, MAC included.
+// Append appends the whole command, signature included.
 func (c *Command) Append(b []byte) []byte {
-	return append(c.AppendSigned(b), c.MAC[:]...)
+	return append(c.AppendSigned(b), c.Sig[:]...)
 }
 
 // ParseCommand decodes an encoded command, which must be consumed exactly.
-// The MAC covers b[:len(b)-MACLen]. Payload is copied.
+// The signature covers b[:len(b)-SigLen]. Payload is copied.
 func ParseCommand(b []byte) (*Command, error) {
-	if len(b) < 8+MACLen {
+	if len(b) < 8+SigLen {
 		return nil, fmt.Errorf("command of %d bytes: %w", len(b), ErrMalformed)
 	}
 	c := &Command{SessionID: binary.BigEndian.Uint64(b)}
-	p := body{b: b[8 : len(b)-MACLen]}
+	p := body{b: b[8 : len(b)-SigLen]}
 	c.PathID, c.Seq, c.Expiry = p.varint(), p.varint(), p.varint()
 	c.Grant = Grant{StreamID: p.varint(), Offset: p.varint(), Length: p.varint()}
 	c.Payload = p.bytes(len(b), "payload")
@@ -367,7 +385,7 @@ func ParseCommand(b []byte) (*Command, error) {
 	if c.Grant.Offset > MaxVarint-c.Grant.Length {
 		return nil, fmt.Errorf("grant [%d, +%d) beyond 2^62: %w", c.Grant.Offset, c.Grant.Length, ErrMalformed)
 	}
-	copy(c.MAC[:], b[len(b)-MACLen:])
+	copy(c.Sig[:], b[len(b)-SigLen:])
 	return c, nil
 }
 
@@ -375,18 +393,19 @@ func ParseCommand(b []byte) (*Command, error) {
 // SessionID, until Expiry (Unix milliseconds). It is encoded as
 //
 //	session-id (8 bytes) | varint path-id | varint expiry |
-//	varint address-length | address | MAC (32 bytes)
+//	varint address-length | address | signature (64 bytes)
 //
-// where MAC is an HMAC-SHA256 over every byte before it.
+// where the signature is the primary's Ed25519 signature over every byte
+// before it, in a context of its own.
 type PathToken struct {
 	SessionID uint64
 	PathID    uint64
 	Expiry    uint64
 	Addr      string // the secondary's address, as the primary named it
-	MAC       [MACLen]byte
+	Sig       [SigLen]byte
 }
 
-// AppendSigned appends the part of the token the MAC covers.
+// AppendSigned appends the part of the token the signature covers.
 func (t *PathToken) AppendSigned(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, t.SessionID)
 	b = quicvarint.Append(b, t.PathID)
@@ -394,25 +413,25 @@ func (t *PathToken) AppendSigned(b []byte) []byte {
 	return appendStr(b, []byte(t.Addr))
 }
 
-// Append appends the whole token, MAC included.
+// Append appends the whole token, signature included.
 func (t *PathToken) Append(b []byte) []byte {
-	return append(t.AppendSigned(b), t.MAC[:]...)
+	return append(t.AppendSigned(b), t.Sig[:]...)
 }
 
 // ParsePathToken decodes an encoded token, which must be consumed exactly.
-// The MAC covers b[:len(b)-MACLen].
+// The signature covers b[:len(b)-SigLen].
 func ParsePathToken(b []byte) (*PathToken, error) {
-	if len(b) < 8+MACLen || len(b) > MaxTokenLen {
+	if len(b) < 8+SigLen || len(b) > MaxTokenLen {
 		return nil, fmt.Errorf("token of %d bytes: %w", len(b), ErrMalformed)
 	}
 	t := &PathToken{SessionID: binary.BigEndian.Uint64(b)}
-	p := body{b: b[8 : len(b)-MACLen]}
+	p := body{b: b[8 : len(b)-SigLen]}
 	t.PathID, t.Expiry = p.varint(), p.varint()
 	t.Addr = string(p.bytes(MaxAddrLen, "address"))
 	if err := p.done(); err != nil {
 		return nil, fmt.Errorf("token: %w", err)
 	}
-	copy(t.MAC[:], b[len(b)-MACLen:])
+	copy(t.Sig[:], b[len(b)-SigLen:])
 	return t, nil
 }
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-func mac(b byte) (m [MACLen]byte) {
+func sig(b byte) (m [SigLen]byte) {
 	for i := range m {
 		m[i] = b
 	}
@@ -24,6 +24,8 @@ func TestMultipathFrameRoundTrip(t *testing.T) {
 	}{
 		{"add path", &AddPath{PathID: 1, Addr: "h:1", Token: []byte{0xaa, 0xbb}},
 			[]byte{0x10, 0x08, 1, 3, 'h', ':', '1', 2, 0xaa, 0xbb}},
+		{"add path with a server name", &AddPath{PathID: 2, Addr: "192.0.2.7:4434", Token: []byte{1}, ServerName: "mirror-2.example"},
+			append(append([]byte{0x10, 0x23, 2, 14}, "192.0.2.7:4434\x01\x01\x10"...), "mirror-2.example"...)},
 		{"add path empty token", &AddPath{PathID: 70, Addr: "x"},
 			[]byte{0x10, 0x05, 0x40, 70, 1, 'x', 0}},
 		{"path status up", &PathStatus{PathID: 2, State: PathStateUp},
@@ -81,7 +83,8 @@ func TestMultipathFrameErrors(t *testing.T) {
 		{"add path truncated", TypeAddPath, []byte{1, 3, 'h'}, "address of 3 bytes"},
 		{"add path address too long", TypeAddPath, append([]byte{1, 0x41, 0x00}, long[:256]...), "address of 256 bytes (limit 255"},
 		{"add path token too long", TypeAddPath, append([]byte{1, 0, 0x42, 0x01}, long[:300]...), "token of 513 bytes"},
-		{"add path trailing", TypeAddPath, []byte{1, 0, 0, 9}, "trailing"},
+		{"add path trailing", TypeAddPath, []byte{1, 0, 0, 1, 'x', 9}, "trailing"},
+		{"add path server name beyond body", TypeAddPath, []byte{1, 0, 0, 9}, "server name of 9 bytes"},
 		{"path status state 0", TypePathStatus, []byte{1, 0, 0, 0}, "path state 0"},
 		{"path status state 4", TypePathStatus, []byte{1, 4, 0, 0}, "path state 4"},
 		{"path status no reason", TypePathStatus, []byte{1, 1, 0}, "truncated"},
@@ -117,10 +120,10 @@ func TestCommandRoundTrip(t *testing.T) {
 		want []byte
 	}{
 		{"small", Command{SessionID: 0x0102030405060708, PathID: 1, Seq: 2, Expiry: 3,
-			Grant: Grant{StreamID: 4, Offset: 5, Length: 6}, Payload: []byte("hi"), MAC: mac(0xee)},
-			append([]byte{1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 2, 'h', 'i'}, bytes.Repeat([]byte{0xee}, 32)...)},
-		{"no payload", Command{Grant: Grant{Length: 1}, MAC: mac(1)},
-			append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0}, bytes.Repeat([]byte{1}, 32)...)},
+			Grant: Grant{StreamID: 4, Offset: 5, Length: 6}, Payload: []byte("hi"), Sig: sig(0xee)},
+			append([]byte{1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 2, 'h', 'i'}, bytes.Repeat([]byte{0xee}, SigLen)...)},
+		{"no payload", Command{Grant: Grant{Length: 1}, Sig: sig(1)},
+			append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0}, bytes.Repeat([]byte{1}, SigLen)...)},
 		{"grant at 2^62", Command{Grant: Grant{StreamID: 1, Offset: MaxVarint - 10, Length: 10}, Seq: MaxVarint, Expiry: 1 << 41}, nil},
 	}
 	for _, tt := range tests {
@@ -129,7 +132,7 @@ func TestCommandRoundTrip(t *testing.T) {
 			if tt.want != nil && !bytes.Equal(got, tt.want) {
 				t.Fatalf("Append = %x, want %x", got, tt.want)
 			}
-			if signed := tt.c.AppendSigned(nil); !bytes.Equal(signed, got[:len(got)-MACLen]) {
+			if signed := tt.c.AppendSigned(nil); !bytes.Equal(signed, got[:len(got)-SigLen]) {
 				t.Fatalf("AppendSigned is not the prefix before the MAC")
 			}
 			c, err := ParseCommand(got)
@@ -154,12 +157,12 @@ func TestParseCommandErrors(t *testing.T) {
 		msg  string
 	}{
 		{"empty", nil, "command of 0 bytes"},
-		{"shorter than id and MAC", make([]byte, 39), "command of 39 bytes"},
-		{"no fields", make([]byte, 40), "truncated varint"},
-		{"payload longer than body", append(append([]byte(nil), valid[:14]...), append([]byte{9, 'a', 'b', 'c'}, make([]byte, 32)...)...), "payload of 9 bytes"},
-		{"trailing byte", append(append(append([]byte(nil), valid[:len(valid)-32]...), 0), make([]byte, 32)...), "1 trailing bytes"},
+		{"shorter than id and signature", make([]byte, 71), "command of 71 bytes"},
+		{"no fields", make([]byte, 72), "truncated varint"},
+		{"payload longer than body", append(append([]byte(nil), valid[:14]...), append([]byte{9, 'a', 'b', 'c'}, make([]byte, SigLen)...)...), "payload of 9 bytes"},
+		{"trailing byte", append(append(append([]byte(nil), valid[:len(valid)-SigLen]...), 0), make([]byte, SigLen)...), "1 trailing bytes"},
 		{"grant beyond 2^62", append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0},
-			make([]byte, 32)...), "beyond 2^62"},
+			make([]byte, SigLen)...), "beyond 2^62"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,8 +180,8 @@ func TestPathTokenRoundTrip(t *testing.T) {
 		tok  PathToken
 		want []byte
 	}{
-		{"small", PathToken{SessionID: 9, PathID: 1, Expiry: 2, Addr: "a:1", MAC: mac(7)},
-			append([]byte{0, 0, 0, 0, 0, 0, 0, 9, 1, 2, 3, 'a', ':', '1'}, bytes.Repeat([]byte{7}, 32)...)},
+		{"small", PathToken{SessionID: 9, PathID: 1, Expiry: 2, Addr: "a:1", Sig: sig(7)},
+			append([]byte{0, 0, 0, 0, 0, 0, 0, 9, 1, 2, 3, 'a', ':', '1'}, bytes.Repeat([]byte{7}, SigLen)...)},
 		{"long address", PathToken{SessionID: 1 << 63, PathID: MaxVarint, Expiry: 1 << 45, Addr: strings.Repeat("x", MaxAddrLen)}, nil},
 	}
 	for _, tt := range tests {
@@ -187,7 +190,7 @@ func TestPathTokenRoundTrip(t *testing.T) {
 			if tt.want != nil && !bytes.Equal(got, tt.want) {
 				t.Fatalf("Append = %x, want %x", got, tt.want)
 			}
-			if signed := tt.tok.AppendSigned(nil); !bytes.Equal(signed, got[:len(got)-MACLen]) {
+			if signed := tt.tok.AppendSigned(nil); !bytes.Equal(signed, got[:len(got)-SigLen]) {
 				t.Fatalf("AppendSigned is not the prefix before the MAC")
 			}
 			tok, err := ParsePathToken(got)
@@ -209,10 +212,10 @@ func TestParsePathTokenErrors(t *testing.T) {
 	}{
 		{"empty", nil, "token of 0 bytes"},
 		{"too long", make([]byte, MaxTokenLen+1), "token of 513 bytes"},
-		{"no fields", make([]byte, 40), "truncated varint"},
-		{"address beyond body", append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 5, 'a'}, make([]byte, 32)...), "address of 5 bytes"},
-		{"address too long", append(append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x41, 0x00}, make([]byte, 256)...), make([]byte, 32)...), "address of 256 bytes"},
-		{"trailing byte", append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0}, make([]byte, 32)...), "1 trailing bytes"},
+		{"no fields", make([]byte, 72), "truncated varint"},
+		{"address beyond body", append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 5, 'a'}, make([]byte, SigLen)...), "address of 5 bytes"},
+		{"address too long", append(append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x41, 0x00}, make([]byte, 256)...), make([]byte, SigLen)...), "address of 256 bytes"},
+		{"trailing byte", append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0}, make([]byte, SigLen)...), "1 trailing bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -274,7 +277,7 @@ func FuzzReport(f *testing.F) {
 // command that decodes to the same value. (kwik checks a command's MAC over
 // the bytes received, never over a re-encoding.)
 func FuzzParseCommand(f *testing.F) {
-	f.Add((&Command{SessionID: 1, PathID: 1, Seq: 1, Expiry: 1 << 40, Grant: Grant{StreamID: 1, Offset: 1 << 20, Length: 1 << 18}, Payload: []byte("chunk 7"), MAC: mac(3)}).Append(nil))
+	f.Add((&Command{SessionID: 1, PathID: 1, Seq: 1, Expiry: 1 << 40, Grant: Grant{StreamID: 1, Offset: 1 << 20, Length: 1 << 18}, Payload: []byte("chunk 7"), Sig: sig(3)}).Append(nil))
 	f.Add(make([]byte, 40))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c, err := ParseCommand(in)
@@ -295,7 +298,7 @@ func FuzzParseCommand(f *testing.F) {
 }
 
 func FuzzParsePathToken(f *testing.F) {
-	f.Add((&PathToken{SessionID: 1, PathID: 2, Expiry: 1 << 40, Addr: "127.0.0.1:4433", MAC: mac(9)}).Append(nil))
+	f.Add((&PathToken{SessionID: 1, PathID: 2, Expiry: 1 << 40, Addr: "127.0.0.1:4433", Sig: sig(9)}).Append(nil))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		tok, err := ParsePathToken(in)
 		if err != nil {
