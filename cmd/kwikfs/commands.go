@@ -339,13 +339,28 @@ func runDemo(ctx context.Context, args []string) error {
 	fl.StringVar(&cfg.Tree, "tree", "", "directory to export (default: a sample tree made under --dir)")
 	fl.StringVar(&cfg.Mountpoint, "mountpoint", "mnt", "where to mount")
 	logLevel := fl.String("log-level", "warn", "debug, info, warn or error")
+	faults := fl.Bool("faults", false, "play a scripted story of faults instead of serving: a secondary killed and restarted during a copy,\nthe mount daemon killed with SIGKILL during another and mounted again; every copy checked with sha256")
+	faultsSize := byteSize(demo.DefaultFaultsSize)
+	fl.Var(&faultsSize, "faults-size", "`SIZE` of each of the two files --faults copies, e.g. 24M or 1G")
 	if err := fl.Parse(args); err != nil {
 		return cli.Usagef("%v", err)
+	}
+	if fl.NArg() != 0 {
+		return cli.Usagef("demo takes no arguments")
+	}
+	sizeSet := false
+	fl.Visit(func(f *flag.Flag) { sizeSet = sizeSet || f.Name == "faults-size" })
+	if sizeSet && !*faults {
+		return cli.Usagef("--faults-size goes with --faults")
 	}
 	log, err := cli.NewLogger(*logLevel)
 	if err != nil {
 		return err
 	}
 	cfg.Logger = log
+	if *faults {
+		cfg.FaultsSize = int64(faultsSize)
+		return demo.RunFaults(ctx, cfg, os.Stdout)
+	}
 	return demo.Run(ctx, cfg, os.Stdout)
 }

@@ -6,7 +6,7 @@
 //	kwikfs get --primary HOST:PORT --ca FILE [--cert FILE --key FILE] REMOTE_PATH... DEST
 //	kwikfs certs --out DIR [--host NAME_OR_IP]...
 //	kwikfs certs --out DIR --client NAME
-//	kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
+//	kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR] [--faults [--faults-size SIZE]]
 //
 // Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
 package main
@@ -27,7 +27,7 @@ const usage = `usage:
   kwikfs prefetch [--detach] PATH...   (or --cancel ID PATH)
   kwikfs get --primary HOST:PORT --ca FILE [--cert FILE --key FILE] [flags] REMOTE_PATH... DEST
   kwikfs certs --out DIR [--host NAME_OR_IP]...   (or --client NAME: one more client certificate)
-  kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR]
+  kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR] [--faults [--faults-size SIZE]]
 Run "kwikfs COMMAND -h" for the flags of a command.
 `
 

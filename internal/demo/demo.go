@@ -1,21 +1,22 @@
 // Package demo runs kwikfs end to end on one machine: a sample tree, fresh
-// certificates, a primary on loopback started from the kwik-primary binary,
-// and a mount, until the context ends. It backs `kwikfs demo` and `make demo`.
+// certificates, a primary and two secondaries on loopback started from the
+// kwik-primary and kwik-secondary binaries, and a mount. Run serves until
+// the context ends; it backs `kwikfs demo` and `make demo`. RunFaults plays
+// a scripted story of faults on the same set-up (a secondary killed and
+// restarted, the mount daemon killed and mounted again) and returns at its
+// end; it backs `kwikfs demo --faults` and `make demo-faults`.
 package demo
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
@@ -28,6 +29,9 @@ type Config struct {
 	Tree       string // tree to export; "" makes a sample tree in Dir/tree
 	Mountpoint string // created if missing
 	Logger     *slog.Logger
+	// FaultsSize is the size of each of the two files RunFaults copies;
+	// 0 means DefaultFaultsSize.
+	FaultsSize int64
 }
 
 // Run sets the demo up, prints what to try on out, and serves until ctx is
@@ -36,54 +40,31 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	certDir := filepath.Join(cfg.Dir, "certs")
-	if _, err := os.Stat(filepath.Join(certDir, certgen.SigningKeyFile)); errors.Is(err, os.ErrNotExist) {
-		// None yet, or a demo's from before signing keys: the demo makes
-		// its own afresh.
-		if err := os.RemoveAll(certDir); err != nil {
-			return err
-		}
-		b, err := certgen.Generate(nil)
-		if err != nil {
-			return err
-		}
-		if err := b.WriteDir(certDir); err != nil {
-			return err
-		}
-	}
-	tree := cfg.Tree
-	if tree == "" {
-		tree = filepath.Join(cfg.Dir, "tree")
-		if _, err := os.Stat(tree); errors.Is(err, os.ErrNotExist) {
-			fmt.Fprintf(out, "making a sample tree in %s ...\n", tree)
-			if err := MakeSampleTree(tree); err != nil {
-				return err
-			}
-		}
-	}
-	if err := os.MkdirAll(cfg.Mountpoint, 0o755); err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
+	certDir, tree, err := prepare(cfg, out)
+	if err != nil {
+		return err
 	}
 	// Two secondaries mirror the tree (here: the same directory), and the
 	// primary tells every client to add them as paths.
 	var secondaries []string
 	for range 2 {
-		sec, secAddr, err := startServer("kwik-secondary", tree, certDir)
+		sec, err := startServer("kwik-secondary", tree, certDir, "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
-		defer stopProcess(sec)
-		secondaries = append(secondaries, secAddr)
+		defer sec.stop()
+		secondaries = append(secondaries, sec.addr)
 	}
 	var extra []string
 	for _, a := range secondaries {
 		extra = append(extra, "--secondary", a)
 	}
-	primary, addr, err := startServer("kwik-primary", tree, certDir, extra...)
+	primary, err := startServer("kwik-primary", tree, certDir, "127.0.0.1:0", extra...)
 	if err != nil {
 		return err
 	}
-	defer stopProcess(primary)
+	defer primary.stop()
+	addr := primary.addr
 
 	mnt := cfg.Mountpoint
 	var watchers sync.WaitGroup
@@ -126,42 +107,43 @@ Press Ctrl-C to unmount and stop everything.
 	return err
 }
 
-// startServer runs a kwik server binary (from the directory of this
-// executable, or PATH) exporting tree on a free loopback port and returns
-// the process and its address.
-func startServer(name, tree, certDir string, extra ...string) (*exec.Cmd, string, error) {
-	bin, err := siblingBinary(name)
-	if err != nil {
-		return nil, "", err
+// prepare makes what both demos need under cfg.Dir: certificates (made
+// afresh when any file the servers and the mount use is missing), the
+// sample tree when cfg.Tree is "" and Dir/tree does not exist yet, and the
+// mountpoint. It returns the certificate directory and the tree to export.
+func prepare(cfg Config, out io.Writer) (certDir, tree string, err error) {
+	certDir = filepath.Join(cfg.Dir, "certs")
+	for _, f := range []string{certgen.ClientCertFile, certgen.SigningKeyFile, certgen.VerifyKeyFile} {
+		if _, err := os.Stat(filepath.Join(certDir, f)); errors.Is(err, os.ErrNotExist) {
+			// None yet, or a demo's from before client certificates or
+			// signing keys: the demo makes its own afresh.
+			if err := os.RemoveAll(certDir); err != nil {
+				return "", "", err
+			}
+			b, err := certgen.Generate(nil)
+			if err != nil {
+				return "", "", err
+			}
+			if err := b.WriteDir(certDir); err != nil {
+				return "", "", fmt.Errorf("demo certificates: %w", err)
+			}
+			break
+		}
 	}
-	args := append([]string{
-		"--root", tree, "--listen", "127.0.0.1:0",
-		"--cert", filepath.Join(certDir, certgen.CertFile),
-		"--key", filepath.Join(certDir, certgen.KeyFile),
-		"--client-ca", filepath.Join(certDir, certgen.CAFile),
-		"--log-level", "warn"}, extra...)
-	if name == "kwik-primary" {
-		args = append(args, "--signing-key", filepath.Join(certDir, certgen.SigningKeyFile))
-	} else {
-		args = append(args, "--verify-key", filepath.Join(certDir, certgen.VerifyKeyFile))
+	tree = cfg.Tree
+	if tree == "" {
+		tree = filepath.Join(cfg.Dir, "tree")
+		if _, err := os.Stat(tree); errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(out, "making a sample tree in %s ...\n", tree)
+			if err := MakeSampleTree(tree); err != nil {
+				return "", "", fmt.Errorf("sample tree: %w", err)
+			}
+		}
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
+	if err := os.MkdirAll(cfg.Mountpoint, 0o755); err != nil {
+		return "", "", fmt.Errorf("mountpoint: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, "", fmt.Errorf("start %s: %w", bin, err)
-	}
-	addr, err := readListenAddr(stdout, 10*time.Second)
-	if err != nil {
-		stopProcess(cmd)
-		return nil, "", fmt.Errorf("%s: %w", name, err)
-	}
-	go io.Copy(io.Discard, stdout)
-	return cmd, addr, nil
+	return certDir, tree, nil
 }
 
 // watchPaths prints, once a second while file data arrives, how the bytes
@@ -200,59 +182,5 @@ func watchPaths(ctx context.Context, mnt string, out io.Writer) {
 				100*float64(p.BytesReceived)/float64(total), p.BytesReceived>>20))
 		}
 		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), strings.Join(parts, " | "))
-	}
-}
-
-// readListenAddr waits for the "listening on ADDR" line a kwik server prints.
-func readListenAddr(r io.Reader, timeout time.Duration) (string, error) {
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			if addr, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				found <- addr
-				return
-			}
-		}
-		close(found)
-	}()
-	select {
-	case addr, ok := <-found:
-		if !ok {
-			return "", errors.New("exited before listening")
-		}
-		return addr, nil
-	case <-time.After(timeout):
-		return "", fmt.Errorf("not listening after %v", timeout)
-	}
-}
-
-func siblingBinary(name string) (string, error) {
-	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("%s not found beside kwikfs or on PATH (run make build): %w", name, err)
-	}
-	return p, nil
-}
-
-// stopProcess sends SIGTERM, waits up to 5 s, then kills.
-func stopProcess(cmd *exec.Cmd) {
-	if cmd.Process == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
 	}
 }
