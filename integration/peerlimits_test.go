@@ -1,15 +1,23 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kwikfs/kwikfs/integration/linkemu"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/kwik"
+	"github.com/kwikfs/kwikfs/transfer"
 )
 
 // TestIdleSessionsFromOneHost opens 300 idle sessions to a kwik-primary
@@ -48,4 +56,94 @@ func TestIdleSessionsFromOneHost(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "copy")
 	run(t, 2*time.Minute, "cp", "-r", m.dir, dst)
 	compareTrees(t, root, dst, compareOptions{})
+}
+
+// TestDeadClientDoesNotHoldSecondary: a client from 127.0.0.2 reads a
+// large file from a secondary (behind a link-emulator relay; the primary
+// only coordinates) when its network dies without a word (the relay blackholes
+// 127.0.0.2), so the secondary's writes to it block. kwik-secondary closes
+// that path once a write has waited its 10 s write timeout (it says so),
+// before QUIC's 30 s idle timeout would; meanwhile a mount from 127.0.0.1
+// through the same secondary copies a file identically, taking at most
+// twice as long as a copy of the same size before the fault, plus 3 s.
+func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tree")
+	const size = 32 << 20
+	writeRandomFile(t, filepath.Join(root, "big.bin"), 256<<20, 21)
+	writeRandomFile(t, filepath.Join(root, "a.bin"), size, 22)
+	writeRandomFile(t, filepath.Join(root, "b.bin"), size, 23)
+	certDir := certs(t)
+	secAddr := freeUDPAddr(t)
+	relay, err := linkemu.New(secAddr, linkemu.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	sec := startServer(t, "kwik-secondary", root, certDir, "--listen", secAddr, "--advertise", relay.Addr())
+	// The secondary carries all file data (--serve-data fallback), so it is
+	// writing to the 127.0.0.2 client when that client's network dies.
+	p := startPrimary(t, root, certDir, "--chunk-size", "262144", "--secondary", relay.Addr(), "--serve-data", "fallback")
+	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"))
+	copyFile := func(name string) time.Duration {
+		t.Helper()
+		dst := filepath.Join(t.TempDir(), name)
+		start := time.Now()
+		run(t, 2*time.Minute, "cp", filepath.Join(m.dir, name), dst)
+		d := time.Since(start)
+		want, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("copy of %s differs from the source (%v)", name, err)
+		}
+		return d
+	}
+	before := copyFile("a.bin")
+
+	c := transfer.NewClient(p.addr, &transfer.ClientOptions{Config: &kwik.Config{TLSConfig: clientTLS(t, certDir), LocalAddr: "127.0.0.2:0", Logger: slog.New(slog.DiscardHandler)}})
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mf, err := c.Manifest(ctx, "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Four reads at once: the secondary has commands of this client in
+	// hand, not only one nearly written, when the network dies.
+	var got atomic.Int64
+	var wg sync.WaitGroup
+	n := mf.NumChunks()
+	for q := range 4 {
+		wg.Go(func() {
+			c.ReadChunks(ctx, "big.bin", mf, q*n/4, (q+1)*n/4-q*n/4, func(int, []byte) error {
+				got.Add(1)
+				return nil
+			})
+		})
+	}
+	defer func() { cancel(); wg.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for got.Load() < 64 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got.Load() < 64 {
+		t.Fatalf("the 127.0.0.2 client read %d chunks in 30 s", got.Load())
+	}
+	relay.Blackhole(netip.MustParseAddr("127.0.0.2"), true)
+	faulted := time.Now()
+
+	during := copyFile("b.bin")
+	t.Logf("copy of %d MiB before the fault %v, during %v", size>>20, before, during)
+	if during > 2*before+3*time.Second {
+		t.Errorf("the copy took %v during the fault, %v before: more than twice plus 3 s", during, before)
+	}
+	const said = "closing a path whose client reads nothing"
+	for !strings.Contains(sec.Output(), said) {
+		if time.Since(faulted) > 25*time.Second {
+			t.Fatalf("kwik-secondary did not close the dead client's path within 25 s:\n%s", sec.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("kwik-secondary closed the dead client's path %v after the fault", time.Since(faulted).Round(time.Millisecond))
 }

@@ -3,9 +3,11 @@ package linkemu
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -87,6 +89,10 @@ type Relay struct {
 	// onArrive, if set (by tests, before any traffic), is called after the
 	// relay has decided the fate of each datagram it read.
 	onArrive func(d *direction, v verdict)
+
+	// blackholed holds the client addresses whose datagrams are dropped
+	// before the link sees them (see Blackhole); replaced, never changed.
+	blackholed atomic.Pointer[map[netip.Addr]bool]
 
 	mu     sync.Mutex // guards the fields below
 	cfg    Config
@@ -221,6 +227,32 @@ func (r *Relay) Cut(dead bool) {
 	r.down.setCut(dead)
 }
 
+// Blackhole with true drops every datagram from and to the clients at
+// address ip (any port), in both directions, from now on, before the link
+// sees it: they are counted nowhere. Blackhole(ip, false) lets them through
+// again. Other clients are not affected: it stands for one client whose
+// network died without a word.
+func (r *Relay) Blackhole(ip netip.Addr, dead bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := make(map[netip.Addr]bool)
+	if old := r.blackholed.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	if dead {
+		m[ip] = true
+	} else {
+		delete(m, ip)
+	}
+	r.blackholed.Store(&m)
+}
+
+// dropped reports whether the datagrams of client are blackholed.
+func (r *Relay) dropped(client netip.AddrPort) bool {
+	m := r.blackholed.Load()
+	return m != nil && (*m)[client.Addr()]
+}
+
 // Stats returns the counters of both directions. Each direction's counters
 // are an exact, consistent snapshot.
 func (r *Relay) Stats() Stats {
@@ -271,6 +303,9 @@ func (r *Relay) readClients() {
 			continue // transient (e.g. an ICMP error); keep relaying
 		}
 		now := time.Now()
+		if r.dropped(from) {
+			continue
+		}
 		f, ok := r.flowFor(from)
 		if !ok {
 			return // closed
@@ -321,6 +356,9 @@ func (r *Relay) readServer(f *flow) {
 			}
 			// ECONNREFUSED after an ICMP port unreachable (the server is
 			// not listening, yet or any more): keep the flow.
+			continue
+		}
+		if r.dropped(f.client) {
 			continue
 		}
 		v := r.down.arrive(time.Now(), buf[:n], f)

@@ -567,3 +567,45 @@ func benchmarkDatagrams(b *testing.B, viaRelay bool) {
 		}
 	}
 }
+
+// TestRelayBlackhole: a blackholed client address gets nothing through in
+// either direction, uncounted, while another client is relayed as before;
+// lifting it lets the first through again.
+func TestRelayBlackhole(t *testing.T) {
+	server := listenUDP(t)
+	r, _ := startRelay(t, server.LocalAddr().String(), Config{})
+	ra, err := net.ResolveUDPAddr("udp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialFrom := func(ip string) *net.UDPConn {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)}, ra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := dialFrom("127.0.0.2"), dialFrom("127.0.0.1")
+	send(t, a, netip.AddrPort{}, []byte("a1"))
+	_, fromA := recv(t, server)
+	r.Blackhole(netip.MustParseAddr("127.0.0.2"), true)
+	send(t, a, netip.AddrPort{}, []byte("a2")) // dropped on the way up
+	send(t, server, fromA, []byte("to a"))     // dropped on the way down
+	send(t, b, netip.AddrPort{}, []byte("b1"))
+	if got, _ := recv(t, server); string(got) != "b1" {
+		t.Fatalf("server got %q, want b1 (a2 blackholed)", got)
+	}
+	a.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := a.Read(make([]byte, 64)); err == nil {
+		t.Fatalf("the blackholed client received %d bytes", n)
+	}
+	st := r.Stats()
+	// a1 and b1, two bytes each; a2 is counted nowhere.
+	wantDir(t, "up", st.ClientToServer, DirStats{Received: count(2, 2), Forwarded: count(2, 2)})
+	r.Blackhole(netip.MustParseAddr("127.0.0.2"), false)
+	send(t, a, netip.AddrPort{}, []byte("a3"))
+	if got, _ := recv(t, server); string(got) != "a3" {
+		t.Fatalf("server got %q after the blackhole was lifted, want a3", got)
+	}
+}
