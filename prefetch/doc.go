@@ -49,11 +49,12 @@
 // disappears later, or a file that cannot be fetched, is counted in
 // Progress.FilesFailed (the first error in Progress.Error) and the job
 // goes on, ending [StateFailed]. While the server is unavailable
-// (transfer.ErrUnavailable) a file or directory is retried with back-off
-// for as long as it takes; a file that changed on the server during its
-// fetch (transfer.ErrStale) is started again a few times. [Manager.Cancel]
-// ends a job [StateCanceled]. [Manager.Close] stops every job and waits
-// for its goroutines, leaving running jobs recorded as running.
+// (transfer.ErrUnavailable) a file or directory is retried with jittered
+// back-off for as long as it takes; a file that changed on the server
+// during its fetch (transfer.ErrStale) is started again a few times.
+// [Manager.Cancel] ends a job [StateCanceled]. [Manager.Close] stops every
+// job and waits for its goroutines, leaving running jobs recorded as
+// running.
 //
 // # Locking
 //

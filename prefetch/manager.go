@@ -92,7 +92,9 @@ type Options struct {
 	// store; older ones are forgotten. Default DefaultKeepFinished.
 	KeepFinished int
 	// RetryMin and RetryMax bound the back-off between attempts while the
-	// server is unavailable. Defaults 500 ms and 30 s.
+	// server is unavailable: the first wait is RetryMin, each further one
+	// twice as long, at most RetryMax, and each is jittered (drawn at
+	// random from 80 to 100% of that). Defaults 500 ms and 30 s.
 	RetryMin, RetryMax time.Duration
 	// Logger receives job starts, ends and failures. Default: discard.
 	Logger *slog.Logger

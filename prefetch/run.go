@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kwikfs/kwikfs/internal/backoff"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -193,9 +194,10 @@ func (j *job) fail(m *Manager, p string, err error) {
 // wrapping transfer.ErrUnavailable (the server did not answer) are
 // retried for as long as it takes, transfer.ErrStale (the file changed
 // while it was fetched) staleRetries times, after a back-off doubling from
-// RetryMin to RetryMax. When ctx is done it returns context.Cause(ctx).
+// RetryMin to RetryMax, each wait jittered (backoff.DefaultJitter). When
+// ctx is done it returns context.Cause(ctx).
 func retry[T any](ctx context.Context, m *Manager, op func() (T, error)) (T, error) {
-	delay := m.opts.RetryMin
+	bo := backoff.Backoff{Initial: m.opts.RetryMin, Max: m.opts.RetryMax, Jitter: backoff.DefaultJitter}
 	stale := 0
 	for {
 		v, err := op()
@@ -212,15 +214,11 @@ func retry[T any](ctx context.Context, m *Manager, op func() (T, error)) (T, err
 		default:
 			return v, err
 		}
+		delay := bo.Next()
 		m.log.Debug("prefetch: retrying", "after", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return v, context.Cause(ctx)
+		if err := backoff.Sleep(ctx, delay); err != nil {
+			return v, err
 		}
-		delay = min(2*delay, m.opts.RetryMax)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/backoff"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/transfer"
 )
@@ -51,8 +52,10 @@ type CoordinatorOptions struct {
 	// no cooldown. Default 2 s.
 	MissCooldown time.Duration
 	// PathRetry spaces the attempts to (re-)add a secondary path that
-	// could not be added or failed: Initial first, doubling up to Max.
-	// Defaults 200 ms and 10 s.
+	// could not be added or failed: Initial first, doubling up to Max,
+	// each wait jittered (drawn at random from 80 to 100% of that, so that
+	// the sessions that lost the same secondary do not all re-add it at
+	// once). Defaults 200 ms and 10 s.
 	PathRetryInitial, PathRetryMax time.Duration
 	// DisableHedging turns off tail hedging.
 	DisableHedging bool
@@ -387,13 +390,14 @@ func (c *sessionCoord) Close() {
 
 // keepPath adds a path to the secondary at addr, whose certificate must
 // carry serverName ("": the host of addr), and adds it again, with
-// backoff, whenever it cannot be added or fails (the client closes a path
-// that stalls, see kwik.Config.PathStallTimeout). The backoff starts again
-// from PathRetryInitial only after a path that delivered data: one that
-// comes up and then stalls or fails without delivering anything, again
-// and again (a secondary whose disk hangs), is re-added ever less often.
+// jittered backoff, whenever it cannot be added or fails (the client
+// closes a path that stalls, see kwik.Config.PathStallTimeout). The
+// backoff starts again from PathRetryInitial only after a path that
+// delivered data: one that comes up and then stalls or fails without
+// delivering anything, again and again (a secondary whose disk hangs), is
+// re-added ever less often.
 func (c *sessionCoord) keepPath(ctx context.Context, addr, serverName string) {
-	wait := c.o.PathRetryInitial
+	bo := backoff.Backoff{Initial: c.o.PathRetryInitial, Max: c.o.PathRetryMax, Jitter: backoff.DefaultJitter}
 	for ctx.Err() == nil {
 		id, err := c.sess.AddPathAs(ctx, addr, serverName)
 		if ctx.Err() != nil {
@@ -412,7 +416,7 @@ func (c *sessionCoord) keepPath(ctx context.Context, addr, serverName string) {
 			delivered := ps.repDelivered > 0
 			c.mu.Unlock()
 			if delivered {
-				wait = c.o.PathRetryInitial
+				bo.Reset()
 			}
 		} else {
 			if errors.Is(err, kwik.ErrNoSigningKey) || errors.Is(err, kwik.ErrNotPrimary) {
@@ -422,14 +426,9 @@ func (c *sessionCoord) keepPath(ctx context.Context, addr, serverName string) {
 			c.log.Debug("secondary path not added", "peer", c.sess.RemoteAddr(), "secondary", addr, "err", err)
 		}
 		c.stats.add(addr, func(pc *PathCounters) { pc.PathsLost++ })
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.Sleep(ctx, bo.Next()) != nil {
 			return
 		}
-		wait = min(2*wait, c.o.PathRetryMax)
 	}
 }
 

@@ -702,9 +702,10 @@ func TestStallingSecondaryBacksOff(t *testing.T) {
 		t.Fatalf("%d stalls at the client, want at least 2 (the path stalls each time it is added)", s.StalledPaths)
 	}
 	// Each cycle takes at least the stall timeout plus the wait, which
-	// doubles from 50 ms: up to 2 s and a little over, at most 6 adds
-	// (0, 150, 350, 650, 1150, 2050 ms). Without backoff a path would be
-	// re-added every 150 ms: 14 adds.
+	// doubles from 50 ms, jittered down by at most 20%: up to 2 s and a
+	// little over, at most 6 adds (at the earliest 0, 140, 320, 580, 1000,
+	// 1740 ms; the 7th not before 3120 ms). Without backoff a path would
+	// be re-added every 150 ms: 14 adds.
 	if pc.PathsAdded > 7 {
 		t.Errorf("secondary path added %d times in %v, want at most 7 with a doubling wait", pc.PathsAdded, span)
 	}

@@ -61,11 +61,11 @@
 //
 // A Primary with PrimaryOptions.Secondaries (and a kwik listener holding the
 // signing key) keeps, for every session, a path to each secondary: AddPath
-// in the background, added again with backoff (PathRetryInitial doubling
-// to PathRetryMax) when it cannot be added or fails. A READ arriving while
-// a secondary path is up is divided between the paths; otherwise, and
-// always without secondaries, the primary writes the reply itself exactly
-// as before.
+// in the background, added again with jittered backoff (PathRetryInitial
+// doubling to PathRetryMax) when it cannot be added or fails. A READ
+// arriving while a secondary path is up is divided between the paths;
+// otherwise, and always without secondaries, the primary writes the reply
+// itself exactly as before.
 //
 // The reply's status byte is written first; the body is reserved (kwik
 // Stream.Reserve) as the client's windows allow and cut into units: runs of

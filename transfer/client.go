@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/backoff"
 	"github.com/kwikfs/kwikfs/internal/ctxwatch"
 	"github.com/kwikfs/kwikfs/kwik"
 )
@@ -22,7 +23,9 @@ var ErrClientClosed = errors.New("transfer: client closed")
 
 // RedialBackoff spaces the attempts of one operation to reach its server:
 // the first retry waits Initial, each further one twice as long, at most
-// Max.
+// Max. Each wait is jittered: drawn at random from 80 to 100% of that
+// (backoff.DefaultJitter), so that the clients of a server that went away
+// do not all retry it at the same moments.
 type RedialBackoff struct {
 	// Initial is the first wait. Default 50 ms.
 	Initial time.Duration
@@ -102,7 +105,7 @@ type Client struct {
 	addr     string
 	conf     *kwik.Config
 	log      *slog.Logger
-	backoff  RedialBackoff
+	redial   RedialBackoff
 	liveness time.Duration
 	onSrc    func(path string, byServer map[string]uint64) // ClientOptions.OnReadSources; immutable
 
@@ -152,7 +155,7 @@ func NewClient(addr string, opts *ClientOptions) *Client {
 		o.LivenessTimeout = DefaultLivenessTimeout
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{addr: addr, conf: o.Config, log: o.Logger, backoff: o.RedialBackoff, liveness: o.LivenessTimeout, onSrc: o.OnReadSources, closeCtx: ctx, cancel: cancel}
+	return &Client{addr: addr, conf: o.Config, log: o.Logger, redial: o.RedialBackoff, liveness: o.LivenessTimeout, onSrc: o.OnReadSources, closeCtx: ctx, cancel: cancel}
 }
 
 // Stats returns the client's counters.
@@ -470,7 +473,7 @@ func unavailable(ctx context.Context, op string, cause error) error {
 // do runs fn on a live session, retrying on a new session with backoff
 // while the session is lost and ctx lasts.
 func (c *Client) do(ctx context.Context, op string, fn func(s *kwik.Session) error) error {
-	wait := c.backoff.Initial
+	bo := backoff.Backoff{Initial: c.redial.Initial, Max: c.redial.Max, Jitter: backoff.DefaultJitter}
 	var last error
 	for {
 		if ctx.Err() != nil {
@@ -495,15 +498,11 @@ func (c *Client) do(ctx context.Context, op string, fn func(s *kwik.Session) err
 			return unavailable(ctx, op, err)
 		}
 		last = err
+		wait := bo.Next()
 		c.log.Debug("server unreachable; retrying", "server", c.addr, "op", op, "err", err, "wait", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.Sleep(ctx, wait) != nil {
 			return unavailable(ctx, op, last)
 		}
-		wait = min(2*wait, c.backoff.Max)
 	}
 }
 

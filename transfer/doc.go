@@ -75,15 +75,16 @@
 //
 // # Client
 //
-// A Client dials its server lazily and redials with backoff after the
-// session dies. A session that receives not one packet for the liveness
-// timeout after a request is taken for dead (a stopped or restarted server:
-// QUIC alone would notice only when its backed-off retransmission timer
-// fires) and closed; its waiting requests are retried on a new session,
-// whose dial starts a fresh attempt every liveness timeout until one
-// connects. Every operation honours its context: an operation that
-// cannot reach the server fails with an error wrapping ErrUnavailable
-// (and the context's error) once the context ends; it never blocks past it.
+// A Client dials its server lazily and redials with jittered backoff
+// (RedialBackoff) after the session dies. A session that receives not one
+// packet for the liveness timeout after a request is taken for dead (a
+// stopped or restarted server: QUIC alone would notice only when its
+// backed-off retransmission timer fires) and closed; its waiting requests
+// are retried on a new session, whose dial starts a fresh attempt every
+// liveness timeout until one connects. Every operation honours its
+// context: an operation that cannot reach the server fails with an error
+// wrapping ErrUnavailable (and the context's error) once the context ends;
+// it never blocks past it.
 // ReadChunks verifies every chunk against the manifest before delivering
 // it (ErrCorrupt otherwise), in a buffer of its own that the caller may
 // keep, so a caller that holds on to chunks (the filesystem's cache) needs

@@ -55,7 +55,7 @@ func run(args []string) error {
 	fl.Float64Var(&co.LateFactor, "late-factor", 4, "a unit given to a path is late, and reassigned, after this many times its expected time plus --late-slack")
 	fl.DurationVar(&co.LateSlack, "late-slack", 150*time.Millisecond, "added to a unit's deadline (see --late-factor)")
 	fl.DurationVar(&co.MissCooldown, "miss-cooldown", 2*time.Second, "how long a secondary that missed 3 units in a row gets no work for the file")
-	fl.DurationVar(&co.PathRetryMax, "path-retry-max", 10*time.Second, "longest wait between attempts to re-add a lost secondary path (backoff from 200ms)")
+	fl.DurationVar(&co.PathRetryMax, "path-retry-max", 10*time.Second, "longest wait between attempts to re-add a lost secondary path (jittered backoff from 200ms)")
 	serveData := fl.String("serve-data", "share", "share: the primary sends its share of file data, by the rate it measures on each path; fallback: only when no secondary can (the secondaries carry the bytes, the primary coordinates)")
 	setup, err := sf.Parse(fl, args)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/backoff"
 	"github.com/kwikfs/kwikfs/internal/daemon"
 )
 
@@ -481,7 +482,7 @@ func (s *story) waitPath(ctx context.Context, addr string, timeout time.Duration
 				}
 			}
 		}
-		if time.Now().After(deadline) || sleep(ctx, 100*time.Millisecond) != nil {
+		if time.Now().After(deadline) || backoff.Sleep(ctx, 100*time.Millisecond) != nil {
 			return false
 		}
 	}
@@ -560,18 +561,6 @@ func waitHalf(ctx context.Context, c *copyJob) error {
 		if c.err != nil {
 			return fmt.Errorf("%s: %w", c.label, c.err)
 		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// sleep waits for d or until ctx ends, and returns ctx's error then.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/backoff"
 	"github.com/kwikfs/kwikfs/internal/daemon"
 )
 
@@ -71,7 +72,7 @@ func (c *copyJob) run(ctx context.Context, src, dst string) ([]byte, error) {
 			return nil, rerr // an *os.PathError: it names src
 		}
 		due := start.Add(time.Duration(float64(total) / bytesPerSec * float64(time.Second)))
-		if err := sleep(ctx, time.Until(due)); err != nil {
+		if err := backoff.Sleep(ctx, time.Until(due)); err != nil {
 			return nil, err
 		}
 	}
