@@ -31,7 +31,8 @@ func runMount(ctx context.Context, args []string) error {
 	fl.StringVar(&cfg.KeyFile, "key", "", "private key of --cert, PEM (kwikfs certs writes client-key.pem)")
 	fl.DurationVar(&cfg.AttrTimeout, "attr-timeout", 5*time.Second, "how long attributes and listings are trusted before asking the primary again")
 	fl.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 15*time.Second, "how long a read waits for the primary before failing with EIO")
-	memMiB := fl.Int64("memory-cache", 0, "MiB of verified chunks kept in memory (default: a quarter of --memory)")
+	var memCache byteSize
+	fl.Var(&memCache, "memory-cache", "`SIZE` of verified chunks kept in memory, e.g. 64M (default: a quarter of --memory)")
 	memory := byteSize(daemon.DefaultMemoryBytes)
 	cacheSize := fl.String("cache-size", "auto", "`SIZE` of disk space for cached chunks, e.g. 512M or 10G; the least recently used chunks of files not open are evicted to stay under it; auto: half of the free space of the cache's filesystem; unlimited or 0: no limit")
 	fl.Var(&memory, "memory", "`SIZE` of the memory budget for file data: memory cache, store queue and prefetch in flight, e.g. 512M or 1G")
@@ -52,7 +53,10 @@ func runMount(ctx context.Context, args []string) error {
 		return cli.Usagef("--cert and --key go together")
 	}
 	cfg.Mountpoint = fl.Arg(0)
-	cfg.MemoryCacheBytes = *memMiB << 20
+	if memCache != 0 && memCache < 1<<20 {
+		return cli.Usagef("--memory-cache %d is %d bytes; sizes take a unit (e.g. %dM), and the least is 1M", memCache, memCache, memCache)
+	}
+	cfg.MemoryCacheBytes = int64(memCache)
 	if cfg.CacheSize, err = parseCacheSize(*cacheSize); err != nil {
 		return cli.Usagef("--cache-size: %v", err)
 	}

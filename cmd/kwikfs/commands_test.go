@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
+	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/internal/daemon"
 )
 
@@ -34,5 +37,19 @@ func TestPrintPaths(t *testing.T) {
 	}
 	if !strings.Contains(lines[3], "server unavailable") {
 		t.Errorf("note %q does not say why the primary's figures are missing", lines[3])
+	}
+}
+
+// TestMountMemoryCacheSize: --memory-cache takes a SIZE; a bare number
+// below 1M (the MiB count it used to take) is refused with a hint, before
+// anything is mounted.
+func TestMountMemoryCacheSize(t *testing.T) {
+	base := []string{"--primary", "127.0.0.1:1", "--ca", "/nonexistent/ca.pem", "--cache", t.TempDir()}
+	err := runMount(context.Background(), append(base, "--memory-cache", "64", t.TempDir()))
+	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "64M") {
+		t.Fatalf("--memory-cache 64: %v, want a usage error suggesting 64M", err)
+	}
+	if err := runMount(context.Background(), append(base, "--memory-cache", "64Q", t.TempDir())); !errors.Is(err, cli.ErrUsage) {
+		t.Fatalf("--memory-cache 64Q: %v, want a usage error", err)
 	}
 }

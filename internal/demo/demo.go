@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/daemon"
 )
@@ -147,11 +149,20 @@ func prepare(cfg Config, out io.Writer) (certDir, tree string, err error) {
 }
 
 // watchPaths prints, once a second while file data arrives, how the bytes
-// received so far divide between the paths (primary and secondaries).
+// received so far divide between the paths (primary and secondaries);
+// while no file data arrives it prints nothing. On a terminal the line is
+// redrawn in place, elsewhere each is a line of its own.
 func watchPaths(ctx context.Context, mnt string, out io.Writer) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var last uint64
+	inPlace := isTerminal(out)
+	var last int64
+	drawn := false
+	defer func() {
+		if drawn {
+			fmt.Fprintln(out)
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -161,26 +172,42 @@ func watchPaths(ctx context.Context, mnt string, out io.Writer) {
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := daemon.QueryStatus(qctx, mnt)
 		cancel()
-		if err != nil {
+		if err != nil || st.FS.BytesFetched == last {
 			continue
 		}
+		last = st.FS.BytesFetched
 		var total uint64
 		for _, p := range st.Paths {
 			total += p.BytesReceived
 		}
-		if total == last || total == 0 {
-			continue
-		}
-		last = total
 		var parts []string
 		for _, p := range st.Paths {
 			role := "secondary"
 			if p.ID == 0 {
 				role = "primary"
 			}
-			parts = append(parts, fmt.Sprintf("%s %s %4.1f%% (%d MiB)", role, p.Remote,
-				100*float64(p.BytesReceived)/float64(total), p.BytesReceived>>20))
+			share := 0.0
+			if total > 0 {
+				share = 100 * float64(p.BytesReceived) / float64(total)
+			}
+			parts = append(parts, fmt.Sprintf("%s %s %4.1f%% (%d MiB)", role, p.Remote, share, p.BytesReceived>>20))
 		}
-		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), strings.Join(parts, " | "))
+		line := fmt.Sprintf("%s  fetched %d MiB  %s", time.Now().Format("15:04:05"), last>>20, strings.Join(parts, " | "))
+		if inPlace {
+			fmt.Fprintf(out, "\r\x1b[K%s", line)
+			drawn = true
+		} else {
+			fmt.Fprintln(out, line)
+		}
 	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
