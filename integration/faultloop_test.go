@@ -216,16 +216,10 @@ func TestFaultLoop(t *testing.T) {
 	secs := make([]*faultSecondary, 2)
 	primaryArgs := []string{"--chunk-size", strconv.Itoa(chunkSize)}
 	for i := range secs {
-		backend := freeUDPAddr(t)
-		relay, err := linkemu.New(backend, linkemu.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { relay.Close() })
-		s := &faultSecondary{backend: backend, relay: relay}
-		s.srv = startServer(t, "kwik-secondary", root, certDir, "--listen", backend, "--advertise", relay.Addr())
+		s := &faultSecondary{}
+		s.srv, s.relay, s.backend = startRelayedSecondary(t, root, certDir)
 		secs[i] = s
-		primaryArgs = append(primaryArgs, "--secondary", relay.Addr())
+		primaryArgs = append(primaryArgs, "--secondary", s.relay.Addr())
 	}
 	p := startPrimary(t, root, certDir, primaryArgs...)
 	addr := p.addr

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kwikfs/kwikfs/integration/linkemu"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/transfer"
@@ -73,13 +72,7 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	writeRandomFile(t, filepath.Join(root, "a.bin"), size, 22)
 	writeRandomFile(t, filepath.Join(root, "b.bin"), size, 23)
 	certDir := certs(t)
-	secAddr := freeUDPAddr(t)
-	relay, err := linkemu.New(secAddr, linkemu.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { relay.Close() })
-	sec := startServer(t, "kwik-secondary", root, certDir, "--listen", secAddr, "--advertise", relay.Addr())
+	sec, relay, _ := startRelayedSecondary(t, root, certDir)
 	// The secondary carries all file data (--serve-data fallback), so it is
 	// writing to the 127.0.0.2 client when that client's network dies.
 	p := startPrimary(t, root, certDir, "--chunk-size", "262144", "--secondary", relay.Addr(), "--serve-data", "fallback")

@@ -197,6 +197,22 @@ func freeUDPAddr(t *testing.T) string {
 	return addr
 }
 
+// startRelayedSecondary starts a kwik-secondary exporting root behind a
+// link-emulator relay with an unshaped link: it listens on a free port of
+// its own (backend) and advertises the relay's address, which the primary
+// is to name in --secondary. The relay is closed at cleanup.
+func startRelayedSecondary(t *testing.T, root, certDir string) (sec *server, relay *linkemu.Relay, backend string) {
+	t.Helper()
+	backend = freeUDPAddr(t)
+	relay, err := linkemu.New(backend, linkemu.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	sec = startServer(t, "kwik-secondary", root, certDir, "--listen", backend, "--advertise", relay.Addr())
+	return sec, relay, backend
+}
+
 // TestScenarioPathCutMidCopy puts a link-emulator relay in front of a
 // secondary and cuts it after about a quarter of a large file was read: the
 // copy finishes byte-identical from the primary.
@@ -206,13 +222,7 @@ func TestScenarioPathCutMidCopy(t *testing.T) {
 	writeRandomFile(t, filepath.Join(root, "big.bin"), size, 7)
 	certDir := certs(t)
 
-	secAddr := freeUDPAddr(t)
-	relay, err := linkemu.New(secAddr, linkemu.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { relay.Close() })
-	startServer(t, "kwik-secondary", root, certDir, "--listen", secAddr, "--advertise", relay.Addr())
+	_, relay, _ := startRelayedSecondary(t, root, certDir)
 	p := startPrimary(t, root, certDir, "--chunk-size", "262144", "--secondary", relay.Addr())
 	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"),
 		"--fetch-timeout", "30s")

@@ -529,18 +529,8 @@ func TestPrimaryReplyBudget(t *testing.T) {
 		t.Fatalf("stats %+v, want no wait", s)
 	}
 
-	hostile := hs.dial(t, func(c *kwik.Config) {
-		c.StreamReceiveWindow = 64 << 10
-		c.SessionReceiveWindow = 256 << 10
-	})
-	st, err := openRequest(hs.ctx, hostile, request(transfer.OpList, "big"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Its encoded reply, of about 1 MiB, holds less than the budget.
-	hs.waitStats(t, "the unread reply holding the budget", func(s server.PrimaryStats) bool {
-		return s.ReplyBudgetInUse > 0 && s.ReplyBudgetInUse < 1<<20
-	})
+	st := hs.unreadList(t)
 	listed := make(chan error, 1)
 	go func() {
 		got, err := normal.List(hs.ctx, "big")
@@ -565,12 +555,11 @@ func TestPrimaryReplyBudget(t *testing.T) {
 	}
 }
 
-// TestPrimaryBudgetWaitEndsWithSession: a LIST waiting for the reply
-// budget gives up when its session closes, rather than when the budget
-// comes free.
-func TestPrimaryBudgetWaitEndsWithSession(t *testing.T) {
-	hs := startHostileServer(t, server.PrimaryOptions{ReplyBudget: 1 << 20}, nil)
-	hs.bigListing(t, 40000)
+// unreadList sends LIST "big" from a client with small windows that never
+// reads the reply, and returns the request's stream once the reply holds
+// part (less than 1 MiB) of the reply budget.
+func (hs *hostileServer) unreadList(t *testing.T) *kwik.Stream {
+	t.Helper()
 	hostile := hs.dial(t, func(c *kwik.Config) {
 		c.StreamReceiveWindow = 64 << 10
 		c.SessionReceiveWindow = 256 << 10
@@ -582,6 +571,16 @@ func TestPrimaryBudgetWaitEndsWithSession(t *testing.T) {
 	hs.waitStats(t, "the unread reply holding the budget", func(s server.PrimaryStats) bool {
 		return s.ReplyBudgetInUse > 0 && s.ReplyBudgetInUse < 1<<20
 	})
+	return st
+}
+
+// TestPrimaryBudgetWaitEndsWithSession: a LIST waiting for the reply
+// budget gives up when its session closes, rather than when the budget
+// comes free.
+func TestPrimaryBudgetWaitEndsWithSession(t *testing.T) {
+	hs := startHostileServer(t, server.PrimaryOptions{ReplyBudget: 1 << 20}, nil)
+	hs.bigListing(t, 40000)
+	st := hs.unreadList(t)
 	held := hs.p.Stats().ReplyBudgetInUse
 	waiter := hs.dial(t, nil)
 	if _, err := openRequest(hs.ctx, waiter, request(transfer.OpList, "big"), true); err != nil {

@@ -117,7 +117,7 @@ Example: kwikfs get --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/clien
 	})
 	defer client.Close()
 
-	line := &liveLine{out: os.Stderr, term: isTerminal(os.Stderr)}
+	line := &liveLine{out: os.Stderr, term: cli.IsTerminal(os.Stderr)}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	if !*quiet {

@@ -67,7 +67,7 @@ func runPrefetch(ctx context.Context, args []string) error {
 		fmt.Printf("prefetch job %d started in the daemon of %s; `kwikfs status %s` shows it\n", p.ID, mnt.Root, mnt.Root)
 		return nil
 	}
-	p, err = follow(ctx, c, p, os.Stderr, isTerminal(os.Stderr))
+	p, err = follow(ctx, c, p, os.Stderr, cli.IsTerminal(os.Stderr))
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintf(os.Stderr, "job %d goes on in the daemon; `kwikfs prefetch --cancel %d %s` cancels it\n", p.ID, p.ID, mnt.Root)
 		return err

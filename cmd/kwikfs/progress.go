@@ -3,11 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Poll intervals of the progress displays of prefetch and get: a terminal
@@ -68,10 +65,4 @@ func progressBar(frac float64) string {
 		bar += ">" + strings.Repeat(" ", barWidth-cells-1)
 	}
 	return "[" + bar + "]"
-}
-
-// isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

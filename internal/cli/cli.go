@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Exit codes of every kwikfs command.
@@ -67,3 +70,14 @@ type StringList []string
 
 func (l *StringList) String() string     { return strings.Join(*l, ",") }
 func (l *StringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// IsTerminal reports whether w is a terminal (an *os.File on a tty), where
+// a progress line may be redrawn in place.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

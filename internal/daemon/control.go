@@ -175,29 +175,7 @@ func QueryStatus(ctx context.Context, path string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	sock := m.Socket
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://kwikfs/status", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("query daemon at %s: %w", sock, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("query daemon at %s: %s", sock, resp.Status)
-	}
-	var st Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("decode status: %w", err)
-	}
-	return &st, nil
+	c := NewControlClient(m.Socket)
+	defer c.Close()
+	return c.Status(ctx)
 }

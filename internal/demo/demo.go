@@ -19,9 +19,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kwikfs/kwikfs/internal/certgen"
+	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/internal/daemon"
 )
 
@@ -155,7 +154,7 @@ func prepare(cfg Config, out io.Writer) (certDir, tree string, err error) {
 func watchPaths(ctx context.Context, mnt string, out io.Writer) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	inPlace := isTerminal(out)
+	inPlace := cli.IsTerminal(out)
 	var last int64
 	drawn := false
 	defer func() {
@@ -200,14 +199,4 @@ func watchPaths(ctx context.Context, mnt string, out io.Writer) {
 			fmt.Fprintln(out, line)
 		}
 	}
-}
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
