@@ -222,22 +222,29 @@ func startServerIn(t *testing.T, link *netnsLink, binary, root, certDir string, 
 	} else {
 		p = start(t, binary, args...)
 	}
+	return &server{proc: p, addr: waitListening(t, p), certs: certDir}
+}
+
+// waitListening waits until server p prints "listening on HOST:PORT" and
+// returns the address.
+func waitListening(t *testing.T, p *proc) string {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		sc := bufio.NewScanner(strings.NewReader(p.Output()))
 		for sc.Scan() {
 			if addr, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
-				return &server{proc: p, addr: addr, certs: certDir}
+				return addr
 			}
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited: %v\n%s", binary, p.err, p.Output())
+			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.Output())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	t.Fatalf("%s not listening after 20s:\n%s", binary, p.Output())
-	return nil
+	t.Fatalf("%s not listening after 20s:\n%s", p.name, p.Output())
+	return ""
 }
 
 // mount is a running `kwikfs mount`.
@@ -268,7 +275,13 @@ func startMountAt(t *testing.T, addr, caFile, cache, mnt string, extra ...string
 	}
 	extra = slices.DeleteFunc(slices.Clone(extra), func(a string) bool { return a == "--no-cert" })
 	args = append(append(args, extra...), mnt)
-	p := start(t, "kwikfs", args...)
+	return waitMounted(t, start(t, "kwikfs", args...), mnt, cache)
+}
+
+// waitMounted waits until p, a `kwikfs mount` of cache at mnt, has
+// mounted, and detaches the mount at cleanup if it is left.
+func waitMounted(t *testing.T, p *proc, mnt, cache string) *mount {
+	t.Helper()
 	m := &mount{proc: p, dir: mnt, cache: cache}
 	t.Cleanup(func() {
 		if isMounted(mnt) {

@@ -127,10 +127,10 @@ func NewCatalog(dir string, opts *CatalogOptions) (*Catalog, error) {
 		return nil, err
 	}
 	if o.ManifestCacheEntries == 0 {
-		o.ManifestCacheEntries = 4096
+		o.ManifestCacheEntries = DefaultManifestCacheEntries
 	}
 	if o.ManifestCacheBytes == 0 {
-		o.ManifestCacheBytes = 128 << 20
+		o.ManifestCacheBytes = DefaultManifestCacheBytes
 	}
 	if o.MaxConcurrentHashes <= 0 {
 		o.MaxConcurrentHashes = runtime.GOMAXPROCS(0)

@@ -35,4 +35,15 @@ const (
 	DefaultReplyTimeout = 2 * time.Minute
 	// DefaultReplyBudget is PrimaryOptions.ReplyBudget's default.
 	DefaultReplyBudget = 64 << 20
+	// DefaultManifestCacheEntries is CatalogOptions.ManifestCacheEntries'
+	// default.
+	DefaultManifestCacheEntries = 4096
+	// DefaultManifestCacheBytes is CatalogOptions.ManifestCacheBytes'
+	// default.
+	DefaultManifestCacheBytes = 128 << 20
+	// DefaultMaxConcurrentCommands is
+	// SecondaryOptions.MaxConcurrentCommands' default.
+	DefaultMaxConcurrentCommands = 64
+	// DefaultPieceSize is SecondaryOptions.PieceSize's default.
+	DefaultPieceSize = 256 << 10
 )

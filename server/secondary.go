@@ -127,10 +127,10 @@ func NewSecondary(root string, opts *SecondaryOptions) (*Secondary, error) {
 		o.Logger = slog.Default()
 	}
 	if o.MaxConcurrentCommands <= 0 {
-		o.MaxConcurrentCommands = 64
+		o.MaxConcurrentCommands = DefaultMaxConcurrentCommands
 	}
 	if o.PieceSize == 0 {
-		o.PieceSize = 256 << 10
+		o.PieceSize = DefaultPieceSize
 	}
 	if o.PieceSize < 4<<10 || o.PieceSize > 16<<20 {
 		return nil, fmt.Errorf("piece size %d outside [4 KiB, 16 MiB]", o.PieceSize)

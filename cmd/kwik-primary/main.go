@@ -2,6 +2,7 @@
 // kwik session and coordinates every transfer.
 //
 //	kwik-primary --root DIR --listen HOST:PORT --cert FILE --key FILE --signing-key FILE (--client-ca FILE | --allow-anonymous) [--secondary HOST:PORT[,name=NAME]]...
+//	kwik-primary --config FILE
 //
 // Each --secondary names a kwik-secondary serving a mirror of the root, by
 // the address clients dial (its --advertise address); every client session
@@ -15,6 +16,11 @@
 // --hash names the algorithm manifests hash chunks with: blake3 (the
 // default) or sha256, for clients that predate BLAKE3.
 //
+// Every flag may be a key of the TOML file --config names instead
+// (cli.ApplyConfig); flags on the command line override the file. Limits
+// on what clients may hold (--max-sessions-per-source, --reply-budget,
+// --max-concurrent-hashes, ...) are flags with their defaults in --help.
+//
 // Once it listens it prints "listening on HOST:PORT" on standard output (the
 // real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
 // exits 0 after its sessions are closed.
@@ -22,11 +28,11 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -42,11 +48,32 @@ func main() {
 	cli.Fail("kwik-primary", run(os.Args[1:]))
 }
 
+// help is kwik-primary's --help.
+var help = cli.Help{
+	Usage: "kwik-primary --root DIR --cert FILE --key FILE --signing-key FILE (--client-ca FILE | --allow-anonymous) [--secondary HOST:PORT[,name=NAME]]... [flags]\nkwik-primary --config FILE [flags]",
+	About: `Exports the directory tree DIR, read-only, to kwikfs clients over kwik
+sessions, and coordinates every transfer: it answers listings and
+manifests (the chunk hashes of each file) and divides READ replies between
+itself and the secondaries (kwik-secondary, each serving a mirror of DIR)
+by the rate it measures on each path. --signing-key signs the path tokens
+and commands the secondaries verify. Once it listens it prints "listening
+on HOST:PORT" on stdout; SIGINT or SIGTERM stop it. Every flag may be
+given as a key of the --config file instead (flags on the command line
+override it). Exit status 0 once stopped, 1 on failure, 2 on a usage error.`,
+	Examples: `kwik-primary --root /srv/data --listen 0.0.0.0:4433 --cert certs/server.pem \
+    --key certs/server-key.pem --client-ca certs/ca.pem --signing-key certs/signing-key.pem \
+    --secondary 10.0.0.2:4434 --secondary 10.0.0.3:4434
+# the same from /etc/kwikfs/primary.toml (root = "/srv/data", listen = "0.0.0.0:4433", ...),
+# with another port:
+kwik-primary --config /etc/kwikfs/primary.toml --listen 0.0.0.0:5433`,
+}
+
 func run(args []string) error {
-	fl := flag.NewFlagSet("kwik-primary", flag.ContinueOnError)
+	fl := cli.NewFlagSet("kwik-primary", help)
 	var sf cli.ServerFlags
-	sf.Register(fl, "directory to export", "127.0.0.1:4433")
-	chunkSize := fl.Uint("chunk-size", 1<<20, "chunk size in bytes for manifests")
+	sf.Register(fl, "`DIR`, the tree to export", "127.0.0.1:4433", "sessions")
+	chunkSize := cli.Size(transfer.DefaultChunkSize)
+	fl.Var(&chunkSize, "chunk-size", "chunk `SIZE` of manifests, from 4K to 16M")
 	hash := fl.String("hash", "blake3", "chunk hash algorithm of manifests: blake3, or sha256 for clients that predate BLAKE3")
 	signingKey := fl.String("signing-key", "", "the primary's Ed25519 private key, PEM `FILE` (kwikfs certs writes signing-key.pem): it signs path tokens and commands for the secondaries (required)")
 	var secondaries cli.StringList
@@ -57,12 +84,23 @@ func run(args []string) error {
 	fl.DurationVar(&co.MissCooldown, "miss-cooldown", 2*time.Second, "how long a secondary that missed 3 units in a row gets no work for the file")
 	fl.DurationVar(&co.PathRetryMax, "path-retry-max", 10*time.Second, "longest wait between attempts to re-add a lost secondary path (jittered backoff from 200ms)")
 	serveData := fl.String("serve-data", "share", "share: the primary sends its share of file data, by the rate it measures on each path; fallback: only when no secondary can (the secondaries carry the bytes, the primary coordinates)")
+	po := server.PrimaryOptions{Catalog: server.CatalogOptions{MaxConcurrentHashes: runtime.GOMAXPROCS(0)}}
+	fl.IntVar(&po.MaxConcurrentRequests, "max-concurrent-requests", server.DefaultMaxConcurrentRequests, "requests one session has served at once; its further streams wait")
+	fl.DurationVar(&po.RequestTimeout, "request-timeout", server.DefaultRequestTimeout, "how long a client may take to send a whole request")
+	fl.DurationVar(&po.WriteTimeout, "write-timeout", server.DefaultWriteTimeout, "how long a reply may make no progress (the client reads none of it) before its stream is reset")
+	fl.DurationVar(&po.ReplyTimeout, "reply-timeout", server.DefaultReplyTimeout, "how long a reply other than READ (a listing, a manifest) may take to send whole before its stream is reset")
+	replyBudget := cli.Size(server.DefaultReplyBudget)
+	fl.Var(&replyBudget, "reply-budget", "`SIZE` of memory that listing and manifest replies hold at once, over all sessions; a request waits for its share")
+	manifestCache := cli.Size(server.DefaultManifestCacheBytes)
+	fl.Var(&manifestCache, "manifest-cache", "`SIZE` of memory for cached manifests and their encoded replies (about 64 bytes per chunk)")
+	fl.IntVar(&po.Catalog.ManifestCacheEntries, "manifest-cache-entries", server.DefaultManifestCacheEntries, "manifests cached at most")
+	fl.IntVar(&po.Catalog.MaxConcurrentHashes, "max-concurrent-hashes", po.Catalog.MaxConcurrentHashes, "files hashed at once to compute manifests, over all sessions; the default is GOMAXPROCS, one per CPU")
 	setup, err := sf.Parse(fl, args)
 	if err != nil {
 		return err
 	}
-	if *chunkSize < 4096 || *chunkSize > 16<<20 {
-		return cli.Usagef("--chunk-size must be between 4 KiB and 16 MiB")
+	if chunkSize < transfer.MinChunkSize || chunkSize > transfer.MaxChunkSize {
+		return cli.Usagef("--chunk-size must be between 4K and 16M, not %s", chunkSize.String())
 	}
 	if _, err := transfer.ParseHashAlg(*hash); err != nil {
 		return cli.Usagef("--hash: %v", err)
@@ -77,7 +115,13 @@ func run(args []string) error {
 	if co.LateFactor < 1 || co.LateSlack <= 0 || co.MissCooldown <= 0 || co.PathRetryMax <= 0 {
 		return cli.Usagef("--late-factor must be at least 1 and --late-slack, --miss-cooldown, --path-retry-max positive")
 	}
-	log, tlsConf := setup.Logger, setup.TLS
+	if po.MaxConcurrentRequests < 1 || po.Catalog.ManifestCacheEntries < 1 || po.Catalog.MaxConcurrentHashes < 1 {
+		return cli.Usagef("--max-concurrent-requests, --manifest-cache-entries and --max-concurrent-hashes must be at least 1")
+	}
+	if po.RequestTimeout <= 0 || po.WriteTimeout <= 0 || po.ReplyTimeout <= 0 {
+		return cli.Usagef("--request-timeout, --write-timeout and --reply-timeout must be positive")
+	}
+	log := setup.Logger
 	if *signingKey == "" {
 		return cli.Usagef("--signing-key is required (kwikfs certs writes signing-key.pem)")
 	}
@@ -89,13 +133,9 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := server.NewPrimary(sf.Root, &server.PrimaryOptions{
-		Catalog:        server.CatalogOptions{ChunkSize: uint32(*chunkSize), Hash: *hash},
-		Logger:         log,
-		Secondaries:    addrs,
-		SecondaryNames: names,
-		Coordinator:    co,
-	})
+	po.Catalog.ChunkSize, po.Catalog.Hash, po.Catalog.ManifestCacheBytes = uint32(chunkSize), *hash, int64(manifestCache)
+	po.ReplyBudget, po.Logger, po.Secondaries, po.SecondaryNames, po.Coordinator = int64(replyBudget), log, addrs, names, co
+	p, err := server.NewPrimary(sf.Root, &po)
 	if err != nil {
 		return err
 	}
@@ -107,7 +147,9 @@ func run(args []string) error {
 		}
 		defer stopPprof()
 	}
-	ln, err := kwik.Listen(sf.Listen, &kwik.Config{TLSConfig: tlsConf, Logger: log, StatelessResetSecret: setup.ResetSecret, SigningKey: sk})
+	conf := setup.Kwik
+	conf.SigningKey = sk
+	ln, err := kwik.Listen(sf.Listen, conf)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", sf.Listen, err)
 	}

@@ -21,20 +21,22 @@ import (
 )
 
 func runMount(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("kwikfs mount", flag.ContinueOnError)
+	fl := cli.NewFlagSet("kwikfs mount", mountHelp)
+	fl.AddConfigFlag()
 	var cfg daemon.Config
-	fl.StringVar(&cfg.Primary, "primary", "", "primary server HOST:PORT (required)")
-	fl.StringVar(&cfg.CAFile, "ca", "", "CA certificate that signed the servers' certificates, PEM (required)")
-	fl.StringVar(&cfg.CacheDir, "cache", "", "cache directory (required)")
-	fl.StringVar(&cfg.ServerName, "server-name", "", "TLS name to verify (default: the host of --primary)")
-	fl.StringVar(&cfg.CertFile, "cert", "", "client certificate, PEM, presented to servers started with --client-ca (kwikfs certs writes client.pem)")
-	fl.StringVar(&cfg.KeyFile, "key", "", "private key of --cert, PEM (kwikfs certs writes client-key.pem)")
+	fl.StringVar(&cfg.Primary, "primary", "", "primary server `HOST:PORT` (required)")
+	fl.StringVar(&cfg.CAFile, "ca", "", "CA certificate that signed the servers' certificates, PEM `FILE` (required)")
+	fl.StringVar(&cfg.CacheDir, "cache", "", "cache `DIR`: holds the chunk store and the control socket (required)")
+	fl.StringVar(&cfg.ServerName, "server-name", "", "TLS `NAME` to verify (default: the host of --primary)")
+	fl.StringVar(&cfg.CertFile, "cert", "", "client certificate, PEM `FILE`, presented to servers started with --client-ca (kwikfs certs writes client.pem)")
+	fl.StringVar(&cfg.KeyFile, "key", "", "private key of --cert, PEM `FILE` (kwikfs certs writes client-key.pem)")
 	fl.DurationVar(&cfg.AttrTimeout, "attr-timeout", 5*time.Second, "how long attributes and listings are trusted before asking the primary again")
 	fl.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 15*time.Second, "how long a read waits for the primary before failing with EIO")
-	var memCache byteSize
-	fl.Var(&memCache, "memory-cache", "`SIZE` of verified chunks kept in memory, e.g. 64M (default: a quarter of --memory)")
-	memory := byteSize(daemon.DefaultMemoryBytes)
-	cacheSize := fl.String("cache-size", "auto", "`SIZE` of disk space for cached chunks, e.g. 512M or 10G; the least recently used chunks of files not open are evicted to stay under it; auto: half of the free space of the cache's filesystem; unlimited or 0: no limit")
+	var memCache cli.Size
+	fl.Var(&memCache, "memory-cache", "`SIZE` of verified chunks kept in memory, at least 1M, e.g. 64M (default: a quarter of --memory)")
+	memory := cli.Size(daemon.DefaultMemoryBytes)
+	var diskCache cacheSize
+	fl.Var(&diskCache, "cache-size", "`SIZE` of disk space for cached chunks, e.g. 512M or 10G; the least recently used chunks of files not open are evicted to stay under it; auto (the default): half of the free space of the cache's filesystem; unlimited or 0: no limit")
 	fl.Var(&memory, "memory", "`SIZE` of the memory budget for file data: memory cache, store queue and prefetch in flight, e.g. 512M or 1G")
 	readAhead := fl.Int("read-ahead", fusefs.DefaultReadAheadMax, "largest read-ahead window of sequential reads, in `chunks`; 0 disables read-ahead: kwikfs's, and the kernel's beyond its default of 128 KiB")
 	fl.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: a free port, shown by `kwikfs status --json` as metrics_addr)")
@@ -43,7 +45,7 @@ func runMount(ctx context.Context, args []string) error {
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
 	err := fl.Parse(args)
 	if err != nil {
-		return cli.Usagef("%v", err)
+		return err
 	}
 	if fl.NArg() != 1 || cfg.Primary == "" || cfg.CAFile == "" || cfg.CacheDir == "" {
 		fl.Usage()
@@ -57,9 +59,7 @@ func runMount(ctx context.Context, args []string) error {
 		return cli.Usagef("--memory-cache %d is %d bytes; sizes take a unit (e.g. %dM), and the least is 1M", memCache, memCache, memCache)
 	}
 	cfg.MemoryCacheBytes = int64(memCache)
-	if cfg.CacheSize, err = parseCacheSize(*cacheSize); err != nil {
-		return cli.Usagef("--cache-size: %v", err)
-	}
+	cfg.CacheSize = int64(diskCache)
 	cfg.MemoryBytes = int64(memory)
 	if cfg.ReadAheadMax, err = readAheadMax(*readAhead); err != nil {
 		return err
@@ -84,27 +84,14 @@ func readAheadMax(chunks int) (int, error) {
 	return chunks, nil
 }
 
-// parseCacheSize parses the --cache-size value into daemon.Config.CacheSize:
-// "auto" is 0 (the daemon's default), "unlimited", "none" and "0" are -1
-// (no limit), and anything else is a size as parseSize reads it, e.g.
-// "512M", "10G", "1GiB", "1048576".
-func parseCacheSize(v string) (int64, error) {
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "auto":
-		return 0, nil
-	case "unlimited", "none", "0":
-		return -1, nil
-	}
-	return parseSize(v)
-}
-
 func runStatus(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("kwikfs status", flag.ContinueOnError)
+	fl := cli.NewFlagSet("kwikfs status", statusHelp)
 	asJSON := fl.Bool("json", false, "print the raw status as JSON")
 	if err := fl.Parse(args); err != nil {
-		return cli.Usagef("%v", err)
+		return err
 	}
 	if fl.NArg() != 1 {
+		fl.Usage()
 		return cli.Usagef("status needs one MOUNTPOINT")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -215,33 +202,16 @@ func humanBytes(n int64) string {
 }
 
 func runCerts(args []string) error {
-	fl := flag.NewFlagSet("kwikfs certs", flag.ContinueOnError)
-	out := fl.String("out", "", "directory to write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem, signing-key.pem and verify-key.pem to (required)")
+	fl := cli.NewFlagSet("kwikfs certs", certsHelp)
+	out := fl.String("out", "", "`DIR` to write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem, signing-key.pem and verify-key.pem to (required)")
 	var hosts cli.StringList
-	fl.Var(&hosts, "host", "DNS name or IP address the server certificate is valid for; repeatable (default localhost, 127.0.0.1, ::1; with --server, NAME)")
+	fl.Var(&hosts, "host", "DNS name or IP address the server certificate is valid for, `NAME_OR_IP`; repeatable (default localhost, 127.0.0.1, ::1; with --server, NAME)")
 	client := fl.String("client", "", "issue one more client certificate, client-`NAME`.pem and client-NAME-key.pem, from the CA already in --out (ca.pem, ca-key.pem)")
 	serverName := fl.String("server", "", "issue a certificate of its own for one server, server-`NAME`.pem and server-NAME-key.pem, valid for --host (default NAME), from the CA already in --out")
 	signingOnly := fl.Bool("signing-key-only", false, "write only a new signing-key.pem and verify-key.pem into --out (to replace the primary's key: see the README)")
 	validity := fl.Duration("validity", certgen.Validity, "how long a certificate --client or --server issues stays valid")
-	fl.Usage = func() {
-		fmt.Fprintf(fl.Output(), `usage: kwikfs certs --out DIR [--host NAME_OR_IP]...
-       kwikfs certs --out DIR --client NAME [--validity DURATION]
-       kwikfs certs --out DIR --server NAME [--host NAME_OR_IP]... [--validity DURATION]
-       kwikfs certs --out DIR --signing-key-only
-
-The first form makes a CA, a server certificate, a client certificate and
-the primary's signing key (signing-key.pem, for the primary alone) with its
-public half (verify-key.pem, for the secondaries). The second and third
-issue another client certificate, or a certificate for one server, from that
-CA. The last makes a new signing key pair.
-Examples: kwikfs certs --out certs --client laptop
-          kwikfs certs --out certs --server mirror-1 --host mirror-1.example.net
-
-`)
-		fl.PrintDefaults()
-	}
 	if err := fl.Parse(args); err != nil {
-		return cli.Usagef("%v", err)
+		return err
 	}
 	if *out == "" || fl.NArg() != 0 {
 		fl.Usage()
@@ -337,19 +307,20 @@ func writeIssued(dir, base string, certPEM, keyPEM []byte, until time.Time) erro
 }
 
 func runDemo(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("kwikfs demo", flag.ContinueOnError)
+	fl := cli.NewFlagSet("kwikfs demo", demoHelp)
 	var cfg demo.Config
-	fl.StringVar(&cfg.Dir, "dir", "demo", "working directory for certificates, the sample tree and the cache")
-	fl.StringVar(&cfg.Tree, "tree", "", "directory to export (default: a sample tree made under --dir)")
-	fl.StringVar(&cfg.Mountpoint, "mountpoint", "mnt", "where to mount")
+	fl.StringVar(&cfg.Dir, "dir", "demo", "working `DIR`: certificates, the sample tree and the cache")
+	fl.StringVar(&cfg.Tree, "tree", "", "`DIR` to export (default: a sample tree made under --dir)")
+	fl.StringVar(&cfg.Mountpoint, "mountpoint", "mnt", "`DIR` to mount at")
 	logLevel := fl.String("log-level", "warn", "debug, info, warn or error")
 	faults := fl.Bool("faults", false, "play a scripted story of faults instead of serving: a secondary killed and restarted during a copy,\nthe mount daemon killed with SIGKILL during another and mounted again; every copy checked with sha256")
-	faultsSize := byteSize(demo.DefaultFaultsSize)
+	faultsSize := cli.Size(demo.DefaultFaultsSize)
 	fl.Var(&faultsSize, "faults-size", "`SIZE` of each of the two files --faults copies, e.g. 24M or 1G")
 	if err := fl.Parse(args); err != nil {
-		return cli.Usagef("%v", err)
+		return err
 	}
 	if fl.NArg() != 0 {
+		fl.Usage()
 		return cli.Usagef("demo takes no arguments")
 	}
 	sizeSet := false

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,42 +23,22 @@ import (
 // runGet copies remote files and trees to local disk without a mount
 // (internal/download does the work) and reports progress and a summary.
 func runGet(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("kwikfs get", flag.ContinueOnError)
-	primary := fl.String("primary", "", "primary server HOST:PORT (required)")
-	caFile := fl.String("ca", "", "CA certificate that signed the servers' certificates, PEM (required)")
-	certFile := fl.String("cert", "", "client certificate, PEM, presented to servers started with --client-ca (kwikfs certs writes client.pem)")
-	keyFile := fl.String("key", "", "private key of --cert, PEM (kwikfs certs writes client-key.pem)")
-	serverName := fl.String("server-name", "", "TLS name to verify (default: the host of --primary)")
+	fl := cli.NewFlagSet("kwikfs get", getHelp)
+	fl.AddConfigFlag()
+	primary := fl.String("primary", "", "primary server `HOST:PORT` (required)")
+	caFile := fl.String("ca", "", "CA certificate that signed the servers' certificates, PEM `FILE` (required)")
+	certFile := fl.String("cert", "", "client certificate, PEM `FILE`, presented to servers started with --client-ca (kwikfs certs writes client.pem)")
+	keyFile := fl.String("key", "", "private key of --cert, PEM `FILE` (kwikfs certs writes client-key.pem)")
+	serverName := fl.String("server-name", "", "TLS `NAME` to verify (default: the host of --primary)")
 	cacheDir := fl.String("cache", "", "cache `DIR`: chunks are taken from the chunk store DIR/store when it holds them and every chunk fetched is added to it\n(the layout of a mount's --cache, which it may share, though not while the mount runs)")
-	cacheSize := fl.String("cache-size", "auto", "`SIZE` of disk space for the chunks of --cache, e.g. 512M or 10G; auto: half of the free space of its filesystem; unlimited or 0: no limit")
+	var limit cacheSize
+	fl.Var(&limit, "cache-size", "`SIZE` of disk space for the chunks of --cache, e.g. 512M or 10G; auto (the default): half of the free space of its filesystem; unlimited or 0: no limit")
 	jobs := fl.Int("jobs", download.DefaultWorkers, "files downloaded, and directories listed, at once")
 	connectTimeout := fl.Duration("connect-timeout", download.DefaultConnectTimeout, "how long to wait for the primary's first answer (later, an unreachable primary is waited for until interrupted)")
 	quiet := fl.Bool("quiet", false, "print nothing but errors: no progress, no summary")
 	logLevel := fl.String("log-level", "warn", "debug, info, warn or error")
-	fl.Usage = func() {
-		fmt.Fprintf(fl.Output(), `usage: kwikfs get --primary HOST:PORT --ca FILE [--cert FILE --key FILE] [flags] REMOTE_PATH... DEST
-
-Copies files and directory trees of the primary's export to DEST without
-FUSE, every chunk verified, as cp -r would: one REMOTE_PATH (relative to the
-exported root; "" or / is the root) and a DEST that does not exist make DEST
-the copy; several paths, or a DEST that is a directory, go inside DEST under
-their base names. Symbolic links, permission bits and mtimes are kept. Run
-it again after an interruption and it fetches only what is missing: files
-complete at DEST (same size and mtime) are skipped, and the verified chunks
-of partial files (NAME.kwikpart) are kept. Exit status 0: everything copied;
-1: something failed (each named on stderr); 2: usage error.
-Flags go before the paths.
-Example: kwikfs get --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/client.pem \
-             --key certs/client-key.pem datasets/imagenet /scratch/imagenet
-
-`)
-		fl.PrintDefaults()
-	}
 	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return cli.Usagef("%v", err)
+		return err
 	}
 	if fl.NArg() < 2 || *primary == "" || *caFile == "" {
 		fl.Usage()
@@ -84,10 +63,6 @@ Example: kwikfs get --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/clien
 			return cli.Usagef("%v", err)
 		}
 	}
-	limit, err := parseCacheSize(*cacheSize)
-	if err != nil {
-		return cli.Usagef("--cache-size: %v", err)
-	}
 	log, err := cli.NewLogger(*logLevel)
 	if err != nil {
 		return err
@@ -104,7 +79,7 @@ Example: kwikfs get --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/clien
 	}
 	var store *chunkstore.Store
 	if *cacheDir != "" {
-		if store, err = openGetCache(*cacheDir, limit, log); err != nil {
+		if store, err = openGetCache(*cacheDir, int64(limit), log); err != nil {
 			return err
 		}
 		defer store.Close()

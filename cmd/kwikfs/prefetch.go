@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,11 +18,11 @@ import (
 // runPrefetch hands a prefetch job to the daemon of the mount that holds
 // the paths and follows it with a progress bar until it ends.
 func runPrefetch(ctx context.Context, args []string) error {
-	fl := flag.NewFlagSet("kwikfs prefetch", flag.ContinueOnError)
+	fl := cli.NewFlagSet("kwikfs prefetch", prefetchHelp)
 	detach := fl.Bool("detach", false, "return as soon as the daemon has the job (follow it with kwikfs status)")
 	cancelID := fl.Uint64("cancel", 0, "cancel job `ID` of the mount holding PATH instead of starting a job")
 	if err := fl.Parse(args); err != nil {
-		return cli.Usagef("%v", err)
+		return err
 	}
 	if fl.NArg() == 0 {
 		fl.Usage()

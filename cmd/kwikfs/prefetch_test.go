@@ -8,32 +8,6 @@ import (
 	"github.com/kwikfs/kwikfs/prefetch"
 )
 
-func TestParseSize(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want int64
-	}{
-		{"1048576", 1 << 20},
-		{"512K", 512 << 10},
-		{"256M", 256 << 20},
-		{"256MiB", 256 << 20},
-		{"256MB", 256 << 20},
-		{"1g", 1 << 30},
-		{"2GiB", 2 << 30},
-		{"1T", 1 << 40},
-		{"100B", 100},
-	} {
-		if got, err := parseSize(c.in); err != nil || got != c.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", c.in, got, err, c.want)
-		}
-	}
-	for _, in := range []string{"", "M", "0", "-5M", "1.5G", "12X", "9999999999T"} {
-		if got, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) = %d, want an error", in, got)
-		}
-	}
-}
-
 func TestProgressLine(t *testing.T) {
 	for _, c := range []struct {
 		name string

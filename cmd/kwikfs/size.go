@@ -1,52 +1,45 @@
 package main
 
 import (
-	"fmt"
-	"math"
-	"strconv"
 	"strings"
+
+	"github.com/kwikfs/kwikfs/internal/cli"
 )
 
-// byteSize is a flag.Value holding a size in bytes, written as a number
-// with an optional binary unit: 1048576, 512K, 256M, 256MiB, 1G, 1GiB,
-// 1T.
-type byteSize int64
+// cacheSize is the flag.Value of --cache-size, as daemon.Config.CacheSize
+// holds it: 0 for "auto", -1 for no limit, else a size in bytes
+// (parseCacheSize).
+type cacheSize int64
 
-func (b *byteSize) String() string { return humanBytes(int64(*b)) }
+func (c *cacheSize) String() string {
+	switch {
+	case *c == 0:
+		return "auto"
+	case *c < 0:
+		return "unlimited"
+	}
+	return cli.FormatSize(int64(*c))
+}
 
-func (b *byteSize) Set(s string) error {
-	v, err := parseSize(s)
+func (c *cacheSize) Set(v string) error {
+	n, err := parseCacheSize(v)
 	if err != nil {
 		return err
 	}
-	*b = byteSize(v)
+	*c = cacheSize(n)
 	return nil
 }
 
-// parseSize parses a size written as byteSize describes; it must be
-// positive.
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
-	shift := 0
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'k', 'K':
-			shift = 10
-		case 'm', 'M':
-			shift = 20
-		case 'g', 'G':
-			shift = 30
-		case 't', 'T':
-			shift = 40
-		}
-		if shift != 0 {
-			t = t[:len(t)-1]
-		}
+// parseCacheSize parses the --cache-size value into daemon.Config.CacheSize:
+// "auto" is 0 (the daemon's default), "unlimited", "none" and "0" are -1
+// (no limit), and anything else is a SIZE as cli.ParseSize reads it, e.g.
+// "512M", "10G", "1GiB", "1048576".
+func parseCacheSize(v string) (int64, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "auto":
+		return 0, nil
+	case "unlimited", "none", "0":
+		return -1, nil
 	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n <= 0 || n > math.MaxInt64>>shift {
-		return 0, fmt.Errorf("bad size %q: want a positive number of bytes, optionally with K, M, G or T (binary units)", s)
-	}
-	return n << shift, nil
+	return cli.ParseSize(v)
 }

@@ -1,10 +1,13 @@
-// Package cli holds what the kwikfs commands share: logging set-up and the
-// mapping from errors to exit codes.
+// Package cli holds what the kwikfs commands share: flag sets with their
+// help and --config files (FlagSet, ApplyConfig), the SIZE flag type
+// (Size), the flags both servers take (ServerFlags), logging set-up and
+// the mapping from errors to exit codes.
 package cli
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,10 +25,11 @@ const (
 	ExitCanceled = 130 // interrupted, as a shell reports SIGINT
 )
 
-// ExitCode maps the error a command ended with to its exit code.
+// ExitCode maps the error a command ended with to its exit code; help
+// asked for (flag.ErrHelp, a HelpError) is a success.
 func ExitCode(err error) int {
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return ExitOK
 	case errors.Is(err, context.Canceled):
 		return ExitCanceled
@@ -54,12 +58,18 @@ func NewLogger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
-// Fail prints err for command prog and exits with its code.
+// Fail prints err for command prog on stderr and exits with its code. It
+// prints nothing for nil or an interruption (context.Canceled), and the
+// help for a *HelpError, on stdout.
 func Fail(prog string, err error) {
 	if err == nil {
 		os.Exit(ExitOK)
 	}
-	if !errors.Is(err, context.Canceled) {
+	if he := (*HelpError)(nil); errors.As(err, &he) {
+		fmt.Print(he.Text)
+		os.Exit(ExitOK)
+	}
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 	}
 	os.Exit(ExitCode(err))
