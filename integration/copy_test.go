@@ -67,9 +67,9 @@ func TestCopyOutOfMountAndRemount(t *testing.T) {
 	dst := filepath.Join(out, "again")
 	run(t, 5*time.Minute, "rsync", "-a", m2.dir+"/", dst+"/")
 	compareTrees(t, root, dst, compareOptions{modes: true, mtimes: true})
-	if st := m2.status(t); st.FS.BytesFetched != 0 || st.Client.DataBytes != 0 {
+	if st := m2.status(t); st.FS.BytesFetched != 0 || st.Transfer.DataBytes != 0 {
 		t.Errorf("after remount on the same cache: fetched %d bytes (client counted %d), want 0",
-			st.FS.BytesFetched, st.Client.DataBytes)
+			st.FS.BytesFetched, st.Transfer.DataBytes)
 	}
 
 	// An unmount from outside ends the daemon with status 0.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,7 +16,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 	"golang.org/x/sys/unix"
 )
 
@@ -335,16 +334,14 @@ func unescapeMountinfo(s string) string {
 	return r.Replace(s)
 }
 
-// status runs `kwikfs status --json` on the mount.
-func (m *mount) status(t *testing.T) daemon.Status {
+// status runs `kwikfs status --json` on the mount (see readStatus).
+func (m *mount) status(t *testing.T) control.Status {
 	t.Helper()
-	out, err := exec.Command(bin("kwikfs"), "status", "--json", m.dir).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := readStatus(ctx, m)
 	if err != nil {
-		t.Fatalf("kwikfs status: %v\n%s", err, out)
-	}
-	var st daemon.Status
-	if err := json.Unmarshal(out, &st); err != nil {
-		t.Fatalf("kwikfs status output: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return st
 }

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 	"golang.org/x/sys/unix"
 )
 
@@ -139,14 +139,17 @@ func pollPathsUp(ctx context.Context, m *mount, want int) error {
 	}
 }
 
-// readStatus runs `kwikfs status --json` on m.
-func readStatus(ctx context.Context, m *mount) (daemon.Status, error) {
-	var st daemon.Status
+// readStatus runs `kwikfs status --json` on m and decodes its output
+// strictly: a field the documented type lacks is an error.
+func readStatus(ctx context.Context, m *mount) (control.Status, error) {
+	var st control.Status
 	out, err := exec.CommandContext(ctx, bin("kwikfs"), "status", "--json", m.dir).CombinedOutput()
 	if err != nil {
 		return st, fmt.Errorf("kwikfs status: %w: %s", err, out)
 	}
-	if err := json.Unmarshal(out, &st); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
 		return st, fmt.Errorf("kwikfs status output: %w: %s", err, out)
 	}
 	return st, nil
@@ -154,11 +157,11 @@ func readStatus(ctx context.Context, m *mount) (daemon.Status, error) {
 
 // statusAll reads every mount's status, in parallel (each `kwikfs status`
 // of a race-built binary takes about a second on a busy machine).
-func statusAll(t *testing.T, mounts []*mount) []daemon.Status {
+func statusAll(t *testing.T, mounts []*mount) []control.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sts := make([]daemon.Status, len(mounts))
+	sts := make([]control.Status, len(mounts))
 	errs := make([]error, len(mounts))
 	var wg sync.WaitGroup
 	for i, m := range mounts {

@@ -13,8 +13,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
-	"github.com/kwikfs/kwikfs/prefetch"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // makePrefetchTree writes a tree for the prefetch tests under dir: a file of
@@ -42,19 +41,19 @@ func makePrefetchTree(t *testing.T, dir string, big int) (files int, bytes int64
 }
 
 // controlClient returns a client of the daemon serving m.
-func (m *mount) controlClient(t *testing.T) *daemon.ControlClient {
+func (m *mount) controlClient(t *testing.T) *control.Client {
 	t.Helper()
-	mnt, err := daemon.FindMount(m.dir)
+	mnt, err := control.FindMount(m.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := daemon.NewControlClient(mnt.Socket)
+	c := control.NewClient(mnt.Socket)
 	t.Cleanup(c.Close)
 	return c
 }
 
 // job returns the progress of prefetch job id on m.
-func (m *mount) job(t *testing.T, c *daemon.ControlClient, id uint64) prefetch.Progress {
+func (m *mount) job(t *testing.T, c *control.Client, id uint64) control.PrefetchJob {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -67,7 +66,7 @@ func (m *mount) job(t *testing.T, c *daemon.ControlClient, id uint64) prefetch.P
 
 // waitJob polls job id until cond holds and returns its progress then; it
 // fails the test after timeout.
-func (m *mount) waitJob(t *testing.T, id uint64, timeout time.Duration, what string, cond func(prefetch.Progress) bool) prefetch.Progress {
+func (m *mount) waitJob(t *testing.T, id uint64, timeout time.Duration, what string, cond func(control.PrefetchJob) bool) control.PrefetchJob {
 	t.Helper()
 	c := m.controlClient(t)
 	deadline := time.Now().Add(timeout)
@@ -115,7 +114,7 @@ func TestPrefetchThenReadWithoutPrimary(t *testing.T) {
 		t.Fatalf("status lists %d prefetch jobs, want 1: %+v", len(st.Prefetch), st.Prefetch)
 	}
 	job := st.Prefetch[0]
-	if job.State != prefetch.StateDone || job.FilesDone != int64(files) || job.BytesDone != size || job.BytesFetched != size {
+	if job.State != control.JobDone || job.FilesDone != int64(files) || job.BytesDone != size || job.BytesFetched != size {
 		t.Errorf("job %+v; want done, %d files, %d bytes fetched", job, files, size)
 	}
 	if st.FS.BytesFetched != size {
@@ -138,7 +137,7 @@ func TestPrefetchThenReadWithoutPrimary(t *testing.T) {
 	if st.FS.BytesFetched != 0 || st.FS.FetchErrors != 0 {
 		t.Errorf("reading the prefetched tree fetched %d bytes (%d fetch errors), want 0", st.FS.BytesFetched, st.FS.FetchErrors)
 	}
-	if len(st.Prefetch) != 1 || st.Prefetch[0].State != prefetch.StateDone {
+	if len(st.Prefetch) != 1 || st.Prefetch[0].State != control.JobDone {
 		t.Errorf("after the remount the job list is %+v, want job 1 done", st.Prefetch)
 	}
 	m2.unmount(t)
@@ -166,7 +165,7 @@ func TestPrefetchResumesAfterKill(t *testing.T) {
 	if !strings.Contains(out, "prefetch job 1 started") {
 		t.Errorf("--detach printed %q", out)
 	}
-	if first.State != prefetch.StateRunning || first.BytesDone >= size {
+	if first.State != control.JobRunning || first.BytesDone >= size {
 		t.Errorf("job after --detach returned: %+v; want it still running", first)
 	}
 	text := run(t, 30*time.Second, bin("kwikfs"), "status", m.dir)
@@ -174,19 +173,19 @@ func TestPrefetchResumesAfterKill(t *testing.T) {
 		t.Errorf("kwikfs status does not show the running job:\n%s", text)
 	}
 
-	m.waitJob(t, 1, 3*time.Minute, "half done", func(p prefetch.Progress) bool { return p.BytesDone >= size/2 })
+	m.waitJob(t, 1, 3*time.Minute, "half done", func(p control.PrefetchJob) bool { return p.BytesDone >= size/2 })
 	seen := m.liveStatus(t).FS.BytesFetched
 	m.kill(t)
 	t.Logf("killed the daemon after %v with %d bytes fetched (%.1f%% of the tree)", time.Since(started), seen, 100*float64(seen)/float64(size))
 
 	m2 := startMountAt(t, p.addr, ca, cache, m.dir)
-	job := m2.waitJob(t, 1, 3*time.Minute, "done", prefetch.Progress.Ended)
+	job := m2.waitJob(t, 1, 3*time.Minute, "done", control.PrefetchJob.Ended)
 	st := m2.status(t)
 	fetched := st.FS.BytesFetched
 	t.Logf("resumed job: %+v", job)
 	t.Logf("the second daemon fetched %d bytes; in all %d for a %d-byte tree (%.2f%%): %d fetched twice (lost with the killed daemon)",
 		fetched, seen+fetched, size, 100*float64(seen+fetched)/float64(size), seen+fetched-size)
-	if job.State != prefetch.StateDone || job.Resumed != 1 || job.FilesDone != int64(files) || job.BytesDone != size {
+	if job.State != control.JobDone || job.Resumed != 1 || job.FilesDone != int64(files) || job.BytesDone != size {
 		t.Errorf("resumed job %+v; want done, resumed once, %d files, %d bytes", job, files, size)
 	}
 	if limit := size + size/20; seen+fetched > limit {

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/transfer"
 	"golang.org/x/sys/unix"
@@ -99,11 +99,11 @@ func startTool(t *testing.T, path string, args ...string) *proc {
 
 // liveStatus asks the mount's daemon for its status in-process (the same
 // GET /status that `kwikfs status` prints), cheap enough to poll.
-func (m *mount) liveStatus(t *testing.T) daemon.Status {
+func (m *mount) liveStatus(t *testing.T) control.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := daemon.QueryStatus(ctx, m.dir)
+	st, err := control.QueryStatus(ctx, m.dir)
 	if err != nil {
 		t.Fatalf("status of %s: %v", m.dir, err)
 	}
@@ -210,10 +210,10 @@ func TestResumeMountAfterKill(t *testing.T) {
 	after := m2.status(t)
 	fetched := after.FS.BytesFetched
 	t.Logf("second copy took %v: fetched %d bytes (client counted %d), %d bytes on the wire, missing at restart %d (%.1f%% of the file), store hits %d chunks",
-		copyTime, fetched, after.Client.DataBytes, wire, missing, 100*float64(missing)/size, after.FS.StoreHits)
-	if limit := missing + size/20; fetched > limit || after.Client.DataBytes > limit || wire > limit {
+		copyTime, fetched, after.Transfer.DataBytes, wire, missing, 100*float64(missing)/size, after.FS.StoreHits)
+	if limit := missing + size/20; fetched > limit || after.Transfer.DataBytes > limit || wire > limit {
 		t.Errorf("second copy fetched %d bytes (client %d, on the wire %d), want at most %d (missing %d + 5%% of the file)",
-			fetched, after.Client.DataBytes, wire, limit, missing)
+			fetched, after.Transfer.DataBytes, wire, limit, missing)
 	}
 	if fetched < missing {
 		t.Errorf("second copy fetched %d bytes, less than the %d the store did not hold", fetched, missing)

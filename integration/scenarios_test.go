@@ -295,7 +295,7 @@ func TestScenarioSecondaryMissingFile(t *testing.T) {
 	compareTrees(t, root, dst, compareOptions{modes: true, mtimes: true})
 	requireEveryPathDelivered(t, m, 2)
 	st := m.status(t)
-	t.Logf("paths %+v; fs fetch errors %d; client corrupt chunks %d", st.Paths, st.FS.FetchErrors, st.Client.CorruptChunks)
+	t.Logf("paths %+v; fs fetch errors %d; client corrupt chunks %d", st.Paths, st.FS.FetchErrors, st.Transfer.CorruptChunks)
 }
 
 // TestScenarioSecondaryCorruptFile serves the tree from a primary and a
@@ -344,9 +344,9 @@ func TestScenarioSecondaryCorruptFile(t *testing.T) {
 	compareTrees(t, root, dst, compareOptions{modes: true, mtimes: true})
 	requireEveryPathDelivered(t, m, 2)
 	st := m.status(t)
-	t.Logf("paths %+v; fs fetch errors %d; client corrupt chunks %d", st.Paths, st.FS.FetchErrors, st.Client.CorruptChunks)
+	t.Logf("paths %+v; fs fetch errors %d; client corrupt chunks %d", st.Paths, st.FS.FetchErrors, st.Transfer.CorruptChunks)
 	// The secondary was given work on bad.bin and the chunk hash caught it.
-	if st.Client.CorruptChunks == 0 {
+	if st.Transfer.CorruptChunks == 0 {
 		t.Errorf("no corrupt chunk counted: the corrupted copy was never served, the scenario tested nothing")
 	}
 }

@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/prefetch"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // Small-file tree of TestSmallFilesFewRequests: smallDirs directories of
@@ -100,7 +99,7 @@ func TestSmallFilesFewRequests(t *testing.T) {
 			st := m.status(t)
 			fs := st.FS
 			t.Logf("%s of %d files: %d list, %d manifest, %d stat, %d FILES calls (%d manifests), %d READs; %d requests in all",
-				c.name, files, fs.ListCalls, fs.ManifestCalls, fs.StatCalls, fs.FilesCalls, fs.FilesManifests, fs.FetchCalls, st.Client.Requests)
+				c.name, files, fs.ListCalls, fs.ManifestCalls, fs.StatCalls, fs.FilesCalls, fs.FilesManifests, fs.FetchCalls, st.Transfer.Requests)
 			if n := fs.ManifestCalls + fs.FetchCalls; n > files/100 {
 				t.Errorf("%d manifest calls and READs for %d files, want at most %d", n, files, files/100)
 			}
@@ -110,8 +109,8 @@ func TestSmallFilesFewRequests(t *testing.T) {
 			if fs.FilesCalls > 5*smallDirs {
 				t.Errorf("%d FILES calls for %d directories, want at most %d", fs.FilesCalls, smallDirs, 5*smallDirs)
 			}
-			if st.Client.Requests > files/10 {
-				t.Errorf("%d requests for %d files, want at most %d", st.Client.Requests, files, files/10)
+			if st.Transfer.Requests > files/10 {
+				t.Errorf("%d requests for %d files, want at most %d", st.Transfer.Requests, files, files/10)
 			}
 		})
 	}
@@ -148,8 +147,8 @@ func TestPrefetchSmallFilesBatched(t *testing.T) {
 	st := m.status(t)
 	fs := st.FS
 	t.Logf("prefetch of %d files: %d list, %d manifest, %d stat, %d FILES calls (%d manifests, %d chunks), %d READs; %d requests in all",
-		files, fs.ListCalls, fs.ManifestCalls, fs.StatCalls, fs.FilesCalls, fs.FilesManifests, fs.FilesChunks, fs.FetchCalls, st.Client.Requests)
-	if len(st.Prefetch) != 1 || st.Prefetch[0].State != prefetch.StateDone || st.Prefetch[0].FilesDone != files || st.Prefetch[0].BytesFetched != size {
+		files, fs.ListCalls, fs.ManifestCalls, fs.StatCalls, fs.FilesCalls, fs.FilesManifests, fs.FilesChunks, fs.FetchCalls, st.Transfer.Requests)
+	if len(st.Prefetch) != 1 || st.Prefetch[0].State != control.JobDone || st.Prefetch[0].FilesDone != files || st.Prefetch[0].BytesFetched != size {
 		t.Errorf("prefetch jobs %+v; want one done, %d files, %d bytes fetched", st.Prefetch, files, size)
 	}
 	if fs.ManifestCalls != 0 || fs.FetchCalls != 0 {
@@ -162,7 +161,7 @@ func TestPrefetchSmallFilesBatched(t *testing.T) {
 		t.Errorf("fetched %d bytes (%d in FILES replies), want the tree's %d", fs.BytesFetched, fs.FilesBytes, size)
 	}
 	// Client.Requests counts the PATH_REPORT that each status makes too.
-	calls := func(fs fusefs.Stats) int64 {
+	calls := func(fs control.FS) int64 {
 		return fs.ListCalls + fs.ManifestCalls + fs.StatCalls + fs.FilesCalls + fs.FetchCalls
 	}
 	before := calls(fs)

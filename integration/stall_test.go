@@ -10,13 +10,13 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // secondaryPath returns the status of the mount's path to addr in state
 // (the newest one: a path added again has a higher ID), or false.
-func secondaryPath(st daemon.Status, addr, state string) (daemon.PathStatus, bool) {
-	var found daemon.PathStatus
+func secondaryPath(st control.Status, addr, state string) (control.Path, bool) {
+	var found control.Path
 	ok := false
 	for _, p := range st.Paths {
 		if p.ID != 0 && p.Remote == addr && p.State == state {
@@ -28,7 +28,7 @@ func secondaryPath(st daemon.Status, addr, state string) (daemon.PathStatus, boo
 
 // pollStatus polls the mount's status every 20 ms until cond holds and
 // returns that status; it fails the test with what after timeout.
-func pollStatus(t *testing.T, m *mount, timeout time.Duration, what string, cond func(daemon.Status) bool) daemon.Status {
+func pollStatus(t *testing.T, m *mount, timeout time.Duration, what string, cond func(control.Status) bool) control.Status {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -63,7 +63,7 @@ func TestStallSecondaryStopped(t *testing.T) {
 	p := startPrimary(t, root, certDir, "--chunk-size", strconv.Itoa(chunkSize), "--secondary", sec.addr)
 	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"),
 		"--fetch-timeout", "30s")
-	pollStatus(t, m, 20*time.Second, "the secondary path up", func(st daemon.Status) bool {
+	pollStatus(t, m, 20*time.Second, "the secondary path up", func(st control.Status) bool {
 		_, ok := secondaryPath(st, sec.addr, "up")
 		return ok
 	})
@@ -88,7 +88,7 @@ func TestStallSecondaryStopped(t *testing.T) {
 	})
 
 	// Stop the secondary once it has delivered part of the file.
-	st := pollStatus(t, m, 60*time.Second, "data from the secondary", func(st daemon.Status) bool {
+	st := pollStatus(t, m, 60*time.Second, "data from the secondary", func(st control.Status) bool {
 		ps, ok := secondaryPath(st, sec.addr, "up")
 		return ok && ps.BytesDelivered > 0
 	})
@@ -111,7 +111,7 @@ func TestStallSecondaryStopped(t *testing.T) {
 	}
 
 	// The client closed the stalled path; `kwikfs status` says so.
-	pollStatus(t, m, 15*time.Second, "the secondary path stalled", func(st daemon.Status) bool {
+	pollStatus(t, m, 15*time.Second, "the secondary path stalled", func(st control.Status) bool {
 		ps, ok := secondaryPath(st, sec.addr, "failed")
 		return ok && ps.Stalled
 	})
@@ -127,7 +127,7 @@ func TestStallSecondaryStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	contAt := time.Now()
-	st = pollStatus(t, m, 20*time.Second, "the secondary path up again", func(st daemon.Status) bool {
+	st = pollStatus(t, m, 20*time.Second, "the secondary path up again", func(st control.Status) bool {
 		ps, ok := secondaryPath(st, sec.addr, "up")
 		return ok && ps.ID > stalled.ID
 	})
@@ -140,7 +140,7 @@ func TestStallSecondaryStopped(t *testing.T) {
 		t.Fatalf("second.bin: sha %x, want %x", got[:6], want[:6])
 	}
 	st = m.status(t)
-	var now daemon.PathStatus
+	var now control.Path
 	for _, ps := range st.Paths {
 		if ps.ID == again.ID {
 			now = ps

@@ -1,6 +1,11 @@
 package integration
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -8,7 +13,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // statusChunkSize is the chunk size of startClusterRoots' primary.
@@ -42,7 +47,7 @@ func waitPathsUp(t *testing.T, m *mount, want int) {
 
 // sumChunks adds up the paths' chunks_delivered, and reports whether every
 // path has the field.
-func sumChunks(st *daemon.Status) (uint64, bool) {
+func sumChunks(st *control.Status) (uint64, bool) {
 	var n uint64
 	for _, p := range st.Paths {
 		if p.ChunksDelivered == nil {
@@ -84,7 +89,7 @@ func TestStatusPathReport(t *testing.T) {
 
 	// The primary credits a divided READ once its job has seen the client's
 	// last delivery report, which may come just after the copy ends.
-	var st daemon.Status
+	var st control.Status
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
@@ -145,6 +150,110 @@ func TestStatusPathReport(t *testing.T) {
 	for _, path := range st.Paths {
 		if !strings.Contains(text, path.Remote) {
 			t.Errorf("status table has no row for %s", path.Remote)
+		}
+	}
+}
+
+// decodeStrict decodes the JSON b into v, refusing any field v's type
+// does not document.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("more than one JSON value")
+	}
+	return nil
+}
+
+// TestStatusJSONContract: a live daemon's status, as `kwikfs status --json`
+// prints it and as GET /status serves it, decodes strictly (no field the
+// documented types lack) and holds the values the set-up makes knowable:
+// version 1, the primary, mount point and cache as given, one path up per
+// server, the metrics address bound, no prefetch job, and after a copy of
+// a random file of 5 chunks and a bit, exactly its chunks fetched and
+// cached, in whole 4 KiB blocks on disk.
+func TestStatusJSONContract(t *testing.T) {
+	const size = 5*statusChunkSize + 1234
+	const chunks = 6
+	root := filepath.Join(t.TempDir(), "tree")
+	writeRandomFile(t, filepath.Join(root, "f.bin"), size, 77)
+	certDir := certs(t)
+	p := startClusterRoots(t, root, certDir, root)
+	cache := filepath.Join(t.TempDir(), "cache")
+	started := time.Now().Truncate(time.Second)
+	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), cache, "--metrics", "127.0.0.1:0")
+	waitPathsUp(t, m, 2)
+	dst := filepath.Join(t.TempDir(), "f.bin")
+	run(t, time.Minute, "cp", filepath.Join(m.dir, "f.bin"), dst)
+	if fileSHA(t, dst) != fileSHA(t, filepath.Join(root, "f.bin")) {
+		t.Fatal("the copy differs from the source")
+	}
+
+	// Fetched chunks reach the store just after the reads that took them.
+	var st control.Status
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st = m.status(t) // `kwikfs status --json`, decoded strictly
+		if st.FS.PendingChunks == 0 && st.Store.Chunks == chunks || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c, mnt, err := control.Dial(m.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var raw bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Get(ctx, "/status", &raw); err != nil {
+		t.Fatal(err)
+	}
+	var served control.Status
+	if err := decodeStrict(raw.Bytes(), &served); err != nil {
+		t.Fatalf("GET /status: %v\n%s", err, raw.String())
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("GET /status:\n%s", raw.String())
+		}
+	}()
+
+	for _, s := range []control.Status{st, served} {
+		if s.Version != 1 || s.Primary != p.addr || s.Mountpoint != m.dir || s.CacheDir != cache || mnt.Root != m.dir || !s.Connected {
+			t.Errorf("version %d, primary %q, mountpoint %q, cache_dir %q, connected %v; want 1, %q, %q, %q, true",
+				s.Version, s.Primary, s.Mountpoint, s.CacheDir, s.Connected, p.addr, m.dir, cache)
+		}
+		if s.Started.Before(started) || s.Started.After(time.Now()) || s.UptimeSeconds <= 0 {
+			t.Errorf("started %v, uptime %v s; want since %v", s.Started, s.UptimeSeconds, started)
+		}
+		if host, port, err := net.SplitHostPort(s.MetricsAddr); err != nil || host != "127.0.0.1" || port == "0" {
+			t.Errorf("metrics_addr %q, want 127.0.0.1 with the bound port", s.MetricsAddr)
+		}
+		if len(s.Paths) != 2 || s.Paths[0].ID != 0 || s.Paths[0].Remote != p.addr || s.Paths[0].State != "up" || s.Paths[1].State != "up" {
+			t.Errorf("paths %+v, want the primary's (0, %s) and the secondary's, up", s.Paths, p.addr)
+		}
+		if s.PathReportError != "" || s.ReadLatency == nil || s.Prefetch == nil || len(s.Prefetch) != 0 {
+			t.Errorf("path_report_error %q, read_latency %v, prefetch %v; want none, present, []", s.PathReportError, s.ReadLatency, s.Prefetch)
+		}
+		fs, sto := s.FS, s.Store
+		if fs.ChunksFetched != chunks || fs.BytesFetched != size || fs.FetchErrors != 0 || fs.PendingChunks != 0 {
+			t.Errorf("fs: %d chunks, %d bytes fetched, %d errors, %d queued; want %d, %d, 0, 0", fs.ChunksFetched, fs.BytesFetched, fs.FetchErrors, fs.PendingChunks, chunks, size)
+		}
+		if wantDisk := int64(5*statusChunkSize + 4096); sto.Chunks != chunks || sto.ChunkBytes != size || sto.DiskBytes != wantDisk || sto.Puts != chunks || sto.PutBytes != size ||
+			sto.Corrupt != 0 || sto.Evicted != 0 || sto.Limit <= 0 {
+			t.Errorf("store %+v: want %d chunks of %d bytes, %d on disk, as many puts, nothing corrupt or evicted, an automatic limit", sto, chunks, size, wantDisk)
+		}
+		if s.Transfer.CorruptChunks != 0 || s.Transfer.Dials < 1 {
+			t.Errorf("transfer %+v: want no corrupt chunk, a dial", s.Transfer)
+		}
+	}
+	for _, want := range []string{"\n  \"version\": 1,\n", `"prefetch": []`, `"started": "` + served.Started.Format(time.RFC3339Nano) + `"`} {
+		if !strings.Contains(raw.String(), want) {
+			t.Errorf("GET /status lacks %q", want)
 		}
 	}
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"testing"
 
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 func TestParseCacheSize(t *testing.T) {
@@ -44,7 +44,7 @@ func TestParseCacheSize(t *testing.T) {
 }
 
 func TestStoreLimitLine(t *testing.T) {
-	var st daemon.Status
+	var st control.Status
 	st.Store.DiskBytes = 3 << 20
 	if got, want := storeLimit(&st), ", 3.0 MiB on disk, no limit"; got != want {
 		t.Errorf("no limit: %q, want %q", got, want)

@@ -16,6 +16,7 @@ import (
 	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
+	"github.com/kwikfs/kwikfs/internal/control"
 	"github.com/kwikfs/kwikfs/internal/daemon"
 	"github.com/kwikfs/kwikfs/internal/demo"
 )
@@ -96,7 +97,7 @@ func runStatus(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	st, err := daemon.QueryStatus(ctx, fl.Arg(0))
+	st, err := control.QueryStatus(ctx, fl.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -109,7 +110,7 @@ func runStatus(ctx context.Context, args []string) error {
 	return nil
 }
 
-func printStatus(st *daemon.Status) {
+func printStatus(st *control.Status) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "mountpoint\t%s\n", st.Mountpoint)
 	state := "connected"
@@ -117,8 +118,8 @@ func printStatus(st *daemon.Status) {
 		state = "not connected (serving the cache; reconnects on demand)"
 	}
 	fmt.Fprintf(w, "primary\t%s, %s\n", st.Primary, state)
-	fmt.Fprintf(w, "cache\t%s\n", st.Cache)
-	fmt.Fprintf(w, "uptime\t%s\n", (time.Duration(st.Uptime) * time.Second).String())
+	fmt.Fprintf(w, "cache\t%s\n", st.CacheDir)
+	fmt.Fprintf(w, "uptime\t%s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
 	fmt.Fprintf(w, "data fetched\t%s in %d chunks\n", humanBytes(st.FS.BytesFetched), st.FS.ChunksFetched)
 	fmt.Fprintf(w, "reads served\t%d from memory, %d from the store\n", st.FS.MemoryHits, st.FS.StoreHits)
 	fmt.Fprintf(w, "store\t%s in %d chunks%s\n", humanBytes(st.Store.ChunkBytes), st.Store.Chunks, storeLimit(st))
@@ -139,7 +140,7 @@ func printStatus(st *daemon.Status) {
 
 // storeLimit describes the store's disk space against its limit, e.g.
 // ", 7.9 MiB of 8.0 MiB on disk, 12 evicted (12.0 MiB)".
-func storeLimit(st *daemon.Status) string {
+func storeLimit(st *control.Status) string {
 	s := st.Store
 	if s.Limit <= 0 {
 		return fmt.Sprintf(", %s on disk, no limit", humanBytes(s.DiskBytes))
@@ -157,7 +158,7 @@ func storeLimit(st *daemon.Status) string {
 // printPaths prints one row per path of the session. Figures only the
 // primary knows (rate, chunks, strikes, in flight) show "-" when it did not
 // report them, and a note says why.
-func printPaths(out io.Writer, st *daemon.Status) {
+func printPaths(out io.Writer, st *control.Status) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "path\tserver\tstate\tRTT\trate\tdelivered\tchunks\tstrikes\tin flight\tduplicates\t\n")
 	for _, p := range st.Paths {

@@ -8,13 +8,13 @@ import (
 	"testing"
 
 	"github.com/kwikfs/kwikfs/internal/cli"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 func u(v uint64) *uint64 { return &v }
 
 func TestPrintPaths(t *testing.T) {
-	st := &daemon.Status{Paths: []daemon.PathStatus{
+	st := &control.Status{Paths: []control.Path{
 		{ID: 0, Remote: "127.0.0.1:4433", State: "up", RTTMillis: 1.25, BytesDelivered: 3 << 20,
 			RateBytesPerSec: u(12 << 20), ChunksDelivered: u(3), Strikes: u(0), InFlightBytes: u(256 << 10)},
 		{ID: 1, Remote: "10.0.0.2:4434", State: "failed", BytesDelivered: 1 << 20, Duplicates: 2048},

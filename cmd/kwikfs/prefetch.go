@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/cli"
-	"github.com/kwikfs/kwikfs/internal/daemon"
-	"github.com/kwikfs/kwikfs/prefetch"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // runPrefetch hands a prefetch job to the daemon of the mount that holds
@@ -28,13 +27,13 @@ func runPrefetch(ctx context.Context, args []string) error {
 		fl.Usage()
 		return cli.Usagef("prefetch needs at least one PATH inside a kwikfs mount")
 	}
-	mnt, err := daemon.FindMount(fl.Arg(0))
+	mnt, err := control.FindMount(fl.Arg(0))
 	if err != nil {
 		return err
 	}
 	var rels []string
 	for _, p := range fl.Args() {
-		m, err := daemon.FindMount(p)
+		m, err := control.FindMount(p)
 		if err != nil {
 			return err
 		}
@@ -47,7 +46,7 @@ func runPrefetch(ctx context.Context, args []string) error {
 		}
 		rels = append(rels, rel)
 	}
-	c := daemon.NewControlClient(mnt.Socket)
+	c := control.NewClient(mnt.Socket)
 	defer c.Close()
 
 	if *cancelID != 0 {
@@ -75,9 +74,9 @@ func runPrefetch(ctx context.Context, args []string) error {
 		return err
 	}
 	switch p.State {
-	case prefetch.StateDone:
+	case control.JobDone:
 		return nil
-	case prefetch.StateCanceled:
+	case control.JobCanceled:
 		return fmt.Errorf("job %d was canceled", p.ID)
 	default:
 		return fmt.Errorf("job %d failed: %d files or directories not fetched, first: %s", p.ID, p.FilesFailed, p.Error)
@@ -87,7 +86,7 @@ func runPrefetch(ctx context.Context, args []string) error {
 // follow polls job p until it ends, drawing its progress on out: redrawn
 // in place on a terminal, one line per second otherwise. It returns the
 // final progress, or the last one seen and ctx's error.
-func follow(ctx context.Context, c *daemon.ControlClient, p prefetch.Progress, out io.Writer, term bool) (prefetch.Progress, error) {
+func follow(ctx context.Context, c *control.Client, p control.PrefetchJob, out io.Writer, term bool) (control.PrefetchJob, error) {
 	line := &liveLine{out: out, term: term}
 	t := time.NewTicker(line.every())
 	defer t.Stop()
@@ -117,7 +116,7 @@ func follow(ctx context.Context, c *daemon.ControlClient, p prefetch.Progress, o
 
 // progressLine is one line describing p: a bar, the percentage of bytes,
 // files and bytes done of the totals, the rate and the time left.
-func progressLine(p prefetch.Progress) string {
+func progressLine(p control.PrefetchJob) string {
 	if p.Scanning {
 		return fmt.Sprintf("job %d scanning: %d files, %s so far", p.ID, p.FilesTotal, humanBytes(p.BytesTotal))
 	}
@@ -146,12 +145,12 @@ func progressLine(p prefetch.Progress) string {
 }
 
 // summary describes p in a few words.
-func summary(p prefetch.Progress) string {
+func summary(p control.PrefetchJob) string {
 	return fmt.Sprintf("%d/%d files, %s/%s", p.FilesDone, p.FilesTotal, humanBytes(p.BytesDone), humanBytes(p.BytesTotal))
 }
 
 // printPrefetchJobs prints one row per job for `kwikfs status`.
-func printPrefetchJobs(out io.Writer, jobs []prefetch.Progress) {
+func printPrefetchJobs(out io.Writer, jobs []control.PrefetchJob) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "prefetch\tpaths\tstate\tfiles\tbytes\tfetched\trate\t\n")
 	for _, p := range jobs {

@@ -5,27 +5,27 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kwikfs/kwikfs/prefetch"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 func TestProgressLine(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		p    prefetch.Progress
+		p    control.PrefetchJob
 		want string
 	}{
-		{"scanning", prefetch.Progress{ID: 3, State: prefetch.StateRunning, Scanning: true, FilesTotal: 120, BytesTotal: 5 << 20},
+		{"scanning", control.PrefetchJob{ID: 3, State: control.JobRunning, Scanning: true, FilesTotal: 120, BytesTotal: 5 << 20},
 			"job 3 scanning: 120 files, 5.0 MiB so far"},
-		{"running", prefetch.Progress{ID: 3, State: prefetch.StateRunning, FilesDone: 60, FilesTotal: 120,
+		{"running", control.PrefetchJob{ID: 3, State: control.JobRunning, FilesDone: 60, FilesTotal: 120,
 			BytesDone: 1 << 30, BytesTotal: 4 << 30, Rate: 10 << 20, ETASeconds: 307.2},
 			"job 3 [======>                 ]  25%  60/120 files  1.0 GiB/4.0 GiB  10.0 MiB/s  ETA 5m7s"},
-		{"done from cache", prefetch.Progress{ID: 4, State: prefetch.StateDone, FilesDone: 2, FilesTotal: 2,
+		{"done from cache", control.PrefetchJob{ID: 4, State: control.JobDone, FilesDone: 2, FilesTotal: 2,
 			BytesDone: 2 << 20, BytesTotal: 2 << 20, BytesFetched: 1 << 20, Rate: 1 << 20},
 			"job 4 [========================] 100%  2/2 files  2.0 MiB/2.0 MiB  1.0 MiB/s  done (1.0 MiB fetched, the rest was in the cache)"},
-		{"failed", prefetch.Progress{ID: 5, State: prefetch.StateFailed, FilesDone: 1, FilesFailed: 1, FilesTotal: 2,
+		{"failed", control.PrefetchJob{ID: 5, State: control.JobFailed, FilesDone: 1, FilesFailed: 1, FilesTotal: 2,
 			BytesDone: 10, BytesTotal: 10, BytesFetched: 10},
 			"job 5 [========================] 100%  1/2 files  10 B/10 B  0 B/s  1 failed  failed"},
-		{"empty files", prefetch.Progress{ID: 6, State: prefetch.StateRunning, FilesDone: 1, FilesTotal: 4},
+		{"empty files", control.PrefetchJob{ID: 6, State: control.JobRunning, FilesDone: 1, FilesTotal: 4},
 			"job 6 [======>                 ]  25%  1/4 files  0 B/0 B  0 B/s"},
 	} {
 		if got := progressLine(c.p); got != c.want {
@@ -36,10 +36,10 @@ func TestProgressLine(t *testing.T) {
 
 func TestPrintPrefetchJobs(t *testing.T) {
 	var out bytes.Buffer
-	printPrefetchJobs(&out, []prefetch.Progress{
-		{ID: 1, Paths: []string{"", "a b"}, State: prefetch.StateRunning, Resumed: 1, FilesDone: 3, FilesTotal: 9,
+	printPrefetchJobs(&out, []control.PrefetchJob{
+		{ID: 1, Paths: []string{"", "a b"}, State: control.JobRunning, Resumed: 1, FilesDone: 3, FilesTotal: 9,
 			BytesDone: 3 << 20, BytesTotal: 9 << 20, BytesFetched: 1 << 20, Rate: 2 << 20},
-		{ID: 2, Paths: []string{"x"}, State: prefetch.StateFailed, FilesFailed: 1, FilesTotal: 1, Error: `"x": boom`},
+		{ID: 2, Paths: []string{"x"}, State: control.JobFailed, FilesFailed: 1, FilesTotal: 1, Error: `"x": boom`},
 	})
 	got := out.String()
 	for _, want := range []string{

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // The links table's profiled read (--links-profile): CPU profiles,
@@ -43,14 +42,9 @@ func linksStartProfiles(dir string, m *benchMount, servers []*linksServer) *link
 		p.fail(err)
 		return p
 	}
-	hc, err := daemonClient(m.dir)
-	if err != nil {
-		p.fail(err)
-		return p
-	}
 	daemonGet := func(path, file string) {
 		defer p.wg.Done()
-		if err := saveURL(hc, daemonURL+path, filepath.Join(dir, file)); err != nil {
+		if err := saveDaemon(m.ctl, path, filepath.Join(dir, file)); err != nil {
 			p.fail(fmt.Errorf("daemon %s: %w", path, err))
 		}
 	}
@@ -90,7 +84,7 @@ func linksStartProfiles(dir string, m *benchMount, servers []*linksServer) *link
 			linkA.hostDev, linkB.hostDev, linkA.ns, linkA.nsDev, linkB.ns, linkB.nsDev))
 	}()
 	p.wg.Add(1)
-	go p.trace(filepath.Join(dir, "trace.tsv"), hc)
+	go p.trace(filepath.Join(dir, "trace.tsv"), m.ctl)
 	// Give the profile requests a moment to reach the processes.
 	time.Sleep(100 * time.Millisecond)
 	return p
@@ -99,8 +93,8 @@ func linksStartProfiles(dir string, m *benchMount, servers []*linksServer) *link
 // trace writes to file, every 100 ms until wait, what each link carried
 // in the data direction (Mbit/s over the interval) and, per path, the bytes
 // delivered, the bytes in flight (assigned by the primary, not yet
-// reported delivered) and the RTT, from the daemon's status (hc).
-func (p *linksProfiler) trace(file string, hc *http.Client) {
+// reported delivered) and the RTT, from the daemon's status (c).
+func (p *linksProfiler) trace(file string, c *control.Client) {
 	defer p.wg.Done()
 	f, err := os.Create(file)
 	if err != nil {
@@ -124,13 +118,10 @@ func (p *linksProfiler) trace(file string, hc *http.Client) {
 		secs := now.Sub(last).Seconds()
 		line := fmt.Sprintf("%d\t%.0f\t%.0f", now.Sub(start).Milliseconds(), float64(a-lastA)*8/secs/1e6, float64(b-lastB)*8/secs/1e6)
 		last, lastA, lastB = now, a, b
-		var st daemon.Status
-		if resp, err := hc.Get(daemonURL + "/status"); err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			if err != nil {
-				p.fail(fmt.Errorf("status: %w", err))
-			}
+		st, err := c.Status(context.Background())
+		if err != nil {
+			p.fail(fmt.Errorf("status: %w", err))
+			st = &control.Status{}
 		}
 		for _, ps := range st.Paths {
 			inFlight := uint64(0)

@@ -13,13 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // benchMount is a running kwikfs mount.
 type benchMount struct {
 	dir string
-	ctl *daemon.ControlClient
+	ctl *control.Client
 	cmd *exec.Cmd
 }
 
@@ -45,8 +45,8 @@ func startMount(bin, certDir, work, addr, cache string, extra ...string) (*bench
 	}
 	m := &benchMount{dir: mnt, cmd: cmd}
 	for deadline := time.Now().Add(60 * time.Second); ; {
-		if found, err := daemon.FindMount(mnt); err == nil && found.Root == mnt {
-			m.ctl = daemon.NewControlClient(found.Socket)
+		if found, err := control.FindMount(mnt); err == nil && found.Root == mnt {
+			m.ctl = control.NewClient(found.Socket)
 			return m, nil
 		}
 		if time.Now().After(deadline) {

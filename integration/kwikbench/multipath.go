@@ -2,11 +2,10 @@ package main
 
 import (
 	"cmp"
-	"encoding/json"
+	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -257,23 +256,6 @@ func (e *mpEnv) startServer(name, listen string, extra ...string) (func(), error
 	return s.stop, nil
 }
 
-// mountStatus is the part of `kwikfs status --json` the table uses.
-type mountStatus struct {
-	Paths []struct {
-		BytesReceived uint64  `json:"bytes_received"`
-		Duplicates    uint64  `json:"duplicate_bytes"`
-		RTTMillis     float64 `json:"rtt_ms"`
-	} `json:"paths"`
-	FS struct {
-		FetchErrors int64
-	} `json:"fs"`
-	ReadLatency *struct {
-		P99         float64 `json:"p99_ms"`
-		ReadyFrames uint64  `json:"ready_frames"`
-		ReadyP99    float64 `json:"ready_p99_ms"`
-	} `json:"read_latency"`
-}
-
 // coldRead mounts addr with an empty cache, waits for wantPaths paths to be
 // up (so the multipath read does not start on the primary alone), reads
 // big.bin once and collects the mount's status and peak memory.
@@ -291,7 +273,7 @@ func (e *mpEnv) coldRead(addr, cache string, wantPaths int) (mpResult, error) {
 		return mpResult{}, err
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		st, err := e.status(mnt)
+		st, err := m.ctl.Status(context.Background())
 		if err != nil {
 			return mpResult{}, err
 		}
@@ -307,7 +289,7 @@ func (e *mpEnv) coldRead(addr, cache string, wantPaths int) (mpResult, error) {
 	if err != nil {
 		return mpResult{}, err
 	}
-	st, err := e.status(mnt)
+	st, err := m.ctl.Status(context.Background())
 	if err != nil {
 		return mpResult{}, err
 	}
@@ -317,7 +299,7 @@ func (e *mpEnv) coldRead(addr, cache string, wantPaths int) (mpResult, error) {
 	}
 	r := mpResult{mbps: mbps, hwmKiB: hwm, fetchErrs: st.FS.FetchErrors, readyP99: -1, allP99: -1}
 	if l := st.ReadLatency; l != nil {
-		r.allP99 = l.P99
+		r.allP99 = l.P99Millis
 		if l.ReadyFrames > 0 {
 			r.readyP99 = l.ReadyP99
 		}
@@ -328,18 +310,6 @@ func (e *mpEnv) coldRead(addr, cache string, wantPaths int) (mpResult, error) {
 		r.rtts = append(r.rtts, p.RTTMillis)
 	}
 	return r, nil
-}
-
-func (e *mpEnv) status(mnt string) (*mountStatus, error) {
-	out, err := exec.Command(filepath.Join(e.bin, "kwikfs"), "status", "--json", mnt).Output()
-	if err != nil {
-		return nil, fmt.Errorf("kwikfs status: %w", err)
-	}
-	var st mountStatus
-	if err := json.Unmarshal(out, &st); err != nil {
-		return nil, fmt.Errorf("kwikfs status: %w", err)
-	}
-	return &st, nil
 }
 
 // startRelayedPrimary starts a kwik-primary serving tree with the

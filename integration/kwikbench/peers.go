@@ -206,7 +206,7 @@ func (e *peersEnv) kwikOnePath() error {
 		return err
 	}
 	e.storeNotes = append(e.storeNotes, fmt.Sprintf("%.0f MiB fetched from the primary, %d stored chunks found corrupt",
-		float64(st.Client.DataBytes)/(1<<20), st.Store.Corrupt))
+		float64(st.Transfer.DataBytes)/(1<<20), st.Store.Corrupt))
 	return nil
 }
 
@@ -470,17 +470,12 @@ func (e *peersEnv) profiledCat(addr, cache, daemonFile string, others map[string
 		return 0, err
 	}
 	defer m.close()
-	hc, err := daemonClient(m.dir)
-	if err != nil {
-		return 0, err
-	}
 	if err := dropCaches(dropAll); err != nil {
 		return 0, err
 	}
-	defer hc.CloseIdleConnections()
 	var g errgroup.Group
 	g.Go(func() error {
-		return saveURL(hc, daemonURL+cpuProfilePath, filepath.Join(e.c.profileDir, daemonFile))
+		return saveDaemon(m.ctl, cpuProfilePath, filepath.Join(e.c.profileDir, daemonFile))
 	})
 	for name, url := range others {
 		g.Go(func() error {

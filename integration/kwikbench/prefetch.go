@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/integration/linkemu"
-	"github.com/kwikfs/kwikfs/prefetch"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // pfConfig says what the prefetch table (issue 5) measures.
@@ -191,7 +191,7 @@ func pfCat(c pfConfig, work, certDir, addr string, r *pfRun) (float64, error) {
 	if _, err := os.Stat(filepath.Join(mnt, "cat.bin")); err != nil {
 		return 0, err
 	}
-	var job prefetch.Progress
+	var job control.PrefetchJob
 	if r != nil {
 		out, err := exec.Command(filepath.Join(c.bin, "kwikfs"), "prefetch", "--detach", filepath.Join(mnt, "bulk")).CombinedOutput()
 		if err != nil {
@@ -203,7 +203,7 @@ func pfCat(c pfConfig, work, certDir, addr string, r *pfRun) (float64, error) {
 		}
 		// Let the job reach its steady rate: 2 s of fetching.
 		job = jobs[0]
-		var first prefetch.Progress
+		var first control.PrefetchJob
 		var firstAt time.Time
 		for {
 			if job, err = ctl.Prefetch(ctx, job.ID); err != nil {

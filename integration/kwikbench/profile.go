@@ -1,14 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // Fetching profiles and status documents over HTTP: from a kwikfs daemon
@@ -18,24 +18,15 @@ import (
 // on the daemon's control socket as on a server's --pprof address.
 const cpuProfilePath = "/debug/pprof/profile?seconds=5"
 
-// daemonURL is the base URL of requests to a daemon's control socket
-// (the host is not looked at: daemonClient dials the socket).
-const daemonURL = "http://kwikfs"
-
-// daemonClient returns an HTTP client whose every connection goes to the
-// control socket of the kwikfs mount at mnt; requests go to daemonURL +
-// path. The caller may CloseIdleConnections when done.
-func daemonClient(mnt string) (*http.Client, error) {
-	found, err := daemon.FindMount(mnt)
-	if err != nil {
-		return nil, err
+// saveDaemon GETs path (with its query) from the daemon c talks to and
+// writes the body to file; it fails (and leaves no file) unless the answer
+// is 2xx. A CPU profile's GET takes the profile's duration.
+func saveDaemon(c *control.Client, path, file string) error {
+	var b bytes.Buffer
+	if err := c.Get(context.Background(), path, &b); err != nil {
+		return err
 	}
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", found.Socket)
-		},
-	}}, nil
+	return os.WriteFile(file, b.Bytes(), 0o644)
 }
 
 // saveURL GETs url with hc and writes the body to path; it fails (and

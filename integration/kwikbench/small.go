@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/integration/linkemu"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // smallConfig says what the small-files bench (--small) measures.
@@ -97,16 +97,16 @@ func smallOps(rtt time.Duration) []smallOp {
 // transfer.ClientStats gains is one more line.
 var smallCounters = []struct {
 	name string
-	get  func(*daemon.Status) int64
+	get  func(*control.Status) int64
 }{
-	{"list calls", func(s *daemon.Status) int64 { return s.FS.ListCalls }},
-	{"manifest calls", func(s *daemon.Status) int64 { return s.FS.ManifestCalls }},
-	{"stat calls", func(s *daemon.Status) int64 { return s.FS.StatCalls }},
-	{"fetch calls (ReadChunks, READ)", func(s *daemon.Status) int64 { return s.FS.FetchCalls }},
-	{"FILES calls (manifests and content ahead of opens)", func(s *daemon.Status) int64 { return s.FS.FilesCalls }},
-	{"manifests brought by FILES", func(s *daemon.Status) int64 { return s.FS.FilesManifests }},
-	{"chunks fetched", func(s *daemon.Status) int64 { return s.FS.ChunksFetched }},
-	{"client requests, all kinds", func(s *daemon.Status) int64 { return s.Client.Requests }},
+	{"list calls", func(s *control.Status) int64 { return s.FS.ListCalls }},
+	{"manifest calls", func(s *control.Status) int64 { return s.FS.ManifestCalls }},
+	{"stat calls", func(s *control.Status) int64 { return s.FS.StatCalls }},
+	{"fetch calls (ReadChunks, READ)", func(s *control.Status) int64 { return s.FS.FetchCalls }},
+	{"FILES calls (manifests and content ahead of opens)", func(s *control.Status) int64 { return s.FS.FilesCalls }},
+	{"manifests brought by FILES", func(s *control.Status) int64 { return s.FS.FilesManifests }},
+	{"chunks fetched", func(s *control.Status) int64 { return s.FS.ChunksFetched }},
+	{"client requests, all kinds", func(s *control.Status) int64 { return s.Transfer.Requests }},
 }
 
 // smallOpTimeout bounds one operation.
@@ -206,7 +206,7 @@ func (e *smallEnv) kwikfs(op smallOp, count bool) error {
 	}
 	defer m.close()
 	var procs []proc
-	var before *daemon.Status
+	var before *control.Status
 	if count {
 		procs = []proc{{"kwikfs mount (daemon)", m.cmd.Process.Pid}, {"kwik-primary", e.primary.pid()}}
 		if before, err = m.ctl.Status(context.Background()); err != nil {

@@ -275,7 +275,7 @@ func formatMetricValue(v float64) string {
 }
 
 // statusMetrics turns a status into metric families.
-func statusMetrics(st *Status) *metricSet {
+func statusMetrics(st *snapshot) *metricSet {
 	s := &metricSet{}
 	b2f := func(b bool) float64 {
 		if b {
@@ -420,7 +420,7 @@ func (m *metricsServer) Addr() string { return m.ln.Addr().String() }
 // serve starts serving GET /metrics with the figures status returns; status
 // gets a context that ends after MetricsScrapeTimeout (or when the scraper
 // goes away).
-func (m *metricsServer) serve(status func(context.Context) Status, log *slog.Logger) {
+func (m *metricsServer) serve(status func(context.Context) snapshot, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), MetricsScrapeTimeout)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/fusefs"
+	"github.com/kwikfs/kwikfs/internal/control"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/prefetch"
 	"github.com/kwikfs/kwikfs/server"
@@ -331,11 +332,11 @@ func TestParseExpositionRejects(t *testing.T) {
 // needs escaping.
 const evilServer = `10.0.0.2:4433 "mirror" \ back` + "\nslash"
 
-func testStatus() Status {
-	return Status{
+func testStatus() snapshot {
+	return snapshot{
 		Uptime:    12.5,
 		Connected: true,
-		Paths: []PathStatus{
+		Paths: []control.Path{
 			{ID: 0, Remote: "127.0.0.1:4433", State: "up", RTTMillis: 10.25, BytesDelivered: 5 << 20, BytesReceived: 5<<20 + 100, Duplicates: 100,
 				RateBytesPerSec: ptr[uint64](12_500_000), ChunksDelivered: ptr[uint64](5), DataBytesDelivered: ptr[uint64](5<<20 - 7), Strikes: ptr[uint64](2), InFlightBytes: ptr[uint64](0)},
 			{ID: 1, Remote: evilServer, State: "failed", RTTMillis: 0.5, BytesDelivered: 3, BytesReceived: 4, Duplicates: 1},
@@ -345,7 +346,7 @@ func testStatus() Status {
 			ReadAheadChunks: 3, ListCalls: 6, ManifestCalls: 7, StatCalls: 8, StaleMeta: 2, MemoryBytes: 3 << 20, PendingBytes: 1 << 20},
 		Store: chunkstore.Stats{Chunks: 5, ChunkBytes: 5<<20 - 7, DiskBytes: 5 << 20, Limit: 1 << 30, PinnedBytes: 1 << 20, Evicted: 3, EvictedBytes: 3 << 20,
 			Hits: 4, Misses: 6, Corrupt: 1, PutBytes: 8<<20 - 7},
-		ReadLatency: &ReadLatency{Frames: 100, P50Millis: 1.5, P99Millis: 20, MaxMillis: 31.25, ReadyFrames: 40, ReadyP50: 0.125, ReadyP99: 0.5},
+		ReadLatency: &control.ReadLatency{Frames: 100, P50Millis: 1.5, P99Millis: 20, MaxMillis: 31.25, ReadyFrames: 40, ReadyP50: 0.125, ReadyP99: 0.5},
 		Foreground:  fusefs.ForegroundStats{Active: 1, BackgroundWaits: 4, BackgroundWaited: 1500 * time.Millisecond},
 		Prefetch: []prefetch.Progress{
 			{ID: 3, State: prefetch.StateRunning, Scanning: true, FilesDone: 2, FilesFailed: 1, FilesTotal: 10, BytesDone: 100, BytesTotal: 1000, BytesFetched: 60, Rate: 2.5, ETASeconds: 360},
@@ -470,7 +471,7 @@ func TestStatusMetrics(t *testing.T) {
 }
 
 func TestStatusMetricsWithoutSession(t *testing.T) {
-	st := Status{Prefetch: []prefetch.Progress{}}
+	st := snapshot{Prefetch: []prefetch.Progress{}}
 	var b strings.Builder
 	if err := statusMetrics(&st).writeTo(&b); err != nil {
 		t.Fatal(err)
@@ -582,7 +583,7 @@ func TestMetricsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadlines := make(chan time.Duration, 1)
-	m.serve(func(ctx context.Context) Status {
+	m.serve(func(ctx context.Context) snapshot {
 		d, ok := ctx.Deadline()
 		if !ok {
 			deadlines <- -1

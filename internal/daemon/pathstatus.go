@@ -4,58 +4,10 @@ import (
 	"context"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/control"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/transfer"
 )
-
-// PathStatus describes one path of the mount's session. The client-side
-// fields come from the daemon's own kwik session and are always present.
-// The coordinator fields (pointers) come from the primary's PATH_REPORT
-// answer and are absent (null, omitted from the JSON) when the primary did
-// not answer within PathReportTimeout (see Status.PathReportError) or does
-// not know the path.
-type PathStatus struct {
-	// ID is the kwik PathID: 0 for the primary, then the secondaries.
-	ID int `json:"id"`
-	// Remote is the peer's address as the client dialled it.
-	Remote string `json:"remote"`
-	// State is the path's state on the client: pending, up, failed or
-	// closed.
-	State string `json:"state"`
-	// Stalled: the client closed the path (State failed) because it
-	// received no data for kwik's Config.PathStallTimeout after it was
-	// given work.
-	Stalled bool `json:"stalled,omitempty"`
-	// AwaitingDataMillis is, for a secondary path that is up, how long it
-	// has owed data: the age of the oldest command relayed to it since its
-	// last data, in milliseconds; 0 when it owes none.
-	AwaitingDataMillis float64 `json:"awaiting_data_ms,omitempty"`
-	// RTTMillis is the client's smoothed RTT of the path, in milliseconds.
-	RTTMillis float64 `json:"rtt_ms"`
-	// BytesDelivered counts the bytes the path delivered first (accepted
-	// into a stream for the first time), metadata replies included.
-	BytesDelivered uint64 `json:"bytes_delivered"`
-	// BytesReceived counts the payload bytes received on the path,
-	// duplicates included; Duplicates the received bytes that had arrived
-	// before by another path.
-	BytesReceived uint64 `json:"bytes_received"`
-	Duplicates    uint64 `json:"duplicate_bytes"`
-
-	// RateBytesPerSec is the primary coordinator's estimate of the path's
-	// goodput; absent also when the primary has none (a path not up).
-	RateBytesPerSec *uint64 `json:"rate_bytes_per_sec,omitempty"`
-	// ChunksDelivered counts the file chunks of READ replies the primary
-	// credits to the path in this session (each chunk of a reply to exactly
-	// one path); DataBytesDelivered their bytes.
-	ChunksDelivered    *uint64 `json:"chunks_delivered,omitempty"`
-	DataBytesDelivered *uint64 `json:"data_bytes_delivered,omitempty"`
-	// Strikes counts the corrupt chunks the path was blamed for in this
-	// session.
-	Strikes *uint64 `json:"strikes,omitempty"`
-	// InFlightBytes counts READ reply bytes the primary assigned to the
-	// path that the client has not yet reported delivered.
-	InFlightBytes *uint64 `json:"in_flight_bytes,omitempty"`
-}
 
 // PathReportTimeout bounds how long GET /status waits for the primary's
 // PATH_REPORT answer before it reports the client-side fields alone.
@@ -67,7 +19,7 @@ const PathReportTimeout = 2 * time.Second
 // fields are absent ("" when the primary answered). The primary is asked
 // only while a session is live, for at most PathReportTimeout (and never
 // past ctx).
-func (s *statusSource) pathStatus(ctx context.Context) (paths []PathStatus, connected bool, reportErr string) {
+func (s *statusSource) pathStatus(ctx context.Context) (paths []control.Path, connected bool, reportErr string) {
 	if _, live := s.client.SessionStats(); !live {
 		return nil, false, "not connected to the primary"
 	}
@@ -84,17 +36,17 @@ func (s *statusSource) pathStatus(ctx context.Context) (paths []PathStatus, conn
 	return mergePaths(ss.Paths, reports), connected, reportErr
 }
 
-// mergePaths returns one PathStatus per path of the client's session, in
+// mergePaths returns one control.Path per path of the client's session, in
 // its order, with the coordinator fields of the primary's record of the
 // same path ID when there is one (reports may be nil).
-func mergePaths(client []kwik.PathStats, reports []transfer.PathReport) []PathStatus {
+func mergePaths(client []kwik.PathStats, reports []transfer.PathReport) []control.Path {
 	byID := make(map[kwik.PathID]*transfer.PathReport, len(reports))
 	for i := range reports {
 		byID[reports[i].ID] = &reports[i]
 	}
-	out := make([]PathStatus, 0, len(client))
+	out := make([]control.Path, 0, len(client))
 	for _, p := range client {
-		ps := PathStatus{
+		ps := control.Path{
 			ID:             p.ID,
 			State:          p.State.String(),
 			Stalled:        p.Stalled,

@@ -17,10 +17,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
+	"github.com/kwikfs/kwikfs/internal/control"
 	"github.com/kwikfs/kwikfs/internal/daemon"
 )
 
@@ -48,13 +48,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	// Two secondaries mirror the tree (here: the same directory), and the
 	// primary tells every client to add them as paths.
 	var secondaries []string
-	for range 2 {
+	var servers []serverInfo // for the live line; the primary's goes first
+	for i := range 2 {
 		sec, err := startServer("kwik-secondary", tree, certDir, "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
 		defer sec.stop()
 		secondaries = append(secondaries, sec.addr)
+		servers = append(servers, serverInfo{fmt.Sprintf("secondary %d", i+1), sec.addr})
 	}
 	var extra []string
 	for _, a := range secondaries {
@@ -66,6 +68,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	defer primary.stop()
 	addr := primary.addr
+	servers = append([]serverInfo{{"primary", addr}}, servers...)
 
 	mnt := cfg.Mountpoint
 	var watchers sync.WaitGroup
@@ -89,11 +92,8 @@ Try, in another terminal:
 While data flows, this window shows how the bytes divide between the servers.
 Press Ctrl-C to unmount and stop everything.
 `, addr, tree, mnt, filepath.Join(cfg.Dir, "cache"), strings.Join(secondaries, ", "))
-		watchers.Add(1)
-		go func() {
-			defer watchers.Done()
-			watchPaths(watchCtx, mnt, out)
-		}()
+		live := &display{servers: servers, out: out, inPlace: cli.IsTerminal(out), whileFetching: true, head: fetchedHead}
+		watchers.Go(func() { live.run(watchCtx, mnt) })
 	}
 	err = daemon.Run(ctx, daemon.Config{
 		Primary:    addr,
@@ -147,56 +147,8 @@ func prepare(cfg Config, out io.Writer) (certDir, tree string, err error) {
 	return certDir, tree, nil
 }
 
-// watchPaths prints, once a second while file data arrives, how the bytes
-// received so far divide between the paths (primary and secondaries);
-// while no file data arrives it prints nothing. On a terminal the line is
-// redrawn in place, elsewhere each is a line of its own.
-func watchPaths(ctx context.Context, mnt string, out io.Writer) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	inPlace := cli.IsTerminal(out)
-	var last int64
-	drawn := false
-	defer func() {
-		if drawn {
-			fmt.Fprintln(out)
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		qctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := daemon.QueryStatus(qctx, mnt)
-		cancel()
-		if err != nil || st.FS.BytesFetched == last {
-			continue
-		}
-		last = st.FS.BytesFetched
-		var total uint64
-		for _, p := range st.Paths {
-			total += p.BytesReceived
-		}
-		var parts []string
-		for _, p := range st.Paths {
-			role := "secondary"
-			if p.ID == 0 {
-				role = "primary"
-			}
-			share := 0.0
-			if total > 0 {
-				share = 100 * float64(p.BytesReceived) / float64(total)
-			}
-			parts = append(parts, fmt.Sprintf("%s %s %4.1f%% (%d MiB)", role, p.Remote, share, p.BytesReceived>>20))
-		}
-		line := fmt.Sprintf("%s  fetched %d MiB  %s", time.Now().Format("15:04:05"), last>>20, strings.Join(parts, " | "))
-		if inPlace {
-			fmt.Fprintf(out, "\r\x1b[K%s", line)
-			drawn = true
-		} else {
-			fmt.Fprintln(out, line)
-		}
-	}
+// fetchedHead is the start of the plain demo's live line: the file data
+// the mount has fetched.
+func fetchedHead(st *control.Status) string {
+	return fmt.Sprintf("fetched %d MiB", st.FS.BytesFetched>>20)
 }

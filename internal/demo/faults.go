@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/internal/backoff"
-	"github.com/kwikfs/kwikfs/internal/daemon"
+	"github.com/kwikfs/kwikfs/internal/control"
 )
 
 // DefaultFaultsSize is the size of each file the faults story copies when
@@ -277,11 +277,8 @@ func (s *story) play(ctx context.Context, files []faultFile) error {
 	fmt.Fprintf(s.out, "\nEvery second a line shows the copy's progress and, per server, its path's state,\nthe rate it delivered at over the last second and its share of the mount's bytes.\nCopies are paced to take at least %v.\n", copyTime)
 	var watchCtx context.Context
 	watchCtx, s.stopWatching = context.WithCancel(ctx)
-	s.watchWG.Add(1)
-	go func() {
-		defer s.watchWG.Done()
-		s.watch(watchCtx)
-	}()
+	live := &display{servers: s.servers, out: s.out, head: s.live.head}
+	s.watchWG.Go(func() { live.run(watchCtx, s.mnt) })
 	s.waitSecondaries(ctx)
 
 	// Act 1: a secondary dies halfway through a copy and comes back.
@@ -303,7 +300,7 @@ func (s *story) play(ctx context.Context, files []faultFile) error {
 	s.secondaries[vi].kill()
 	fmt.Fprintf(s.out, "== killed %s (%s) with SIGKILL at %d%% of copy 1; the primary and %s carry on\n",
 		victim.label, victim.addr, c1.percent(), survivor.label)
-	if s.waitPath(ctx, victim.addr, pathFailWait, func(p daemon.PathStatus) bool {
+	if s.waitPath(ctx, victim.addr, pathFailWait, func(p control.Path) bool {
 		return slices.Contains(oldIDs, p.ID) && p.State != "up"
 	}) {
 		fmt.Fprintf(s.out, "== the client gave up the path to %s; its chunks went to the others\n", victim.label)
@@ -317,7 +314,7 @@ func (s *story) play(ctx context.Context, files []faultFile) error {
 	}
 	s.secondaries[vi] = sec
 	fmt.Fprintf(s.out, "== restarted %s on %s (pid %d)\n", victim.label, victim.addr, sec.cmd.Process.Pid)
-	readded := s.waitPath(ctx, victim.addr, readdWait, func(p daemon.PathStatus) bool {
+	readded := s.waitPath(ctx, victim.addr, readdWait, func(p control.Path) bool {
 		return !slices.Contains(oldIDs, p.ID) && p.State == "up"
 	})
 	if err := ctx.Err(); err != nil {
@@ -466,13 +463,13 @@ func (s *story) waitSecondaries(ctx context.Context) {
 	// The session starts with the first request that needs the primary.
 	os.ReadDir(filepath.Join(s.mnt, faultsDir))
 	for _, sv := range s.servers[1:] {
-		s.waitPath(ctx, sv.addr, 15*time.Second, func(p daemon.PathStatus) bool { return p.State == "up" })
+		s.waitPath(ctx, sv.addr, 15*time.Second, func(p control.Path) bool { return p.State == "up" })
 	}
 }
 
 // waitPath polls the daemon's status until a path to addr satisfies ok,
 // for at most timeout, and reports whether one did.
-func (s *story) waitPath(ctx context.Context, addr string, timeout time.Duration, ok func(daemon.PathStatus) bool) bool {
+func (s *story) waitPath(ctx context.Context, addr string, timeout time.Duration, ok func(control.Path) bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		if st, err := s.status(ctx); err == nil {
@@ -490,7 +487,7 @@ func (s *story) waitPath(ctx context.Context, addr string, timeout time.Duration
 
 // busiest returns the index in servers of the one whose paths delivered
 // the most bytes in st (the first when none delivered any).
-func busiest(st *daemon.Status, servers []serverInfo) int {
+func busiest(st *control.Status, servers []serverInfo) int {
 	best, most := 0, uint64(0)
 	for i, sv := range servers {
 		var n uint64
@@ -507,7 +504,7 @@ func busiest(st *daemon.Status, servers []serverInfo) int {
 }
 
 // pathIDs returns the IDs of the paths to addr in st.
-func pathIDs(st *daemon.Status, addr string) []int {
+func pathIDs(st *control.Status, addr string) []int {
 	var ids []int
 	for _, p := range st.Paths {
 		if p.Remote == addr {
@@ -565,6 +562,13 @@ func waitHalf(ctx context.Context, c *copyJob) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// status asks the mount's daemon for its status, for at most 3 s.
+func (s *story) status(ctx context.Context) (*control.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return control.QueryStatus(ctx, s.mnt)
 }
 
 // mib formats n bytes as MiB with one decimal.

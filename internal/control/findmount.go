@@ -1,4 +1,4 @@
-package daemon
+package control
 
 import (
 	"bufio"
@@ -60,6 +60,23 @@ func FindMount(path string) (Mount, error) {
 		return Mount{}, err
 	}
 	return Mount{Root: e.mountpoint, Socket: sock}, nil
+}
+
+// Rel returns path (inside the mount) relative to the mount's root, in the
+// '/'-separated form of the exported tree ("" for the root).
+func (m Mount) Rel(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(m.Root, abs)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("%s is not inside the kwikfs mount %s", path, m.Root)
+	}
+	if rel == "." {
+		return "", nil
+	}
+	return filepath.ToSlash(rel), nil
 }
 
 // controlSocketOf asks the root of the kwikfs mount at root for its

@@ -1,6 +1,32 @@
-package daemon
+package control
 
 import "testing"
+
+// TestMountRel: paths inside a mount are made relative to its root.
+func TestMountRel(t *testing.T) {
+	m := Mount{Root: "/mnt/k"}
+	for in, want := range map[string]string{"/mnt/k": "", "/mnt/k/": "", "/mnt/k/a/b": "a/b", "/mnt/k/a/../c": "c"} {
+		if got, err := m.Rel(in); err != nil || got != want {
+			t.Errorf("Rel(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"/mnt", "/mnt/kk", "/mnt/k/.."} {
+		if got, err := m.Rel(in); err == nil {
+			t.Errorf("Rel(%q) = %q, want an error", in, got)
+		}
+	}
+}
+
+// TestFindMountPlainDirectory: a directory outside any kwikfs mount has no
+// daemon.
+func TestFindMountPlainDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if m, err := FindMount(dir); err == nil {
+		t.Errorf("FindMount(%s) = %+v, want an error", dir, m)
+	} else if want := dir + " is not inside a kwikfs mount"; err.Error() != want {
+		t.Errorf("FindMount(%s): %q, want %q", dir, err, want)
+	}
+}
 
 // TestMountOf picks the mountinfo entry of a device that holds a path:
 // the longest mount point among bind mounts, escapes undone, the owner
