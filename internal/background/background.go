@@ -6,7 +6,7 @@
 //
 // # Protocol
 //
-// Start re-executes the running binary (/proc/self/exe) with the same
+// Start re-executes the running binary (os.Executable) with the same
 // arguments in a new session (setsid: no controlling terminal, no SIGHUP
 // or SIGINT from one), standard input and output on /dev/null and
 // standard error appended to a log file. The child finds the write end of
@@ -60,6 +60,12 @@ const (
 // child (ChildReporter non-nil); the child's environment does not carry
 // EnvReadyFD on to anything it runs.
 func Start(ctx context.Context, args []string, logFile string) (pid int, err error) {
+	// The executable by its path, not /proc/self/exe: the kernel names
+	// the process after it (ps -C, pgrep).
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, fmt.Errorf("start daemon: %w", err)
+	}
 	logf, err := os.OpenFile(logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("daemon log: %w", err)
@@ -70,7 +76,7 @@ func Start(ctx context.Context, args []string, logFile string) (pid int, err err
 		return 0, fmt.Errorf("report pipe: %w", err)
 	}
 	defer r.Close()
-	cmd := exec.Command("/proc/self/exe", args...)
+	cmd := exec.Command(exe, args...)
 	cmd.Args[0] = os.Args[0]
 	cmd.Stderr = logf // stdin and stdout: /dev/null
 	cmd.ExtraFiles = []*os.File{w}
