@@ -83,28 +83,37 @@ func isMountSource(arg string) bool {
 }
 
 // runMountHelper runs the form mount.fuse3 runs for `mount -t
-// fuse.kwikfs`: kwikfs HOST:PORT MOUNTPOINT -o OPTIONS. Every flag of
-// `kwikfs mount` is an option (ca=FILE, debug, ...), and the daemon goes
-// to the background (option background=false keeps it in the
-// foreground).
+// fuse.kwikfs`: kwikfs HOST:PORT MOUNTPOINT -o OPTIONS.
 func runMountHelper(ctx context.Context, argv []string) error {
+	m, err := parseMountHelper(argv)
+	if err != nil {
+		return err
+	}
+	return m.run(ctx)
+}
+
+// parseMountHelper reads the mount(8) form into a mountCommand: every
+// flag of `kwikfs mount` is an option (ca=FILE, debug, ...), and the
+// daemon goes to the background (option background=false keeps it in the
+// foreground).
+func parseMountHelper(argv []string) (*mountCommand, error) {
 	a, err := mountopt.Parse(argv)
 	if err != nil {
-		return cli.Usagef("%v", err)
+		return nil, cli.Usagef("%v", err)
 	}
 	m := newMountCommand()
 	m.helper, m.argv = true, argv
 	if err := m.fl.Set("primary", a.Source); err != nil {
-		return cli.Usagef("%v", err)
+		return nil, cli.Usagef("%v", err)
 	}
 	if err := m.fl.Set("background", "true"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := mountopt.Apply(m.fl, a.Options, mountAliases); err != nil {
-		return cli.Usagef("%v", err)
+		return nil, cli.Usagef("%v", err)
 	}
 	m.cfg.Mountpoint = a.Mountpoint
-	return m.run(ctx)
+	return m, nil
 }
 
 // flagName names flag as the command line in use spells it: --ca, or the
