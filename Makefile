@@ -9,12 +9,53 @@ PKGS    := ./...
 DEB_PKGS := fuse3 rsync attr iproute2 gcc
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test unit integration demo demo-faults bench bench-peers bench-small bench-links fuzz vet deps peers-deps clean
+.PHONY: all build install uninstall test unit integration demo demo-faults bench bench-peers bench-small bench-links fuzz vet deps peers-deps clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binaries to BINDIR, the
+# systemd units (kwik-primary@.service, kwik-secondary@.service) to
+# UNITDIR, which systemd searches under /usr/local too, and the README with
+# example configuration files, a .mount and an .automount unit and an fstab
+# line to DOCDIR/examples. The units name the binaries by their installed
+# path: @BINDIR@ and @DOCDIR@ are written in at install time.
+#
+# mount(8): `mount -t fuse.kwikfs HOST:PORT DIR -o OPTIONS` (and fstab
+# lines of type fuse.kwikfs) run /sbin/mount.fuse.kwikfs if it exists and
+# else fuse3's /sbin/mount.fuse (mount.fuse3), which runs `kwikfs HOST:PORT
+# DIR -o OPTIONS` through /bin/sh. mount(8) clears PATH, so the shell
+# searches its default path, /usr/local/sbin:/usr/local/bin:/usr/sbin:
+# /usr/bin:/sbin:/bin: with PREFIX=/usr/local or /usr the kwikfs binary is
+# found as it is, and nothing needs installing outside PREFIX (a
+# /sbin/mount.fuse.kwikfs would: /sbin is the only directory mount(8)
+# looks in). So the helper is kwikfs itself, and fuse3 must be installed.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR  ?= $(PREFIX)/share/doc/kwikfs
+INSTALL_BINS  := kwikfs kwik-primary kwik-secondary
+INSTALL_UNITS := $(notdir $(wildcard dist/systemd/*))
+INSTALL_EXAMPLES := $(notdir $(wildcard dist/examples/*))
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples
+	install -m 0755 $(addprefix $(BIN)/,$(INSTALL_BINS)) $(DESTDIR)$(BINDIR)/
+	for f in $(INSTALL_UNITS); do $(SUBST) dist/systemd/$$f > $(DESTDIR)$(UNITDIR)/$$f && chmod 0644 $(DESTDIR)$(UNITDIR)/$$f || exit 1; done
+	for f in $(INSTALL_EXAMPLES); do $(SUBST) dist/examples/$$f > $(DESTDIR)$(DOCDIR)/examples/$$f && chmod 0644 $(DESTDIR)$(DOCDIR)/examples/$$f || exit 1; done
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	@[ -x /sbin/mount.fuse3 ] || echo "note: mount -t fuse.kwikfs needs /sbin/mount.fuse3: apt-get install fuse3"
+	@case "$(BINDIR)" in /usr/local/sbin|/usr/local/bin|/usr/sbin|/usr/bin|/sbin|/bin) ;; \
+	*) echo "note: mount -t fuse.kwikfs finds kwikfs only in /usr/local/bin, /usr/bin and the like, not in $(BINDIR): link it there";; esac
+	@[ -n "$(DESTDIR)" ] || echo "installed; run systemctl daemon-reload to load the units"
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INSTALL_BINS)) $(addprefix $(DESTDIR)$(UNITDIR)/,$(INSTALL_UNITS))
+	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/examples/,$(INSTALL_EXAMPLES)) $(DESTDIR)$(DOCDIR)/README.md
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR)
 
 deps:
 	@missing=""; \

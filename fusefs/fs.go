@@ -138,6 +138,14 @@ type Options struct {
 	// ControlSocket is what the root directory answers to ControlIoctl:
 	// the path of the mount daemon's control socket ("" answers ENOTTY).
 	ControlSocket string
+	// NoExec mounts with noexec: the kernel refuses to execute the
+	// mount's files (mount(8)'s -o noexec). Default false: it allows it.
+	NoExec bool
+	// Source is the mount's source in /proc/self/mountinfo (findmnt's
+	// SOURCE, go-fuse's FsName). Default "kwikfs". A mount daemon gives
+	// the primary's HOST:PORT, as mount(8) and fstab name it, so that
+	// `mount -a` sees the fstab line as mounted already.
+	Source string
 	// Logger receives errors that reach the kernel as EIO. Default: discard.
 	Logger *slog.Logger
 	// RemoteDown starts the FS as if a metadata call had just gone
@@ -341,8 +349,16 @@ func (f *FS) Root() fs.InodeEmbedder {
 func (f *FS) Mount(mountpoint string, debug bool) (*fuse.Server, error) {
 	attr, entry := f.opts.AttrTimeout, f.opts.EntryTimeout
 	direct := os.Geteuid() == 0
+	kernel := KernelOptions(debug)
+	if f.opts.NoExec {
+		// go-fuse turns it into MS_NOEXEC for a direct mount.
+		kernel.Options = append(kernel.Options, "noexec")
+	}
+	if f.opts.Source != "" {
+		kernel.FsName = f.opts.Source
+	}
 	opts := &fs.Options{
-		MountOptions:    KernelOptions(debug),
+		MountOptions:    kernel,
 		AttrTimeout:     &attr,
 		EntryTimeout:    &entry,
 		NegativeTimeout: &entry,

@@ -527,3 +527,30 @@ func readAll(t *testing.T, p string) []byte {
 	}
 	return data
 }
+
+// TestMountSourceAndNoExec: Options.Source is the mount's source in the
+// mount table, and NoExec mounts with noexec: an executable file of the
+// tree cannot be run.
+func TestMountSourceAndNoExec(t *testing.T) {
+	r := newFakeRemote(testChunk)
+	r.file("run.sh", 0o755, 1, []byte("#!/bin/sh\nexit 0\n"))
+	opts := testOptions()
+	opts.Source, opts.NoExec = "primary.example.net:4433", true
+	m := mountFS(t, r, openStore(t, t.TempDir()), opts, nil)
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entry []string
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[1] == m.dir {
+			entry = f
+		}
+	}
+	if len(entry) < 4 || entry[0] != "primary.example.net:4433" || entry[2] != "fuse.kwikfs" || !strings.Contains(","+entry[3]+",", ",noexec,") {
+		t.Fatalf("mount entry %q, want source primary.example.net:4433 and noexec", entry)
+	}
+	if err := exec.Command(m.path("run.sh")).Run(); !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("running a file of a noexec mount: %v, want EACCES", err)
+	}
+}

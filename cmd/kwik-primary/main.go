@@ -22,7 +22,9 @@
 // --max-concurrent-hashes, ...) are flags with their defaults in --help.
 //
 // Once it listens it prints "listening on HOST:PORT" on standard output (the
-// real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
+// real port when --listen asks for port 0) and tells systemd READY=1 (when
+// NOTIFY_SOCKET names a socket: a unit of Type=notify); STOPPING=1 once
+// told to stop. SIGINT or SIGTERM stop it; it
 // exits 0 after its sessions are closed.
 package main
 
@@ -37,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/kwik"
@@ -159,7 +162,10 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := p.Serve(ctx, ln); err != nil && ctx.Err() == nil {
+	cli.NotifySystemd(log, sd.SdNotifyReady)
+	err = p.Serve(ctx, ln)
+	cli.NotifySystemd(log, sd.SdNotifyStopping)
+	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	log.Info("stopped")

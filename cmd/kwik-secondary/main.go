@@ -19,7 +19,9 @@
 // --max-sessions-per-source, ...) are flags with their defaults in --help.
 //
 // Once it listens it prints "listening on HOST:PORT" on standard output (the
-// real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
+// real port when --listen asks for port 0) and tells systemd READY=1 (when
+// NOTIFY_SOCKET names a socket: a unit of Type=notify); STOPPING=1 once
+// told to stop. SIGINT or SIGTERM stop it; it
 // exits 0 after its paths are closed.
 package main
 
@@ -32,6 +34,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/kwik"
@@ -137,7 +140,10 @@ func run(args []string) error {
 	// still writing to a client delays the exit.
 	closeOnSignal := context.AfterFunc(ctx, func() { sec.Close() })
 	defer closeOnSignal()
-	if err := s.Serve(ctx, sec); err != nil && ctx.Err() == nil {
+	cli.NotifySystemd(log, sd.SdNotifyReady)
+	err = s.Serve(ctx, sec)
+	cli.NotifySystemd(log, sd.SdNotifyStopping)
+	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	st := s.Stats()

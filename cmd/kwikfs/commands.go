@@ -13,64 +13,24 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
 	"github.com/kwikfs/kwikfs/internal/control"
-	"github.com/kwikfs/kwikfs/internal/daemon"
 	"github.com/kwikfs/kwikfs/internal/demo"
 )
 
 func runMount(ctx context.Context, args []string) error {
-	fl := cli.NewFlagSet("kwikfs mount", mountHelp)
-	fl.AddConfigFlag()
-	var cfg daemon.Config
-	fl.StringVar(&cfg.Primary, "primary", "", "primary server `HOST:PORT` (required)")
-	fl.StringVar(&cfg.CAFile, "ca", "", "CA certificate that signed the servers' certificates, PEM `FILE` (required)")
-	fl.StringVar(&cfg.CacheDir, "cache", "", "cache `DIR`: holds the chunk store and the control socket (required)")
-	fl.StringVar(&cfg.ServerName, "server-name", "", "TLS `NAME` to verify (default: the host of --primary)")
-	fl.StringVar(&cfg.CertFile, "cert", "", "client certificate, PEM `FILE`, presented to servers started with --client-ca (kwikfs certs writes client.pem)")
-	fl.StringVar(&cfg.KeyFile, "key", "", "private key of --cert, PEM `FILE` (kwikfs certs writes client-key.pem)")
-	fl.DurationVar(&cfg.AttrTimeout, "attr-timeout", 5*time.Second, "how long attributes and listings are trusted before asking the primary again")
-	fl.DurationVar(&cfg.FetchTimeout, "fetch-timeout", 15*time.Second, "how long a read waits for the primary before failing with EIO")
-	var memCache cli.Size
-	fl.Var(&memCache, "memory-cache", "`SIZE` of verified chunks kept in memory, at least 1M, e.g. 64M (default: a quarter of --memory)")
-	memory := cli.Size(daemon.DefaultMemoryBytes)
-	var diskCache cacheSize
-	fl.Var(&diskCache, "cache-size", "`SIZE` of disk space for cached chunks, e.g. 512M or 10G; the least recently used chunks of files not open are evicted to stay under it; auto (the default): half of the free space of the cache's filesystem; unlimited or 0: no limit")
-	fl.Var(&memory, "memory", "`SIZE` of the memory budget for file data: memory cache, store queue and prefetch in flight, e.g. 512M or 1G")
-	readAhead := fl.Int("read-ahead", fusefs.DefaultReadAheadMax, "largest read-ahead window of sequential reads, in `chunks`; 0 disables read-ahead: kwikfs's, and the kernel's beyond its default of 128 KiB")
-	fl.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (port 0: a free port, shown by `kwikfs status --json` as metrics_addr)")
-	fl.BoolVar(&cfg.Debug, "debug", false, "trace FUSE requests")
-	fl.BoolVar(&cfg.Xattrs, "xattrs", false, "serve the user.kwikfs.cached and user.kwikfs.sources attributes of files\n(off: the mount answers no extended attributes, which spares ls -l two requests per entry)")
-	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
-	err := fl.Parse(args)
-	if err != nil {
+	m := newMountCommand()
+	m.argv = append([]string{"mount"}, args...)
+	if err := m.fl.Parse(args); err != nil {
 		return err
 	}
-	if fl.NArg() != 1 || cfg.Primary == "" || cfg.CAFile == "" || cfg.CacheDir == "" {
-		fl.Usage()
+	if m.fl.NArg() != 1 {
+		m.fl.Usage()
 		return cli.Usagef("mount needs --primary, --ca, --cache and one MOUNTPOINT")
 	}
-	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
-		return cli.Usagef("--cert and --key go together")
-	}
-	cfg.Mountpoint = fl.Arg(0)
-	if memCache != 0 && memCache < 1<<20 {
-		return cli.Usagef("--memory-cache %d is %d bytes; sizes take a unit (e.g. %dM), and the least is 1M", memCache, memCache, memCache)
-	}
-	cfg.MemoryCacheBytes = int64(memCache)
-	cfg.CacheSize = int64(diskCache)
-	cfg.MemoryBytes = int64(memory)
-	if cfg.ReadAheadMax, err = readAheadMax(*readAhead); err != nil {
-		return err
-	}
-	log, err := cli.NewLogger(*logLevel)
-	if err != nil {
-		return err
-	}
-	cfg.Logger = log
-	return daemon.Run(ctx, cfg, nil)
+	m.cfg.Mountpoint = m.fl.Arg(0)
+	return m.run(ctx)
 }
 
 // readAheadMax turns the --read-ahead value (chunks, 0 disables) into

@@ -5,19 +5,23 @@ import "github.com/kwikfs/kwikfs/internal/cli"
 // The --help of each command.
 var (
 	mountHelp = cli.Help{
-		Usage: "kwikfs mount --primary HOST:PORT --ca FILE [--cert FILE --key FILE] --cache DIR [flags] MOUNTPOINT\nkwikfs mount --config FILE [flags] MOUNTPOINT",
+		Usage: "kwikfs mount --primary HOST:PORT --ca FILE [--cert FILE --key FILE] --cache DIR [flags] MOUNTPOINT\nkwikfs mount --config FILE [flags] MOUNTPOINT\nkwikfs HOST:PORT MOUNTPOINT -o ca=FILE,cache=DIR[,cert=FILE,key=FILE][,FLAG=VALUE|FLAG]...   (what mount -t fuse.kwikfs runs)",
 		About: `Mounts the tree a kwik-primary exports at MOUNTPOINT, read-only, through
-FUSE, and serves it until unmounted (umount MOUNTPOINT), SIGINT or SIGTERM. File data is fetched in chunks, each verified against its hash,
-over one multipath session to the primary and the secondaries it names,
+FUSE, and serves it until unmounted (umount MOUNTPOINT), SIGINT or
+SIGTERM; with --background it returns once mounted. File data is fetched
+in chunks, each verified against its hash, over one multipath session to the primary and the secondaries it names,
 and kept in the chunk store under --cache, so nothing is fetched twice.
 --memory bounds the memory for file data and --cache-size the disk space
 of the store. Every flag may be given as a key of the --config file
-instead (flags on the command line override it). Exit status 0 once
+instead (flags on the command line override it), and every flag is an
+option of mount -o in the mount(8) form (ca=FILE, xattrs). Exit status 0 once
 unmounted, 1 on failure, 2 on a usage error.`,
 		Examples: `kwikfs mount --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/client.pem \
     --key certs/client-key.pem --cache /var/cache/kwikfs --memory 1G --cache-size 50G /mnt/data
 # the same from /etc/kwikfs/mount.toml (primary = "10.0.0.1:4433", memory = "1G", ...):
-kwikfs mount --config /etc/kwikfs/mount.toml /mnt/data`,
+kwikfs mount --config /etc/kwikfs/mount.toml /mnt/data
+# through mount(8), the daemon in the background (umount stops it):
+mount -t fuse.kwikfs 10.0.0.1:4433 /mnt/data -o ca=/etc/kwikfs/ca.pem,cache=/var/cache/kwikfs`,
 	}
 	statusHelp = cli.Help{
 		Usage: "kwikfs status [--json] MOUNTPOINT",

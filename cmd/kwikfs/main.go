@@ -1,7 +1,8 @@
 // Command kwikfs is the kwikfs client.
 //
-//	kwikfs mount --primary HOST:PORT --ca FILE --cert FILE --key FILE --cache DIR MOUNTPOINT
+//	kwikfs mount --primary HOST:PORT --ca FILE --cert FILE --key FILE --cache DIR [--background] MOUNTPOINT
 //	kwikfs mount --config FILE MOUNTPOINT
+//	kwikfs HOST:PORT MOUNTPOINT -o ca=FILE,cache=DIR[,cert=FILE,key=FILE][,FLAG=VALUE|FLAG]...
 //	kwikfs status [--json] MOUNTPOINT
 //	kwikfs prefetch [--detach] PATH...
 //	kwikfs get --primary HOST:PORT --ca FILE [--cert FILE --key FILE] REMOTE_PATH... DEST
@@ -9,6 +10,11 @@
 //	kwikfs certs --out DIR --client NAME
 //	kwikfs demo [--dir DIR] [--tree DIR] [--mountpoint DIR] [--faults [--faults-size SIZE]]
 //	kwikfs help [COMMAND]
+//
+// The form with HOST:PORT first is what `mount -t fuse.kwikfs HOST:PORT
+// MOUNTPOINT -o OPTIONS` runs (through mount.fuse3): every flag of kwikfs
+// mount is an option, and it returns once the daemon it leaves in the
+// background has mounted.
 //
 // "kwikfs COMMAND --help" prints a command's flags with their defaults
 // and examples. Exit codes: 0 success (--help included), 1 failure, 2
@@ -92,6 +98,9 @@ func run(ctx context.Context, name string, args []string) error {
 		if c.name == name {
 			return c.run(ctx, args)
 		}
+	}
+	if isMountSource(name) {
+		return runMountHelper(ctx, append([]string{name}, args...))
 	}
 	printUsage(os.Stderr)
 	return cli.Usagef("unknown command %q", name)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/kwikfs/kwikfs/kwik"
 )
 
@@ -149,4 +150,15 @@ func ServePprof(addr string, log *slog.Logger) (stop func(), err error) {
 		srv.Close()
 		<-done
 	}, nil
+}
+
+// NotifySystemd sends state (sd_notify(3): sd.SdNotifyReady once the
+// server listens, sd.SdNotifyStopping once it is told to stop) to the
+// service manager that NOTIFY_SOCKET names, for a unit of Type=notify.
+// Without NOTIFY_SOCKET it does nothing. A failure is logged, not
+// returned: the server serves all the same.
+func NotifySystemd(log *slog.Logger, state string) {
+	if _, err := sd.SdNotify(false, state); err != nil {
+		log.Warn("notify systemd", "state", state, "err", err)
+	}
 }

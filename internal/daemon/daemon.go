@@ -69,6 +69,8 @@ type Config struct {
 	// attributes of files (fusefs.Options.Xattrs). Off, the mount answers
 	// no extended attributes, and `ls -l` costs two requests less per entry.
 	Xattrs bool
+	// NoExec mounts with noexec (fusefs.Options.NoExec).
+	NoExec bool
 	Logger *slog.Logger
 }
 
@@ -167,6 +169,8 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		ReadAheadMax:     cfg.ReadAheadMax,
 		StoreQueueBytes:  cfg.MemoryBytes / 8,
 		Xattrs:           cfg.Xattrs,
+		NoExec:           cfg.NoExec,
+		Source:           cfg.Primary,
 		ControlSocket:    sock,
 		Logger:           log,
 		// An unreachable primary: the cached tree answers at once from
