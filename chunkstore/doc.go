@@ -59,6 +59,9 @@
 //
 // [Options].Limit bounds [Stats].DiskBytes: the chunks' disk space, each
 // counted in whole 4 KiB blocks (Badger's own files are not included).
+// [AutoLimit] lets [Open] choose it: half of the free space of the
+// store's filesystem, counting the segment files' space as free. Only this
+// package knows where the chunks' bytes are, so the policy lives here.
 // Every Put and Get of a chunk stamps it with the next value of a logical
 // clock, in memory (a Get writes nothing to Badger); the stamps are saved
 // in the 'a' records when an eviction starts and at Close, so a reopened

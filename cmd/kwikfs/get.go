@@ -5,9 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -84,7 +82,7 @@ Example: kwikfs get --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/clien
 			return cli.Usagef("%v", err)
 		}
 	}
-	limit, err := parseCacheSize(*cacheSize)
+	size, err := parseCacheSize(*cacheSize)
 	if err != nil {
 		return cli.Usagef("--cache-size: %v", err)
 	}
@@ -104,7 +102,7 @@ Example: kwikfs get --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/clien
 	}
 	var store *chunkstore.Store
 	if *cacheDir != "" {
-		if store, err = openGetCache(*cacheDir, limit, log); err != nil {
+		if store, err = daemon.OpenCache(*cacheDir, size, log); err != nil {
 			return err
 		}
 		defer store.Close()
@@ -146,30 +144,6 @@ Example: kwikfs get --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/clien
 		return fmt.Errorf("get: not everything was copied: %d of %d files failed; %d errors named above", res.FilesFailed, res.FilesTotal, len(res.Failures))
 	}
 	return nil
-}
-
-// openGetCache opens the chunk store of cache directory dir (DIR/store,
-// as a mount lays it out), made private to the user as a mount's is
-// (daemon.PrivateDir), under limit as parseCacheSize returns it.
-func openGetCache(dir string, limit int64, log *slog.Logger) (*chunkstore.Store, error) {
-	if err := daemon.PrivateDir(dir, log); err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
-	}
-	storeDir := filepath.Join(dir, "store")
-	switch {
-	case limit < 0:
-		limit = 0 // the store's "no limit"
-	case limit == 0:
-		var err error
-		if limit, err = daemon.AutoCacheSize(storeDir); err != nil {
-			return nil, fmt.Errorf("cache size: %w", err)
-		}
-	}
-	store, err := chunkstore.Open(storeDir, &chunkstore.Options{Logger: log, Limit: limit})
-	if err != nil {
-		return nil, fmt.Errorf("open cache %s (a mount using it holds it): %w", storeDir, err)
-	}
-	return store, nil
 }
 
 // displayRemote is how a remote path is named in messages: as given, or

@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/fusefs"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/prefetch"
@@ -46,8 +45,9 @@ type Config struct {
 	MemoryCacheBytes int64
 	// CacheSize bounds the disk space of the cached chunks (the store's
 	// Limit; the least recently used chunks not in an open file are
-	// evicted to stay under it). 0 selects AutoCacheSize; negative means
-	// no limit.
+	// evicted to stay under it). 0 lets the store choose
+	// (chunkstore.AutoLimit: half of the free space of its filesystem);
+	// negative means no limit.
 	CacheSize int64
 	// MemoryBytes is the memory budget for file data (default
 	// DefaultMemoryBytes): a quarter for the memory chunk cache (unless
@@ -91,9 +91,6 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	if err := PrivateDir(cfg.CacheDir, log); err != nil {
-		return fmt.Errorf("cache: %w", err)
-	}
 	if st, err := os.Stat(mnt); err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
 	} else if !st.IsDir() {
@@ -117,19 +114,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		// Close below, once serving, stops it before the store closes.
 		defer metrics.Close()
 	}
-	storeDir := filepath.Join(cfg.CacheDir, "store")
-	limit := cfg.CacheSize
-	switch {
-	case limit < 0:
-		limit = 0 // the store's "no limit"
-	case limit == 0:
-		if limit, err = AutoCacheSize(storeDir); err != nil {
-			return fmt.Errorf("cache size: %w", err)
-		}
-	}
-	store, err := chunkstore.Open(storeDir, &chunkstore.Options{Logger: log, Limit: limit})
+	store, err := OpenCache(cfg.CacheDir, cfg.CacheSize, log)
 	if err != nil {
-		return fmt.Errorf("open cache: %w", err)
+		return err
 	}
 	defer store.Close()
 
@@ -205,7 +192,7 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
-	log.Info("mounted", "mountpoint", mnt, "primary", cfg.Primary, "cache", cfg.CacheDir, "cache_limit", limit)
+	log.Info("mounted", "mountpoint", mnt, "primary", cfg.Primary, "cache", cfg.CacheDir, "cache_limit", store.Limit())
 	if ready != nil {
 		ready()
 	}
@@ -226,41 +213,6 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		log.Info("unmounted", "mountpoint", mnt)
 	}
 	return nil
-}
-
-// AutoCacheSize is the default cache size for a store in dir: half of the
-// space free on its filesystem, counting the space the store's chunks take
-// already as free (so that remounting a full cache does not shrink it).
-// Half, because the usual reason to read a remote tree is to copy it, and
-// a copy onto the same disk needs as much room as the cache takes; a fixed
-// size would be too small for a big disk and too big for a small one. The
-// figure is taken once, at mount.
-func AutoCacheSize(dir string) (int64, error) {
-	fsDir := dir
-	for {
-		if _, err := os.Stat(fsDir); err == nil {
-			break
-		}
-		parent := filepath.Dir(fsDir)
-		if parent == fsDir {
-			break
-		}
-		fsDir = parent
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(fsDir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", fsDir, err)
-	}
-	free := int64(st.Bavail) * int64(st.Bsize)
-	var held int64
-	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.seg"))
-	for _, p := range segs {
-		var fst unix.Stat_t
-		if unix.Stat(p, &fst) == nil {
-			held += fst.Blocks * 512
-		}
-	}
-	return max((free+held)/2, 1), nil
 }
 
 // detachGrace is how long a lazily detached mount may stay busy before Run
