@@ -121,4 +121,11 @@
 // Sentinels are [ErrNotFound], [ErrCorrupt], [ErrClosed] and
 // [ErrInvalidKey]; returned errors wrap them (compare with errors.Is).
 // The store starts no goroutines of its own; Badger's are stopped by Close.
+//
+// # Testing
+//
+// Package chunkstoretest holds the conformance suite of what the users of
+// a store rely on (its Run), which the Store passes in this package's
+// tests, and MemStore, an in-memory store that passes it too, for tests
+// that cannot run Badger.
 package chunkstore
