@@ -109,9 +109,8 @@ Example: kwikfs get --primary 10.0.0.1:4433 --ca certs/ca.pem --cert certs/clien
 	}
 	job := download.New(&download.Options{Workers: *jobs, Store: store, ConnectTimeout: *connectTimeout, Logger: log})
 	client := transfer.NewClient(*primary, &transfer.ClientOptions{
-		Config:        &kwik.Config{TLSConfig: tlsConf, Logger: log},
-		Logger:        log,
-		OnReadSources: job.CountSources,
+		Config: &kwik.Config{TLSConfig: tlsConf, Logger: log},
+		Logger: log,
 	})
 	defer client.Close()
 

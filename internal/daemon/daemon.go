@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/kwikfs/kwikfs/fusefs"
@@ -120,17 +119,9 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	}
 	defer store.Close()
 
-	// The client reports which server delivered each READ's data to the
-	// filesystem (user.kwikfs.sources), once the filesystem exists.
-	var sourcesTo atomic.Pointer[fusefs.FS]
 	client := transfer.NewClient(cfg.Primary, &transfer.ClientOptions{
 		Config: &kwik.Config{TLSConfig: tlsConf, Logger: log},
 		Logger: log,
-		OnReadSources: func(path string, byServer map[string]uint64) {
-			if f := sourcesTo.Load(); f != nil {
-				f.AddReadSources(path, byServer)
-			}
-		},
 	})
 	defer client.Close()
 
@@ -161,7 +152,6 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		RemoteDown: !reachable,
 	})
 	defer fsys.Close()
-	sourcesTo.Store(fsys)
 
 	// Unfinished prefetch jobs resume now; closed before the filesystem.
 	jobs, err := prefetch.New(fsys, store, &prefetch.Options{InFlightBytes: cfg.MemoryBytes / 64, Logger: log})
