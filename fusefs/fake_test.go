@@ -9,8 +9,9 @@ import (
 var _ Remote = (*remotetest.Remote)(nil)
 
 // memStore is the shared in-memory store seen through Store alone: without
-// its Has method, the FS finds out whether it holds a chunk by getting it
-// (the fallback of FS.storeHas). Unlike the real one, Get does not verify.
+// its Has and PutMetas methods, the FS finds out whether it holds a chunk
+// by getting it (the fallback of FS.storeHas) and persists records one by
+// one.
 type memStore struct{ Store }
 
 func newMemStore() *memStore { return &memStore{chunkstoretest.New()} }
