@@ -59,6 +59,9 @@
 //
 // [Options].Limit bounds [Stats].DiskBytes: the chunks' disk space, each
 // counted in whole 4 KiB blocks (Badger's own files are not included).
+// [AutoLimit] lets [Open] choose it: half of the free space of the
+// store's filesystem, counting the segment files' space as free. Only this
+// package knows where the chunks' bytes are, so the policy lives here.
 // Every Put and Get of a chunk stamps it with the next value of a logical
 // clock, in memory (a Get writes nothing to Badger); the stamps are saved
 // in the 'a' records when an eviction starts and at Close, so a reopened
@@ -118,4 +121,11 @@
 // Sentinels are [ErrNotFound], [ErrCorrupt], [ErrClosed] and
 // [ErrInvalidKey]; returned errors wrap them (compare with errors.Is).
 // The store starts no goroutines of its own; Badger's are stopped by Close.
+//
+// # Testing
+//
+// Package chunkstoretest holds the conformance suite of what the users of
+// a store rely on (its Run), which the Store passes in this package's
+// tests, and MemStore, an in-memory store that passes it too, for tests
+// that cannot run Badger.
 package chunkstore

@@ -87,7 +87,8 @@ func (s *Store) touch(sum [32]byte) {
 }
 
 // Limit returns the bytes of chunks the store keeps at most
-// (Options.Limit); 0 means no limit.
+// (Options.Limit, or the figure Open chose for AutoLimit); 0 means no
+// limit.
 func (s *Store) Limit() int64 { return s.limit }
 
 // Pin protects the chunks stored under sums from eviction until the

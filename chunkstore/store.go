@@ -55,7 +55,9 @@ type Options struct {
 	// Limit first evicts the least recently used chunks that are not
 	// pinned, down to 90% of Limit, and releases their space (see the
 	// package documentation). Open evicts too when the store already holds
-	// more. Default 0: no limit, nothing is ever evicted.
+	// more. AutoLimit makes Open choose the limit from the free space of
+	// the store's filesystem. Default 0, and any other value below 1: no
+	// limit, nothing is ever evicted.
 	Limit int64
 
 	// segmentSize overrides defaultSegmentSize (tests only).
@@ -68,6 +70,9 @@ type Options struct {
 	// unaligned makes the appender write chunks back to back, as the first
 	// segment layout did (tests only).
 	unaligned bool
+	// freeSpace overrides statfsFree, the free space AutoLimit starts
+	// from (tests only).
+	freeSpace func(dir string) (int64, error)
 }
 
 // Stats are exact counters of a Store. Chunks, ChunkBytes, DiskBytes,
@@ -82,7 +87,8 @@ type Stats struct {
 	// chunks not released yet (on a filesystem without hole punching, until
 	// their segment file goes).
 	DiskBytes int64
-	// Limit is Options.Limit; 0 means no limit.
+	// Limit is Options.Limit (the figure Open chose for AutoLimit); 0
+	// means no limit.
 	Limit int64
 	// PinnedChunks and PinnedBytes (in DiskBytes terms) describe the
 	// stored chunks that are pinned (see Store.Pin) and so never evicted.
@@ -198,6 +204,18 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if o.maxOpenSegments <= 0 {
 		o.maxOpenSegments = defaultMaxOpenSegments
 	}
+	if o.freeSpace == nil {
+		o.freeSpace = statfsFree
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("chunkstore: create %s: %w", dir, err)
+	}
+	if o.Limit == AutoLimit {
+		var err error
+		if o.Limit, err = autoLimit(dir, o.freeSpace); err != nil {
+			return nil, err
+		}
+	}
 	if o.Limit < 0 {
 		o.Limit = 0
 	}
@@ -206,9 +224,6 @@ func Open(dir string, opts *Options) (*Store, error) {
 		// as its last chunk does, and without hole punching segments are
 		// the only unit of space that comes back.
 		o.segmentSize = min(o.segmentSize, max(o.Limit/8, minLimitedSegmentSize))
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("chunkstore: create %s: %w", dir, err)
 	}
 	db, err := badger.Open(badgerOptions(dir, o))
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/chunkstore"
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -17,9 +18,9 @@ import (
 // stores them (not in the memory cache), and a second call fetches
 // nothing.
 func TestFetchBackgroundFetchesOnlyMissing(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	data := content("bg", 8*testChunk-100)
-	man := r.file("f", 0o644, 1, data)
+	r := remotetest.New(testChunk)
+	data := remotetest.Content("bg", 8*testChunk-100)
+	man := r.File("f", 0o644, 1, data)
 	store := openStore(t, t.TempDir())
 	var held []chunkstore.Chunk
 	for i := range 3 {
@@ -39,13 +40,13 @@ func TestFetchBackgroundFetchesOnlyMissing(t *testing.T) {
 	if res != want {
 		t.Errorf("result %+v, want %+v", res, want)
 	}
-	if got := r.readCalls.Load(); got != 1 {
+	if got := r.ReadCalls.Load(); got != 1 {
 		t.Errorf("%d ReadChunks calls, want 1 (one run of consecutive chunks)", got)
 	}
-	if got := r.backgroundCalls.Load(); got != 1 {
+	if got := r.BackgroundCalls.Load(); got != 1 {
 		t.Errorf("%d ReadChunks calls marked background, want 1", got)
 	}
-	if got := r.chunksSent.Load(); got != 5 {
+	if got := r.ChunksSent.Load(); got != 5 {
 		t.Errorf("remote sent %d chunks, want 5", got)
 	}
 	if err := fsys.Flush(context.Background()); err != nil {
@@ -68,7 +69,7 @@ func TestFetchBackgroundFetchesOnlyMissing(t *testing.T) {
 	if want := (BackgroundResult{Held: 6, HeldBytes: int64(len(data)) - 2*testChunk}); res != want {
 		t.Errorf("second call: %+v, want %+v", res, want)
 	}
-	if got := r.chunksSent.Load(); got != 5 {
+	if got := r.ChunksSent.Load(); got != 5 {
 		t.Errorf("remote sent %d chunks after the second call, want still 5", got)
 	}
 }
@@ -78,11 +79,11 @@ func TestFetchBackgroundFetchesOnlyMissing(t *testing.T) {
 // once.
 func TestForegroundReadJoinsBackgroundFetch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
-		data := content("join", 4*testChunk)
-		man := r.file("f", 0o644, 1, data)
-		r.gate = make(chan struct{})
-		r.started = make(chan struct{}, 4)
+		r := remotetest.New(testChunk)
+		data := remotetest.Content("join", 4*testChunk)
+		man := r.File("f", 0o644, 1, data)
+		r.CallGate = make(chan struct{})
+		r.Started = make(chan struct{}, 4)
 		fsys := New(r, newMemStore(), testOptions())
 		defer fsys.Close()
 
@@ -91,7 +92,7 @@ func TestForegroundReadJoinsBackgroundFetch(t *testing.T) {
 			_, err := fsys.FetchBackground(context.Background(), "f", man, 0, 3)
 			bgDone <- err
 		}()
-		<-r.started
+		<-r.Started
 		var fg [][]byte
 		fgDone := make(chan error, 1)
 		go func() {
@@ -106,7 +107,7 @@ func TestForegroundReadJoinsBackgroundFetch(t *testing.T) {
 		if got := fsys.Foreground().Active; got != 1 {
 			t.Errorf("foreground activity %d while a reader waits, want 1", got)
 		}
-		close(r.gate)
+		close(r.CallGate)
 		if err := <-fgDone; err != nil {
 			t.Fatalf("foreground read: %v", err)
 		}
@@ -116,8 +117,8 @@ func TestForegroundReadJoinsBackgroundFetch(t *testing.T) {
 		if !bytes.Equal(fg[0], data[testChunk:2*testChunk]) {
 			t.Error("foreground read got wrong bytes")
 		}
-		if r.readCalls.Load() != 1 || r.chunksSent.Load() != 4 {
-			t.Errorf("%d ReadChunks calls sending %d chunks, want 1 and 4", r.readCalls.Load(), r.chunksSent.Load())
+		if r.ReadCalls.Load() != 1 || r.ChunksSent.Load() != 4 {
+			t.Errorf("%d ReadChunks calls sending %d chunks, want 1 and 4", r.ReadCalls.Load(), r.ChunksSent.Load())
 		}
 		if got := fsys.Foreground().Active; got != 0 {
 			t.Errorf("foreground activity %d after the read, want 0", got)
@@ -130,11 +131,11 @@ func TestForegroundReadJoinsBackgroundFetch(t *testing.T) {
 // ForegroundQuiet after the read is served.
 func TestBackgroundWaitsForForegroundRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
-		fgMan := r.file("fg", 0o644, 1, content("fg", 2*testChunk))
-		bgMan := r.file("bg", 0o644, 1, content("bg", 2*testChunk))
-		r.gate = make(chan struct{})
-		r.started = make(chan struct{}, 4)
+		r := remotetest.New(testChunk)
+		fgMan := r.File("fg", 0o644, 1, remotetest.Content("fg", 2*testChunk))
+		bgMan := r.File("bg", 0o644, 1, remotetest.Content("bg", 2*testChunk))
+		r.CallGate = make(chan struct{})
+		r.Started = make(chan struct{}, 4)
 		opts := testOptions()
 		opts.ReadAheadMax = -1
 		fsys := New(r, newMemStore(), opts)
@@ -145,7 +146,7 @@ func TestBackgroundWaitsForForegroundRead(t *testing.T) {
 			_, err := fsys.readChunks(context.Background(), "fg", fgMan, 0, 0, 0, -1)
 			fgDone <- err
 		}()
-		<-r.started
+		<-r.Started
 		var bgAt time.Time
 		bgDone := make(chan error, 1)
 		go func() {
@@ -154,16 +155,16 @@ func TestBackgroundWaitsForForegroundRead(t *testing.T) {
 			bgDone <- err
 		}()
 		synctest.Wait()
-		if got := r.readCalls.Load(); got != 1 {
+		if got := r.ReadCalls.Load(); got != 1 {
 			t.Fatalf("%d ReadChunks calls while a foreground read waits, want 1 (the read's)", got)
 		}
 		released := time.Now()
-		close(r.gate)
+		close(r.CallGate)
 		if err := <-fgDone; err != nil {
 			t.Fatalf("foreground read: %v", err)
 		}
 		synctest.Wait()
-		if got := r.readCalls.Load(); got != 1 {
+		if got := r.ReadCalls.Load(); got != 1 {
 			t.Errorf("%d ReadChunks calls right after the foreground read, want 1", got)
 		}
 		if err := <-bgDone; err != nil {
@@ -176,12 +177,12 @@ func TestBackgroundWaitsForForegroundRead(t *testing.T) {
 		if fg.BackgroundWaits != 1 || fg.BackgroundWaited != ForegroundQuiet {
 			t.Errorf("Foreground() = %+v, want 1 wait of %v", fg, ForegroundQuiet)
 		}
-		if got := r.chunksSent.Load(); got != 3 {
+		if got := r.ChunksSent.Load(); got != 3 {
 			t.Errorf("remote sent %d chunks, want 3", got)
 		}
 		// The foreground read's fetch is foreground at the server, the
 		// background fetch's is not.
-		if got := r.backgroundCalls.Load(); got != 1 {
+		if got := r.BackgroundCalls.Load(); got != 1 {
 			t.Errorf("%d of 2 ReadChunks calls marked background, want 1", got)
 		}
 	})
@@ -191,15 +192,15 @@ func TestBackgroundWaitsForForegroundRead(t *testing.T) {
 // foreground reads returns its ctx's cause and leaves no flight behind.
 func TestFetchBackgroundCanceledWhileWaiting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
-		fgMan := r.file("fg", 0o644, 1, content("fg", testChunk))
-		bgMan := r.file("bg", 0o644, 1, content("bg", testChunk))
-		r.gate = make(chan struct{})
-		r.started = make(chan struct{}, 4)
+		r := remotetest.New(testChunk)
+		fgMan := r.File("fg", 0o644, 1, remotetest.Content("fg", testChunk))
+		bgMan := r.File("bg", 0o644, 1, remotetest.Content("bg", testChunk))
+		r.CallGate = make(chan struct{})
+		r.Started = make(chan struct{}, 4)
 		fsys := New(r, newMemStore(), testOptions())
 		defer fsys.Close()
 		go fsys.readChunks(context.Background(), "fg", fgMan, 0, 0, 0, -1)
-		<-r.started
+		<-r.Started
 
 		cause := errors.New("job canceled")
 		ctx, cancel := context.WithCancelCause(context.Background())
@@ -219,13 +220,13 @@ func TestFetchBackgroundCanceledWhileWaiting(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%d flights, want 1 (the foreground read's)", n)
 		}
-		close(r.gate)
+		close(r.CallGate)
 	})
 }
 
 func TestFetchBackgroundBadRange(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	man := r.file("f", 0o644, 1, content("f", 2*testChunk))
+	r := remotetest.New(testChunk)
+	man := r.File("f", 0o644, 1, remotetest.Content("f", 2*testChunk))
 	fsys := New(r, newMemStore(), testOptions())
 	defer fsys.Close()
 	for _, c := range []struct{ first, last int }{{-1, 0}, {1, 0}, {0, 2}} {
@@ -238,9 +239,9 @@ func TestFetchBackgroundBadRange(t *testing.T) {
 // TestStatListManifest: the metadata entry points serve the same cached
 // answers as the mounted tree.
 func TestStatListManifest(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	man := r.file("d/f", 0o640, 7, content("f", 10))
-	r.symlink("d/l", "f", 8)
+	r := remotetest.New(testChunk)
+	man := r.File("d/f", 0o640, 7, remotetest.Content("f", 10))
+	r.Symlink("d/l", "f", 8)
 	fsys := New(r, newMemStore(), testOptions())
 	defer fsys.Close()
 	ctx := context.Background()
@@ -261,7 +262,7 @@ func TestStatListManifest(t *testing.T) {
 	if err != nil || got.Version != man.Version {
 		t.Errorf("Manifest d/f: %v", err)
 	}
-	if r.lists.Load() != 1 || r.manifests.Load() != 1 {
-		t.Errorf("%d List and %d Manifest calls, want 1 each (cached)", r.lists.Load(), r.manifests.Load())
+	if r.Lists.Load() != 1 || r.Manifests.Load() != 1 {
+		t.Errorf("%d List and %d Manifest calls, want 1 each (cached)", r.Lists.Load(), r.Manifests.Load())
 	}
 }

@@ -5,14 +5,16 @@ import (
 	"io"
 	"os"
 	"testing"
+
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 )
 
 // benchFile builds a remote with one 256 MiB file of 1 MiB chunks.
-func benchFile(b *testing.B) (*fakeRemote, [32]byte) {
+func benchFile(b *testing.B) (*remotetest.Remote, [32]byte) {
 	const size = 256 << 20
-	r := newFakeRemote(1 << 20)
-	data := content("bench", size)
-	r.file("big", 0o644, 1, data)
+	r := remotetest.New(1 << 20)
+	data := remotetest.Content("bench", size)
+	r.File("big", 0o644, 1, data)
 	return r, sha256.Sum256(data)
 }
 

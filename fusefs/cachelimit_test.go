@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kwikfs/kwikfs/chunkstore"
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -23,16 +24,16 @@ import (
 // of a file read and closed before it are evicted.
 func TestOpenFileSurvivesEviction(t *testing.T) {
 	const limit = 2 << 20
-	r := newFakeRemote(testChunk)
-	open := content("open", 8*testChunk)
-	closed := content("closed", 8*testChunk)
-	mOpen := r.file("open", 0o644, 1, open)
-	mClosed := r.file("closed", 0o644, 1, closed)
+	r := remotetest.New(testChunk)
+	open := remotetest.Content("open", 8*testChunk)
+	closed := remotetest.Content("closed", 8*testChunk)
+	mOpen := r.File("open", 0o644, 1, open)
+	mClosed := r.File("closed", 0o644, 1, closed)
 	others := map[string][]byte{}
 	for i := range 16 {
 		p := fmt.Sprintf("other/%02d", i)
-		others[p] = content(p, 4*testChunk)
-		r.file(p, 0o644, 1, others[p])
+		others[p] = remotetest.Content(p, 4*testChunk)
+		r.File(p, 0o644, 1, others[p])
 	}
 	store, err := chunkstore.Open(t.TempDir(), &chunkstore.Options{Logger: slog.New(slog.DiscardHandler), Limit: limit})
 	if err != nil {
@@ -128,11 +129,11 @@ func TestOpenFileSurvivesEviction(t *testing.T) {
 
 func TestFileLargerThanHalfTheLimitIsNotPinned(t *testing.T) {
 	const limit = 2 << 20
-	r := newFakeRemote(testChunk)
-	small := content("small", limit/2/testChunk*testChunk)
-	big := content("big", limit/2+testChunk)
-	r.file("small", 0o644, 1, small)
-	mBig := r.file("big", 0o644, 1, big)
+	r := remotetest.New(testChunk)
+	small := remotetest.Content("small", limit/2/testChunk*testChunk)
+	big := remotetest.Content("big", limit/2+testChunk)
+	r.File("small", 0o644, 1, small)
+	mBig := r.File("big", 0o644, 1, big)
 	store, err := chunkstore.Open(t.TempDir(), &chunkstore.Options{Logger: slog.New(slog.DiscardHandler), Limit: limit})
 	if err != nil {
 		t.Fatal(err)

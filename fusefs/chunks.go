@@ -228,13 +228,15 @@ func (f *FS) fetch(path string, m *transfer.Manifest, run []claimed, readAhead, 
 	for attempt := 0; ; attempt++ {
 		f.count.fetchCalls.Add(1)
 		from := first + fr.delivered()
-		err = f.remote.ReadChunks(ctx, path, m, from, first+len(run)-from, func(i int, data []byte) error {
+		var src transfer.Sources
+		src, err = f.remote.ReadChunks(ctx, path, m, from, first+len(run)-from, func(i int, data []byte) error {
 			if err := fr.accept(ctx, i, data); err != nil {
 				return err
 			}
 			// Outside fr.mu, so that the idle timer can still fail the run.
 			return f.writer.waitRoom(ctx)
 		})
+		f.sources.add(path, src)
 		// A chunk that failed its hash came from a bad source (a stale or
 		// damaged mirror); the Remote has reported it, and the next attempt
 		// is served by other paths. The chunks before it are kept.

@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -20,11 +21,11 @@ func TestQueuedFetchWaitsWhileOthersProgress(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			opts := testOptions()
 			ft := opts.FetchTimeout
-			r := newFakeRemote(testChunk)
-			r.chunkDelay = ft / 4
-			mBusy := r.file("busy", 0o644, 1, content("busy", 40*testChunk)) // 10 FetchTimeouts of chunks
-			mQueued := r.file("queued", 0o644, 1, content("queued", testChunk))
-			r.stalled = map[string]bool{"queued": true}
+			r := remotetest.New(testChunk)
+			r.ChunkDelay = ft / 4
+			mBusy := r.File("busy", 0o644, 1, remotetest.Content("busy", 40*testChunk)) // 10 FetchTimeouts of chunks
+			mQueued := r.File("queued", 0o644, 1, remotetest.Content("queued", testChunk))
+			r.Stalled = map[string]bool{"queued": true}
 			fsys := New(r, newMemStore(), opts)
 			defer fsys.Close()
 
@@ -65,11 +66,11 @@ func TestBackgroundFetchWaitsWhileOthersProgress(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		opts := testOptions()
 		ft := opts.FetchTimeout
-		r := newFakeRemote(testChunk)
-		r.chunkDelay = ft / 4
-		mBusy := r.file("busy", 0o644, 1, content("busy", 40*testChunk)) // 10 FetchTimeouts of chunks
-		mHeld := r.file("held", 0o644, 1, content("held", testChunk))
-		r.stalled = map[string]bool{"held": true}
+		r := remotetest.New(testChunk)
+		r.ChunkDelay = ft / 4
+		mBusy := r.File("busy", 0o644, 1, remotetest.Content("busy", 40*testChunk)) // 10 FetchTimeouts of chunks
+		mHeld := r.File("held", 0o644, 1, remotetest.Content("held", testChunk))
+		r.Stalled = map[string]bool{"held": true}
 		fsys := New(r, newMemStore(), opts)
 		defer fsys.Close()
 

@@ -40,8 +40,10 @@ type Remote interface {
 	// m and calls deliver for each, in order, after verifying it against m.
 	// Each chunk comes in a buffer of its own, which deliver may keep: the
 	// Remote does not touch it again. An error from deliver stops the call
-	// and is returned.
-	ReadChunks(ctx context.Context, path string, m *transfer.Manifest, first, count int, deliver func(i int, data []byte) error) error
+	// and is returned. It returns which servers delivered the chunks handed
+	// to deliver, with an error too (nil: none, or the Remote cannot tell),
+	// which the FS serves as XattrSources.
+	ReadChunks(ctx context.Context, path string, m *transfer.Manifest, first, count int, deliver func(i int, data []byte) error) (transfer.Sources, error)
 }
 
 // ChunkVerifier is implemented by a Remote that declares whether its
@@ -55,7 +57,10 @@ type ChunkVerifier interface {
 	VerifiesChunks() bool
 }
 
-var _ ChunkVerifier = (*transfer.Client)(nil)
+var (
+	_ Remote        = (*transfer.Client)(nil)
+	_ ChunkVerifier = (*transfer.Client)(nil)
+)
 
 // Store is the local chunk and metadata store; *chunkstore.Store implements
 // it. It must be safe for concurrent use.

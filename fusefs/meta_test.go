@@ -7,14 +7,15 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
 func TestListingFallsBackToKeptCopy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const fetchTimeout, attrTimeout = 2 * time.Second, 30 * time.Second
-		r := newFakeRemote(testChunk)
-		r.file("d/a", 0o644, 1, []byte("a"))
+		r := remotetest.New(testChunk)
+		r.File("d/a", 0o644, 1, []byte("a"))
 		opts := &Options{AttrTimeout: attrTimeout, FetchTimeout: fetchTimeout}
 		store := newMemStore()
 		ctx := context.Background()
@@ -27,7 +28,7 @@ func TestListingFallsBackToKeptCopy(t *testing.T) {
 		f1.Close()
 
 		// A second FS, server hanging: the kept copy after FetchTimeout.
-		r.down.Store(remoteHang)
+		r.Down.Store(remotetest.Hang)
 		f2 := New(r, store, opts)
 		defer f2.Close()
 		start := time.Now()
@@ -39,10 +40,10 @@ func TestListingFallsBackToKeptCopy(t *testing.T) {
 			t.Errorf("kept copy served after %v, want %v", elapsed, fetchTimeout)
 		}
 		// Trusted for another AttrTimeout: no new call, no wait.
-		calls := r.listCalls("d")
+		calls := r.ListsOf("d")
 		time.Sleep(attrTimeout - time.Second)
-		if _, err := f2.meta.list(ctx, "d"); err != nil || r.listCalls("d") != calls {
-			t.Errorf("within AttrTimeout: %v, %d calls, want the kept copy and %d", err, r.listCalls("d"), calls)
+		if _, err := f2.meta.list(ctx, "d"); err != nil || r.ListsOf("d") != calls {
+			t.Errorf("within AttrTimeout: %v, %d calls, want the kept copy and %d", err, r.ListsOf("d"), calls)
 		}
 		// Never listed: ErrUnavailable after FetchTimeout.
 		start = time.Now()
@@ -60,9 +61,9 @@ func TestListingFallsBackToKeptCopy(t *testing.T) {
 
 func TestConcurrentListsShareOneCall(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
-		r.file("d/a", 0o644, 1, []byte("a"))
-		r.down.Store(remoteHang)
+		r := remotetest.New(testChunk)
+		r.File("d/a", 0o644, 1, []byte("a"))
+		r.Down.Store(remotetest.Hang)
 		f := New(r, newMemStore(), &Options{FetchTimeout: time.Second})
 		defer f.Close()
 		errs := make(chan error, 10)
@@ -73,21 +74,21 @@ func TestConcurrentListsShareOneCall(t *testing.T) {
 			}()
 		}
 		synctest.Wait() // all ten wait for the one call
-		r.down.Store(remoteUp)
+		r.Down.Store(remotetest.Up)
 		for range 10 {
 			if err := <-errs; !errors.Is(err, transfer.ErrUnavailable) {
 				t.Errorf("list: %v, want ErrUnavailable (the shared call hung)", err)
 			}
 		}
-		if got := r.listCalls("d"); got != 1 {
+		if got := r.ListsOf("d"); got != 1 {
 			t.Errorf("%d List calls, want 1", got)
 		}
 	})
 }
 
 func TestNotFoundDropsCachedListing(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.file("d/a", 0o644, 1, []byte("a"))
+	r := remotetest.New(testChunk)
+	r.File("d/a", 0o644, 1, []byte("a"))
 	clk := newFakeClock()
 	f := New(r, newMemStore(), testOptions())
 	f.now = clk.Now
@@ -96,15 +97,13 @@ func TestNotFoundDropsCachedListing(t *testing.T) {
 	if _, err := f.meta.list(ctx, "d"); err != nil {
 		t.Fatal(err)
 	}
-	r.mu.Lock()
-	delete(r.entries, "d")
-	delete(r.entries, "d/a")
-	r.mu.Unlock()
+	r.Remove("d")
+	r.Remove("d/a")
 	clk.Advance(time.Hour)
 	if _, err := f.meta.list(ctx, "d"); !errors.Is(err, transfer.ErrNotFound) {
 		t.Fatalf("list of a removed directory: %v, want ErrNotFound", err)
 	}
-	r.down.Store(remoteFail)
+	r.Down.Store(remotetest.Fail)
 	if _, err := f.meta.list(ctx, "d"); err == nil {
 		t.Error("a removed directory came back from memory")
 	}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 )
 
 // TestKeptMetadataServedAtOnceWhileServerDown: after a remount with the
@@ -15,11 +17,11 @@ import (
 func TestKeptMetadataServedAtOnceWhileServerDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const fetchTimeout, attrTimeout = 15 * time.Second, 5 * time.Second
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		dirs := []string{"a", "b", "c", "c/d"}
 		for _, d := range dirs {
-			r.mkdir(d, 0o755)
-			r.file(d+"/f", 0o644, 1, content(d, testChunk))
+			r.Mkdir(d, 0o755)
+			r.File(d+"/f", 0o644, 1, remotetest.Content(d, testChunk))
 		}
 		opts := &Options{AttrTimeout: attrTimeout, FetchTimeout: fetchTimeout}
 		store := newMemStore()
@@ -36,7 +38,7 @@ func TestKeptMetadataServedAtOnceWhileServerDown(t *testing.T) {
 		}
 		f1.Close()
 
-		r.down.Store(remoteHang)
+		r.Down.Store(remotetest.Hang)
 		f2 := New(r, store, opts)
 		defer f2.Close()
 		for i, d := range dirs {
@@ -65,18 +67,18 @@ func TestKeptMetadataServedAtOnceWhileServerDown(t *testing.T) {
 		// The server is back. The calls still hanging end; the next one,
 		// after AttrTimeout, still answers at once from the kept copy while
 		// it asks the server, whose answer clears down and is served next.
-		r.down.Store(remoteUp)
+		r.Down.Store(remotetest.Up)
 		time.Sleep(fetchTimeout + attrTimeout)
-		lists := r.lists.Load()
+		lists := r.Lists.Load()
 		start := time.Now()
 		if _, err := f2.meta.list(ctx, "a"); err != nil || time.Since(start) != 0 {
 			t.Fatalf("list after the server returned: %v after %v", err, time.Since(start))
 		}
 		synctest.Wait()
-		if r.lists.Load() != lists+1 || f2.meta.down.Load() {
-			t.Errorf("after the server returned: %d new List calls, down %v; want 1, false", r.lists.Load()-lists, f2.meta.down.Load())
+		if r.Lists.Load() != lists+1 || f2.meta.down.Load() {
+			t.Errorf("after the server returned: %d new List calls, down %v; want 1, false", r.Lists.Load()-lists, f2.meta.down.Load())
 		}
-		r.mkdir("a/new", 0o755)
+		r.Mkdir("a/new", 0o755)
 		time.Sleep(attrTimeout)
 		it, err := f2.meta.list(ctx, "a")
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/kwikfs/kwikfs/chunkstore"
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 )
 
 // testChunk is the chunk size of the test trees: small, so that files of
@@ -118,33 +119,33 @@ func (m *mounted) path(p string) string { return filepath.Join(m.dir, p) }
 func sha(b []byte) [32]byte { return sha256.Sum256(b) }
 
 // buildTree fills r with the reference tree and returns its file contents.
-func buildTree(r *fakeRemote) map[string][]byte {
+func buildTree(r *remotetest.Remote) map[string][]byte {
 	files := map[string][]byte{
 		"empty":                          {},
 		"one":                            {'x'},
-		"chunk-minus-one":                content("cm1", testChunk-1),
-		"chunk":                          content("c", testChunk),
-		"chunk-plus-one":                 content("cp1", testChunk+1),
-		"big":                            content("big", 5*testChunk+123),
+		"chunk-minus-one":                remotetest.Content("cm1", testChunk-1),
+		"chunk":                          remotetest.Content("c", testChunk),
+		"chunk-plus-one":                 remotetest.Content("cp1", testChunk+1),
+		"big":                            remotetest.Content("big", 5*testChunk+123),
 		"dir a/sub dir/nested file.txt":  []byte("nested\n"),
-		"dir a/ünïcødé 文件":               content("uni", 3000),
+		"dir a/ünïcødé 文件":               remotetest.Content("uni", 3000),
 		"dir a/sub dir/deeper/zeros.bin": make([]byte, 3*testChunk),
 	}
 	mtime := int64(1_700_000_000_000_000_000)
 	for p, data := range files {
 		mtime += 1_234_567_891
-		r.file(p, 0o644, mtime, data)
+		r.File(p, 0o644, mtime, data)
 	}
-	r.file("secret", 0o600, 1_690_000_000_987_654_321, []byte("top secret"))
+	r.File("secret", 0o600, 1_690_000_000_987_654_321, []byte("top secret"))
 	files["secret"] = []byte("top secret")
-	r.mkdir("dir a/empty dir", 0o750)
-	r.symlink("link", "dir a/sub dir/nested file.txt", 1_680_000_000_000_000_001)
+	r.Mkdir("dir a/empty dir", 0o750)
+	r.Symlink("link", "dir a/sub dir/nested file.txt", 1_680_000_000_000_000_001)
 	return files
 }
 
 // checkTree compares the tree under root with r: names, types, modes,
 // sizes, mtimes, owners, symlink targets and file contents.
-func checkTree(t *testing.T, r *fakeRemote, root string) {
+func checkTree(t *testing.T, r *remotetest.Remote, root string) {
 	t.Helper()
 	seen := map[string]bool{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -156,39 +157,39 @@ func checkTree(t *testing.T, r *fakeRemote, root string) {
 			rel = ""
 		}
 		seen[rel] = true
-		want := r.entry(rel)
+		want := r.Entry(rel)
 		var st syscall.Stat_t
 		if err := syscall.Lstat(p, &st); err != nil {
 			return err
 		}
-		if st.Mode != want.attr.Mode {
-			t.Errorf("%q: mode %o, want %o", rel, st.Mode, want.attr.Mode)
+		if st.Mode != want.Attr.Mode {
+			t.Errorf("%q: mode %o, want %o", rel, st.Mode, want.Attr.Mode)
 		}
 		if st.Uid != uint32(os.Getuid()) || st.Gid != uint32(os.Getgid()) {
 			t.Errorf("%q: owner %d:%d, want %d:%d", rel, st.Uid, st.Gid, os.Getuid(), os.Getgid())
 		}
-		if got := st.Mtim.Sec*1e9 + st.Mtim.Nsec; got != want.attr.MtimeNs {
-			t.Errorf("%q: mtime %d, want %d", rel, got, want.attr.MtimeNs)
+		if got := st.Mtim.Sec*1e9 + st.Mtim.Nsec; got != want.Attr.MtimeNs {
+			t.Errorf("%q: mtime %d, want %d", rel, got, want.Attr.MtimeNs)
 		}
 		switch {
-		case want.attr.IsRegular():
-			if st.Size != want.attr.Size {
-				t.Errorf("%q: size %d, want %d", rel, st.Size, want.attr.Size)
+		case want.Attr.IsRegular():
+			if st.Size != want.Attr.Size {
+				t.Errorf("%q: size %d, want %d", rel, st.Size, want.Attr.Size)
 			}
 			data, err := os.ReadFile(p)
 			if err != nil {
 				return err
 			}
-			if sha(data) != sha(want.data) {
-				t.Errorf("%q: content differs (%d bytes, want %d)", rel, len(data), len(want.data))
+			if sha(data) != sha(want.Data) {
+				t.Errorf("%q: content differs (%d bytes, want %d)", rel, len(data), len(want.Data))
 			}
-		case want.attr.IsSymlink():
+		case want.Attr.IsSymlink():
 			target, err := os.Readlink(p)
 			if err != nil {
 				return err
 			}
-			if target != want.attr.Target {
-				t.Errorf("%q: target %q, want %q", rel, target, want.attr.Target)
+			if target != want.Attr.Target {
+				t.Errorf("%q: target %q, want %q", rel, target, want.Attr.Target)
 			}
 		}
 		return nil
@@ -196,7 +197,7 @@ func checkTree(t *testing.T, r *fakeRemote, root string) {
 	if err != nil {
 		t.Fatalf("walk: %v", err)
 	}
-	for _, p := range r.names() {
+	for _, p := range r.Names() {
 		if !seen[p] {
 			t.Errorf("%q missing from the mount", p)
 		}
@@ -204,7 +205,7 @@ func checkTree(t *testing.T, r *fakeRemote, root string) {
 }
 
 func TestTreeReadsBackIdentical(t *testing.T) {
-	r := newFakeRemote(testChunk)
+	r := remotetest.New(testChunk)
 	buildTree(r)
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
@@ -216,13 +217,13 @@ func TestTreeReadsBackIdentical(t *testing.T) {
 		t.Errorf("second walk fetched %d more chunks", got-fetched)
 	}
 	// Distinct chunks are fetched once each; the zero file has one.
-	if got, want := m.fsys.Stats().ChunksFetched, r.chunksSent.Load(); got != want {
+	if got, want := m.fsys.Stats().ChunksFetched, r.ChunksSent.Load(); got != want {
 		t.Errorf("Stats.ChunksFetched = %d, remote sent %d", got, want)
 	}
 }
 
 func TestCopyRecursiveIsIdentical(t *testing.T) {
-	r := newFakeRemote(testChunk)
+	r := remotetest.New(testChunk)
 	files := buildTree(r)
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
@@ -249,9 +250,9 @@ func TestCopyRecursiveIsIdentical(t *testing.T) {
 }
 
 func TestReaddirOfLargeDirectoryIsOneList(t *testing.T) {
-	r := newFakeRemote(testChunk)
+	r := remotetest.New(testChunk)
 	for i := range 1000 {
-		r.file(filepath.Join("many", "file "+string(rune('a'+i%26))+"-"+strconv.Itoa(i)), 0o644, int64(i)*1e9, []byte(strconv.Itoa(i)))
+		r.File(filepath.Join("many", "file "+string(rune('a'+i%26))+"-"+strconv.Itoa(i)), 0o644, int64(i)*1e9, []byte(strconv.Itoa(i)))
 	}
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
@@ -272,17 +273,17 @@ func TestReaddirOfLargeDirectoryIsOneList(t *testing.T) {
 			t.Fatalf("%s: mode %v", e.Name(), fi.Mode())
 		}
 	}
-	if got := r.listCalls("many"); got != 1 {
+	if got := r.ListsOf("many"); got != 1 {
 		t.Errorf("List(many) called %d times, want 1", got)
 	}
-	if got := r.manifests.Load() + r.readlinks.Load() + r.readCalls.Load(); got != 0 {
+	if got := r.Manifests.Load() + r.Readlinks.Load() + r.ReadCalls.Load(); got != 0 {
 		t.Errorf("%d other remote calls, want 0", got)
 	}
 }
 
 func TestListingRefreshedAfterAttrTimeout(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.file("d/a", 0o644, 1, []byte("a"))
+	r := remotetest.New(testChunk)
+	r.File("d/a", 0o644, 1, []byte("a"))
 	clk := newFakeClock()
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), func(f *FS) { f.now = clk.Now })
@@ -301,13 +302,13 @@ func TestListingRefreshedAfterAttrTimeout(t *testing.T) {
 	if got := names(); len(got) != 1 {
 		t.Fatalf("names %q", got)
 	}
-	r.file("d/b", 0o644, 2, []byte("b"))
-	if got := names(); len(got) != 1 || r.listCalls("d") != 1 {
-		t.Fatalf("within AttrTimeout: names %q after %d lists, want the cached one", got, r.listCalls("d"))
+	r.File("d/b", 0o644, 2, []byte("b"))
+	if got := names(); len(got) != 1 || r.ListsOf("d") != 1 {
+		t.Fatalf("within AttrTimeout: names %q after %d lists, want the cached one", got, r.ListsOf("d"))
 	}
 	clk.Advance(time.Minute)
-	if got := names(); len(got) != 2 || r.listCalls("d") != 2 {
-		t.Fatalf("after AttrTimeout: names %q after %d lists, want a new listing", got, r.listCalls("d"))
+	if got := names(); len(got) != 2 || r.ListsOf("d") != 2 {
+		t.Fatalf("after AttrTimeout: names %q after %d lists, want a new listing", got, r.ListsOf("d"))
 	}
 }
 
@@ -316,8 +317,8 @@ func TestListingRefreshedAfterAttrTimeout(t *testing.T) {
 // whole EntryTimeout more, so that a file added on the server shows once
 // the listing is asked for again.
 func TestMissingNameAppearsWithTheListing(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.file("d/a", 0o644, 1, []byte("a"))
+	r := remotetest.New(testChunk)
+	r.File("d/a", 0o644, 1, []byte("a"))
 	clk := newFakeClock()
 	opts := testOptions() // AttrTimeout and EntryTimeout: a minute
 	m := mountFS(t, r, openStore(t, t.TempDir()), opts, func(f *FS) { f.now = clk.Now })
@@ -329,7 +330,7 @@ func TestMissingNameAppearsWithTheListing(t *testing.T) {
 	if _, err := os.Stat(m.path("d/b")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stat of a missing name: %v, want ErrNotExist", err)
 	}
-	r.file("d/b", 0o644, 2, []byte("b"))
+	r.File("d/b", 0o644, 2, []byte("b"))
 	clk.Advance(time.Minute)
 	// The kernel asks again within about 50 ms (real time), and the new
 	// listing has b; before, it kept the absence for a minute.
@@ -340,16 +341,16 @@ func TestMissingNameAppearsWithTheListing(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("d/b still missing 2 s after the listing expired (%v); %d lists of d", err, r.listCalls("d"))
+			t.Fatalf("d/b still missing 2 s after the listing expired (%v); %d lists of d", err, r.ListsOf("d"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 func TestWritesFailReadOnly(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.file("f", 0o644, 1, []byte("data"))
-	r.mkdir("d", 0o755)
+	r := remotetest.New(testChunk)
+	r.File("f", 0o644, 1, []byte("data"))
+	r.Mkdir("d", 0o755)
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
 	checks := map[string]func() error{
@@ -379,8 +380,8 @@ func TestWritesFailReadOnly(t *testing.T) {
 // ControlIoctl, and checks that other directories and other requests get
 // ENOTTY.
 func TestControlIoctl(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.mkdir("sub", 0o755)
+	r := remotetest.New(testChunk)
+	r.Mkdir("sub", 0o755)
 	store := openStore(t, t.TempDir())
 	opts := testOptions()
 	opts.ControlSocket = "/run/kwikfs/ctl.sock"
@@ -414,8 +415,8 @@ func TestControlIoctl(t *testing.T) {
 // EOPNOTSUPP, or for a POSIX ACL no ACL (ENODATA), for files and
 // directories alike.
 func TestNoXattrsByDefault(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.file("d/f", 0o644, 1, []byte("x"))
+	r := remotetest.New(testChunk)
+	r.File("d/f", 0o644, 1, []byte("x"))
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
 	buf := make([]byte, 256)
@@ -436,8 +437,8 @@ func TestNoXattrsByDefault(t *testing.T) {
 }
 
 func TestMissingPathIsENOENT(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.file("d/f", 0o644, 1, []byte("x"))
+	r := remotetest.New(testChunk)
+	r.File("d/f", 0o644, 1, []byte("x"))
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
 	for _, p := range []string{"nope", "d/nope", "d/f/below"} {
@@ -448,7 +449,7 @@ func TestMissingPathIsENOENT(t *testing.T) {
 }
 
 func TestMountIsReadOnlyWithLargeReads(t *testing.T) {
-	r := newFakeRemote(testChunk)
+	r := remotetest.New(testChunk)
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
 	var st syscall.Statfs_t
@@ -490,7 +491,7 @@ func TestMountIsReadOnlyWithLargeReads(t *testing.T) {
 func TestMountReadAheadOffKeepsKernelDefault(t *testing.T) {
 	opts := testOptions()
 	opts.ReadAheadMax = -1
-	m := mountFS(t, newFakeRemote(testChunk), openStore(t, t.TempDir()), opts, nil)
+	m := mountFS(t, remotetest.New(testChunk), openStore(t, t.TempDir()), opts, nil)
 	dev, err := mountDevice(m.dir)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -39,11 +40,11 @@ func recv(t *testing.T, ch <-chan struct{}, what string) {
 
 func TestConcurrentReadersOfOneChunkFetchOnce(t *testing.T) {
 	const readers = 8
-	r := newFakeRemote(testChunk)
-	data := content("shared", 3*testChunk)
-	r.file("f", 0o644, 1, data)
-	r.gate = make(chan struct{})
-	r.started = make(chan struct{}, 16)
+	r := remotetest.New(testChunk)
+	data := remotetest.Content("shared", 3*testChunk)
+	r.File("f", 0o644, 1, data)
+	r.CallGate = make(chan struct{})
+	r.Started = make(chan struct{}, 16)
 	joined := make(chan struct{}, 64)
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), func(f *FS) {
@@ -73,11 +74,11 @@ func TestConcurrentReadersOfOneChunkFetchOnce(t *testing.T) {
 			results <- result{k, buf[:max(n, 0)], err}
 		}()
 	}
-	recv(t, r.started, "the fetch to start") // it waits at the gate
+	recv(t, r.Started, "the fetch to start") // it waits at the gate
 	for range readers - 1 {
 		recv(t, joined, "a reader to join the fetch")
 	}
-	close(r.gate)
+	close(r.CallGate)
 	for range readers {
 		res := <-results
 		if res.err != nil {
@@ -87,7 +88,7 @@ func TestConcurrentReadersOfOneChunkFetchOnce(t *testing.T) {
 			t.Fatalf("reader %d: wrong bytes", res.k)
 		}
 	}
-	if got := r.readCalls.Load(); got != 1 {
+	if got := r.ReadCalls.Load(); got != 1 {
 		t.Errorf("%d ReadChunks calls, want 1", got)
 	}
 	if st := m.fsys.Stats(); st.ChunksFetched != 1 || st.FlightJoins < readers-1 {
@@ -102,8 +103,8 @@ func TestConcurrentReadersOfOneChunkFetchOnce(t *testing.T) {
 func TestRemountWithSameStoreFetchesNothing(t *testing.T) {
 	for _, alg := range []transfer.HashAlg{transfer.SHA256, transfer.BLAKE3} {
 		t.Run(alg.String(), func(t *testing.T) {
-			r := newFakeRemote(testChunk)
-			r.alg = alg
+			r := remotetest.New(testChunk)
+			r.Alg = alg
 			buildTree(r)
 			storeDir := t.TempDir()
 			store := openStore(t, storeDir)
@@ -124,7 +125,7 @@ func TestRemountWithSameStoreFetchesNothing(t *testing.T) {
 			if st.StoreHits != first.ChunksFetched {
 				t.Errorf("remount: %d store hits, want %d (the chunks of the first mount)", st.StoreHits, first.ChunksFetched)
 			}
-			if got := r.bytesSent.Load(); got != first.BytesFetched {
+			if got := r.BytesSent.Load(); got != first.BytesFetched {
 				t.Errorf("remote sent %d bytes in all, want %d", got, first.BytesFetched)
 			}
 			if ss := store.Stats(); ss.Corrupt != 0 || ss.Hits != first.ChunksFetched {
@@ -138,15 +139,15 @@ func TestRemoteDown(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		mode int32
-	}{{"fails", remoteFail}, {"hangs", remoteHang}} {
+	}{{"fails", remotetest.Fail}, {"hangs", remotetest.Hang}} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newFakeRemote(testChunk)
-			cached := content("cached", 3*testChunk+5)
-			opened := content("opened", 2*testChunk)
-			never := content("never", 10)
-			r.file("dir/cached", 0o644, 1, cached)
-			r.file("dir/opened", 0o644, 2, opened)
-			r.file("dir/never", 0o644, 3, never)
+			r := remotetest.New(testChunk)
+			cached := remotetest.Content("cached", 3*testChunk+5)
+			opened := remotetest.Content("opened", 2*testChunk)
+			never := remotetest.Content("never", 10)
+			r.File("dir/cached", 0o644, 1, cached)
+			r.File("dir/opened", 0o644, 2, opened)
+			r.File("dir/never", 0o644, 3, never)
 			store := openStore(t, t.TempDir())
 			opts := testOptions()
 			opts.FetchTimeout = 300 * time.Millisecond
@@ -164,7 +165,7 @@ func TestRemoteDown(t *testing.T) {
 			m.unmount()
 
 			// Second mount, server down: only the kept copies.
-			r.down.Store(tc.mode)
+			r.Down.Store(tc.mode)
 			m = mountFS(t, r, store, opts, nil)
 			if got := readAll(t, m.path("dir/cached")); !bytes.Equal(got, cached) {
 				t.Error("cached file differs while the server is down")
@@ -194,7 +195,7 @@ func TestRemoteDown(t *testing.T) {
 			}
 
 			// Server back: the uncached data arrives.
-			r.down.Store(remoteUp)
+			r.Down.Store(remotetest.Up)
 			buf := make([]byte, len(opened))
 			if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, opened) {
 				t.Errorf("read after the server returned: %v", err)
@@ -208,9 +209,9 @@ func TestRemoteDown(t *testing.T) {
 
 func TestSequentialReadReadsAhead(t *testing.T) {
 	const chunks = 40
-	r := newFakeRemote(testChunk)
-	data := content("seq", chunks*testChunk)
-	r.file("seq", 0o644, 1, data)
+	r := remotetest.New(testChunk)
+	data := remotetest.Content("seq", chunks*testChunk)
+	r.File("seq", 0o644, 1, data)
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
 	if got := readAll(t, m.path("seq")); !bytes.Equal(got, data) {
@@ -220,8 +221,8 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 	if st.ReadAheadChunks == 0 {
 		t.Error("a sequential read did not read ahead")
 	}
-	if st.ChunksFetched != chunks || r.chunksSent.Load() != chunks {
-		t.Errorf("fetched %d chunks (remote sent %d), want each of the %d once", st.ChunksFetched, r.chunksSent.Load(), chunks)
+	if st.ChunksFetched != chunks || r.ChunksSent.Load() != chunks {
+		t.Errorf("fetched %d chunks (remote sent %d), want each of the %d once", st.ChunksFetched, r.ChunksSent.Load(), chunks)
 	}
 	if st.FetchCalls >= chunks {
 		t.Errorf("%d ReadChunks calls for %d chunks: runs were not batched", st.FetchCalls, chunks)
@@ -231,9 +232,9 @@ func TestSequentialReadReadsAhead(t *testing.T) {
 
 func TestRandomReadsDoNotReadAhead(t *testing.T) {
 	const chunks = 40
-	r := newFakeRemote(testChunk)
-	data := content("rand", chunks*testChunk)
-	r.file("rand", 0o644, 1, data)
+	r := remotetest.New(testChunk)
+	data := remotetest.Content("rand", chunks*testChunk)
+	r.File("rand", 0o644, 1, data)
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
 	fd, err := unix.Open(m.path("rand"), unix.O_RDONLY, 0)
@@ -264,12 +265,12 @@ func TestRandomReadsDoNotReadAhead(t *testing.T) {
 }
 
 func TestCorruptDataNeverSurfaces(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	data := content("corrupt", 2*testChunk+7)
-	r.file("f", 0o644, 1, data)
+	r := remotetest.New(testChunk)
+	data := remotetest.Content("corrupt", 2*testChunk+7)
+	r.File("f", 0o644, 1, data)
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), nil)
-	r.corrupt.Store(true)
+	r.Corrupt.Store(true)
 	if _, err := os.ReadFile(m.path("f")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read of corrupt data: %v, want EIO", err)
 	}
@@ -279,7 +280,7 @@ func TestCorruptDataNeverSurfaces(t *testing.T) {
 	if st := m.fsys.Stats(); st.ChunksFetched != 0 || st.FetchErrors == 0 {
 		t.Errorf("Stats: %d chunks accepted, %d fetch errors; want 0 and > 0", st.ChunksFetched, st.FetchErrors)
 	}
-	r.corrupt.Store(false)
+	r.Corrupt.Store(false)
 	if got, err := os.ReadFile(m.path("f")); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read after the remote healed: %v", err)
 	}
@@ -293,10 +294,10 @@ func TestCorruptDataNeverSurfaces(t *testing.T) {
 }
 
 func TestOpenFileKeepsItsVersion(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	v1 := content("v1", 2*testChunk+10)
-	v2 := content("v2", len(v1))
-	r.file("f", 0o644, 1_000_000_000, v1)
+	r := remotetest.New(testChunk)
+	v1 := remotetest.Content("v1", 2*testChunk+10)
+	v2 := remotetest.Content("v2", len(v1))
+	r.File("f", 0o644, 1_000_000_000, v1)
 	clk := newFakeClock()
 	store := openStore(t, t.TempDir())
 	m := mountFS(t, r, store, testOptions(), func(f *FS) { f.now = clk.Now })
@@ -312,7 +313,7 @@ func TestOpenFileKeepsItsVersion(t *testing.T) {
 		t.Fatalf("first read: %d bytes, %v", n, err)
 	}
 
-	r.file("f", 0o644, 2_000_000_000, v2)
+	r.File("f", 0o644, 2_000_000_000, v2)
 	clk.Advance(time.Minute)
 	if got := readAll(t, m.path("f")); !bytes.Equal(got, v2) {
 		t.Error("a new open does not see the new version")
@@ -323,11 +324,11 @@ func TestOpenFileKeepsItsVersion(t *testing.T) {
 }
 
 func TestInterruptedReadIsEINTRAndFetchGoesOn(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	data := content("intr", testChunk)
-	man := r.file("f", 0o644, 1, data)
-	r.gate = make(chan struct{})
-	r.started = make(chan struct{}, 4)
+	r := remotetest.New(testChunk)
+	data := remotetest.Content("intr", testChunk)
+	man := r.File("f", 0o644, 1, data)
+	r.CallGate = make(chan struct{})
+	r.Started = make(chan struct{}, 4)
 	fsys := New(r, openStore(t, t.TempDir()), testOptions())
 	defer fsys.Close()
 	h := newFileHandle(fsys, "f", man)
@@ -338,12 +339,12 @@ func TestInterruptedReadIsEINTRAndFetchGoesOn(t *testing.T) {
 		_, errno := h.Read(ctx, make([]byte, 100), 0)
 		done <- errno
 	}()
-	recv(t, r.started, "the fetch to start")
+	recv(t, r.Started, "the fetch to start")
 	cancel()
 	if errno := <-done; errno != syscall.EINTR {
 		t.Fatalf("interrupted read: %v, want EINTR", errno)
 	}
-	close(r.gate)
+	close(r.CallGate)
 	res, errno := h.Read(context.Background(), make([]byte, 100), 0)
 	if errno != 0 {
 		t.Fatalf("read after the interrupt: %v", errno)
@@ -352,15 +353,15 @@ func TestInterruptedReadIsEINTRAndFetchGoesOn(t *testing.T) {
 	if !bytes.Equal(got, data[:100]) {
 		t.Error("wrong bytes")
 	}
-	if n := r.readCalls.Load(); n != 1 {
+	if n := r.ReadCalls.Load(); n != 1 {
 		t.Errorf("%d ReadChunks calls, want 1 (the interrupted reader's fetch went on)", n)
 	}
 }
 
 func TestReadOfHungRemoteFailsAfterFetchTimeout(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	man := r.file("f", 0o644, 1, content("hang", 100))
-	r.down.Store(remoteHang)
+	r := remotetest.New(testChunk)
+	man := r.File("f", 0o644, 1, remotetest.Content("hang", 100))
+	r.Down.Store(remotetest.Hang)
 	opts := testOptions()
 	opts.FetchTimeout = 50 * time.Millisecond
 	fsys := New(r, openStore(t, t.TempDir()), opts)
@@ -372,10 +373,10 @@ func TestReadOfHungRemoteFailsAfterFetchTimeout(t *testing.T) {
 }
 
 func TestCloseStopsFetches(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	man := r.file("f", 0o644, 1, content("close", 100))
-	r.gate = make(chan struct{}) // never opened: the fetch waits for ctx
-	r.started = make(chan struct{}, 4)
+	r := remotetest.New(testChunk)
+	man := r.File("f", 0o644, 1, remotetest.Content("close", 100))
+	r.CallGate = make(chan struct{}) // never opened: the fetch waits for ctx
+	r.Started = make(chan struct{}, 4)
 	fsys := New(r, openStore(t, t.TempDir()), testOptions())
 	h := newFileHandle(fsys, "f", man)
 	done := make(chan syscall.Errno, 1)
@@ -383,7 +384,7 @@ func TestCloseStopsFetches(t *testing.T) {
 		_, errno := h.Read(context.Background(), make([]byte, 10), 0)
 		done <- errno
 	}()
-	recv(t, r.started, "the fetch to start")
+	recv(t, r.Started, "the fetch to start")
 	fsys.Close() // returns only once the fetch goroutine has stopped
 	if errno := <-done; errno != syscall.EIO {
 		t.Errorf("read during Close: %v, want EIO", errno)
@@ -396,10 +397,10 @@ func TestCloseStopsFetches(t *testing.T) {
 func TestSlowFetchIsNotCutWhileChunksArrive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const timeout = 10 * time.Second
-		r := newFakeRemote(testChunk)
-		data := content("slow", 5*testChunk)
-		man := r.file("f", 0o644, 1, data)
-		r.chunkDelay = timeout * 6 / 10 // 5 chunks take 3 timeouts in all
+		r := remotetest.New(testChunk)
+		data := remotetest.Content("slow", 5*testChunk)
+		man := r.File("f", 0o644, 1, data)
+		r.ChunkDelay = timeout * 6 / 10 // 5 chunks take 3 timeouts in all
 		opts := testOptions()
 		opts.FetchTimeout = timeout
 		fsys := New(r, newMemStore(), opts)
@@ -412,8 +413,8 @@ func TestSlowFetchIsNotCutWhileChunksArrive(t *testing.T) {
 		if got := bytes.Join(chunks, nil); !bytes.Equal(got, data) {
 			t.Error("wrong bytes")
 		}
-		if elapsed := time.Since(start); elapsed != 5*r.chunkDelay {
-			t.Errorf("took %v, want %v", elapsed, 5*r.chunkDelay)
+		if elapsed := time.Since(start); elapsed != 5*r.ChunkDelay {
+			t.Errorf("took %v, want %v", elapsed, 5*r.ChunkDelay)
 		}
 	})
 }
@@ -421,10 +422,10 @@ func TestSlowFetchIsNotCutWhileChunksArrive(t *testing.T) {
 func TestStalledFetchFailsAfterFetchTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const timeout = 10 * time.Second
-		r := newFakeRemote(testChunk)
-		man := r.file("f", 0o644, 1, content("stall", 5*testChunk))
-		r.chunkDelay = time.Second
-		r.stallAfter = 2
+		r := remotetest.New(testChunk)
+		man := r.File("f", 0o644, 1, remotetest.Content("stall", 5*testChunk))
+		r.ChunkDelay = time.Second
+		r.StallAfter = 2
 		opts := testOptions()
 		opts.FetchTimeout = timeout
 		fsys := New(r, newMemStore(), opts)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -33,10 +34,10 @@ func rootGetattr(t *testing.T, f *FS) (fuse.Attr, time.Duration) {
 func TestRootGetattrDoesNotWaitForHungServer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const fetchTimeout, attrTimeout = 15 * time.Second, 5 * time.Second
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		opts := &Options{AttrTimeout: attrTimeout, FetchTimeout: fetchTimeout}
 		store := newMemStore()
-		want := r.entry("").attr
+		want := r.Entry("").Attr
 
 		// A first FS learns the root's attributes; they persist.
 		f1 := New(r, store, opts)
@@ -46,7 +47,7 @@ func TestRootGetattrDoesNotWaitForHungServer(t *testing.T) {
 		f1.Close()
 
 		// A second FS over the same store, the server hanging.
-		r.down.Store(remoteHang)
+		r.Down.Store(remotetest.Hang)
 		f2 := New(r, store, opts)
 		defer f2.Close()
 		a, d := rootGetattr(t, f2)
@@ -60,14 +61,14 @@ func TestRootGetattrDoesNotWaitForHungServer(t *testing.T) {
 		if _, d := rootGetattr(t, f2); d != 0 {
 			t.Errorf("second Getattr during the same hanging call took %v, want 0", d)
 		}
-		if n := r.stats.Load(); n != 2 {
+		if n := r.Stats.Load(); n != 2 {
 			t.Errorf("%d Stat calls, want 2 (one per FS)", n)
 		}
 		// The call ends at FetchTimeout with the kept copy, trusted for
 		// AttrTimeout: no wait, no new call.
 		time.Sleep(fetchTimeout)
-		if a, d := rootGetattr(t, f2); a.Mode != want.Mode || d != 0 || r.stats.Load() != 2 {
-			t.Errorf("after the call timed out: mode %o after %v, %d Stat calls; want %o at once, 2 calls", a.Mode, d, r.stats.Load(), want.Mode)
+		if a, d := rootGetattr(t, f2); a.Mode != want.Mode || d != 0 || r.Stats.Load() != 2 {
+			t.Errorf("after the call timed out: mode %o after %v, %d Stat calls; want %o at once, 2 calls", a.Mode, d, r.Stats.Load(), want.Mode)
 		}
 		if st := f2.Stats(); st.StaleMeta != 3 {
 			t.Errorf("Stats.StaleMeta = %d, want 3", st.StaleMeta)
@@ -78,10 +79,10 @@ func TestRootGetattrDoesNotWaitForHungServer(t *testing.T) {
 		// unanswered: the FS is down), and its call, answered, brings the
 		// fresh attributes and ends the down state: the next Getattr has
 		// them, at once.
-		r.down.Store(remoteUp)
-		r.mu.Lock()
-		r.entries[""].attr.MtimeNs = 1_700_000_000_000_000_000
-		r.mu.Unlock()
+		r.Down.Store(remotetest.Up)
+		root := r.Entry("").Attr
+		root.MtimeNs = 1_700_000_000_000_000_000
+		r.SetAttr("", root)
 		time.Sleep(attrTimeout)
 		if a, d := rootGetattr(t, f2); a.Mtime != uint64(want.MtimeNs/1e9) || d != 0 {
 			t.Errorf("first root Getattr after the server came back: mtime %d after %v, want the kept %d at once", a.Mtime, d, want.MtimeNs/1e9)
@@ -97,8 +98,8 @@ func TestRootGetattrDoesNotWaitForHungServer(t *testing.T) {
 // rootStatWait the root is a directory with mode 0555 and mtime 0.
 func TestRootGetattrWithoutKeptCopy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
-		r.down.Store(remoteHang)
+		r := remotetest.New(testChunk)
+		r.Down.Store(remotetest.Hang)
 		f := New(r, newMemStore(), &Options{FetchTimeout: 15 * time.Second})
 		defer f.Close()
 		a, d := rootGetattr(t, f)
@@ -117,15 +118,15 @@ func TestRootGetattrWithoutKeptCopy(t *testing.T) {
 // without a kept copy it still waits rootStatWait.
 func TestRootGetattrWhileDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		store := newMemStore()
 		opts := &Options{AttrTimeout: 5 * time.Second, FetchTimeout: 15 * time.Second}
-		want := r.entry("").attr
+		want := r.Entry("").Attr
 		f1 := New(r, store, opts)
 		rootGetattr(t, f1)
 		f1.Close()
 
-		r.down.Store(remoteHang)
+		r.Down.Store(remotetest.Hang)
 		down := *opts
 		down.RemoteDown = true
 		f2 := New(r, store, &down)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 )
 
 // TestRemoteDownServesKeptMetadataAtOnce: an FS started with
@@ -15,11 +17,11 @@ import (
 func TestRemoteDownServesKeptMetadataAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const fetchTimeout, attrTimeout = 15 * time.Second, 5 * time.Second
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		dirs := []string{"a", "b", "b/c"}
 		for _, d := range dirs {
-			r.mkdir(d, 0o755)
-			r.file(d+"/f", 0o644, 1, content(d, testChunk))
+			r.Mkdir(d, 0o755)
+			r.File(d+"/f", 0o644, 1, remotetest.Content(d, testChunk))
 		}
 		store := newMemStore()
 		ctx := context.Background()
@@ -34,7 +36,7 @@ func TestRemoteDownServesKeptMetadataAtOnce(t *testing.T) {
 		}
 		f1.Close()
 
-		r.down.Store(remoteHang)
+		r.Down.Store(remotetest.Hang)
 		f2 := New(r, store, &Options{AttrTimeout: attrTimeout, FetchTimeout: fetchTimeout, RemoteDown: true})
 		defer f2.Close()
 		for _, d := range dirs {
@@ -56,7 +58,7 @@ func TestRemoteDownServesKeptMetadataAtOnce(t *testing.T) {
 		}
 
 		// The server answers again: its first answer clears down.
-		r.down.Store(remoteUp)
+		r.Down.Store(remotetest.Up)
 		time.Sleep(fetchTimeout + attrTimeout)
 		if _, err := f2.meta.list(ctx, "a"); err != nil {
 			t.Fatal(err)
@@ -72,8 +74,8 @@ func TestRemoteDownServesKeptMetadataAtOnce(t *testing.T) {
 // is not kept: such a call still waits for the server, which answers.
 func TestRemoteDownWithoutKeptCopyWaits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
-		r.file("d/f", 0o644, 1, []byte("x"))
+		r := remotetest.New(testChunk)
+		r.File("d/f", 0o644, 1, []byte("x"))
 		f := New(r, newMemStore(), &Options{FetchTimeout: 15 * time.Second, RemoteDown: true})
 		defer f.Close()
 		it, err := f.meta.list(context.Background(), "d")

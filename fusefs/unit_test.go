@@ -7,11 +7,12 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
 func TestToErrno(t *testing.T) {
-	f := New(newFakeRemote(testChunk), nil, nil)
+	f := New(remotetest.New(testChunk), nil, nil)
 	defer f.Close()
 	for _, tc := range []struct {
 		err  error

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 )
 
 // versionOptions are Options for tests of changing files: the kernel and
@@ -56,9 +58,9 @@ func TestOpenFileKeepsVersionWhileOthersReadNew(t *testing.T) {
 		{"same size and mtime", 32 * testChunk, 1_000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newFakeRemote(testChunk)
-			v1 := content("v1", 32*testChunk)
-			r.file("f", 0o644, 1_000, v1)
+			r := remotetest.New(testChunk)
+			v1 := remotetest.Content("v1", 32*testChunk)
+			r.File("f", 0o644, 1_000, v1)
 			m := mountFS(t, r, openStore(t, t.TempDir()), versionOptions(), nil)
 
 			fd1, err := os.Open(m.path("f"))
@@ -70,8 +72,8 @@ func TestOpenFileKeepsVersionWhileOthersReadNew(t *testing.T) {
 				t.Fatalf("first read: %d bytes, %v", len(got), err)
 			}
 
-			v2 := content("v2", tc.newSize)
-			r.file("f", 0o644, tc.newMtime, v2)
+			v2 := remotetest.Content("v2", tc.newSize)
+			r.File("f", 0o644, tc.newMtime, v2)
 			waitContent(t, m.path("f"), v2, 5*time.Second)
 
 			got := make([]byte, len(v1)+testChunk)
@@ -111,9 +113,9 @@ func TestOpenFileUncachedOldVersionFailsStale(t *testing.T) {
 			name = "removed"
 		}
 		t.Run(name, func(t *testing.T) {
-			r := newFakeRemote(testChunk)
-			v1 := content("v1", 32*testChunk)
-			r.file("f", 0o644, 1_000, v1)
+			r := remotetest.New(testChunk)
+			v1 := remotetest.Content("v1", 32*testChunk)
+			r.File("f", 0o644, 1_000, v1)
 			m := mountFS(t, r, openStore(t, t.TempDir()), versionOptions(), nil)
 
 			fd1, err := os.Open(m.path("f"))
@@ -127,9 +129,7 @@ func TestOpenFileUncachedOldVersionFailsStale(t *testing.T) {
 			}
 
 			if removed {
-				r.mu.Lock()
-				delete(r.entries, "f")
-				r.mu.Unlock()
+				r.Remove("f")
 				deadline := time.Now().Add(5 * time.Second)
 				for _, err := os.Stat(m.path("f")); !errors.Is(err, os.ErrNotExist); _, err = os.Stat(m.path("f")) {
 					if time.Now().After(deadline) {
@@ -138,8 +138,8 @@ func TestOpenFileUncachedOldVersionFailsStale(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 				}
 			} else {
-				v2 := content("v2", len(v1))
-				r.file("f", 0o644, 2_000, v2)
+				v2 := remotetest.Content("v2", len(v1))
+				r.File("f", 0o644, 2_000, v2)
 				waitContent(t, m.path("f"), v2, 5*time.Second)
 			}
 
@@ -168,9 +168,9 @@ func TestOpenFileUncachedOldVersionFailsStale(t *testing.T) {
 // stale, Open fails with ESTALE, and the kernel looks the name up again and
 // retries, so the caller sees neither the error nor the old version.
 func TestOpenAfterChangeGetsNewVersion(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	v1 := content("v1", 3*testChunk)
-	r.file("f", 0o644, 1_000, v1)
+	r := remotetest.New(testChunk)
+	v1 := remotetest.Content("v1", 3*testChunk)
+	r.File("f", 0o644, 1_000, v1)
 	clk := newFakeClock()
 	m := mountFS(t, r, openStore(t, t.TempDir()), testOptions(), func(f *FS) { f.now = clk.Now })
 
@@ -178,8 +178,8 @@ func TestOpenAfterChangeGetsNewVersion(t *testing.T) {
 	if st, err := os.Stat(m.path("f")); err != nil || st.Size() != int64(len(v1)) {
 		t.Fatalf("stat: %v, %v", st, err)
 	}
-	v2 := content("v2", 5*testChunk+1)
-	r.file("f", 0o644, 2_000, v2)
+	v2 := remotetest.Content("v2", 5*testChunk+1)
+	r.File("f", 0o644, 2_000, v2)
 	if got := readAll(t, m.path("f")); !bytes.Equal(got, v2) {
 		t.Fatalf("open after the change: %d bytes, want the new %d bytes", len(got), len(v2))
 	}
@@ -187,7 +187,7 @@ func TestOpenAfterChangeGetsNewVersion(t *testing.T) {
 	if err := syscall.Stat(m.path("f"), &st); err != nil || st.Size != int64(len(v2)) || st.Mtim.Nano() != 2_000 {
 		t.Errorf("stat after the open: size %d mtime %d (%v), want %d, 2000", st.Size, st.Mtim.Nano(), err, len(v2))
 	}
-	if n := r.lists.Load(); n != 2 {
+	if n := r.Lists.Load(); n != 2 {
 		t.Errorf("%d List calls, want 2 (the first and one at the open)", n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 
 	"github.com/kwikfs/kwikfs/chunkstore"
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -49,7 +50,7 @@ func testChunks(n, size int) ([]transfer.Hash, [][]byte) {
 	hs := make([]transfer.Hash, n)
 	ds := make([][]byte, n)
 	for i := range n {
-		ds[i] = content(string(rune('a'+i)), size)
+		ds[i] = remotetest.Content(string(rune('a'+i)), size)
 		hs[i] = transfer.SumAlg(transfer.SHA256, ds[i])
 	}
 	return hs, ds
@@ -183,9 +184,9 @@ func TestStoreWriterCountsRefusedChunks(t *testing.T) {
 // from the writer, never fetched twice.
 func TestChunkWaitingForStoreIsNotFetchedAgain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
-		data := content("pending", 4*testChunk)
-		man := r.file("f", 0o644, 1, data)
+		r := remotetest.New(testChunk)
+		data := remotetest.Content("pending", 4*testChunk)
+		man := r.File("f", 0o644, 1, data)
 		store := &gatedStore{memStore: newMemStore(), gate: make(chan struct{})}
 		opts := testOptions()
 		opts.MemoryCacheBytes = testChunk // one chunk
@@ -201,8 +202,8 @@ func TestChunkWaitingForStoreIsNotFetchedAgain(t *testing.T) {
 			t.Fatalf("second read: %v", err)
 		}
 		st := fsys.Stats()
-		if r.readCalls.Load() != 1 || st.ChunksFetched != 4 || st.MemoryHits != 4 || st.StoreHits != 0 {
-			t.Fatalf("%d ReadChunks calls, stats %+v; want 1 call, 4 chunks fetched, 4 memory hits", r.readCalls.Load(), st)
+		if r.ReadCalls.Load() != 1 || st.ChunksFetched != 4 || st.MemoryHits != 4 || st.StoreHits != 0 {
+			t.Fatalf("%d ReadChunks calls, stats %+v; want 1 call, 4 chunks fetched, 4 memory hits", r.ReadCalls.Load(), st)
 		}
 		if st.PendingChunks != 4 || st.PendingBytes != 4*testChunk {
 			t.Fatalf("pending %d chunks, %d bytes; want 4, %d", st.PendingChunks, st.PendingBytes, 4*testChunk)

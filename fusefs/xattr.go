@@ -23,8 +23,8 @@ import (
 // the file's chunks. An empty file is "1.000 (0/0 chunks)".
 //
 // XattrSources is, one line per server, "ADDR BYTES\n" sorted by address:
-// the bytes of this file's data each server delivered to this mount (see
-// FS.AddReadSources), whatever the version. It is empty until data of the
+// the bytes of this file's data each server delivered to this mount (as
+// Remote.ReadChunks returns them), whatever the version. It is empty until data of the
 // file was fetched. It is kept in memory only, for the maxSourceFiles
 // files most recently fetched from, and starts empty at each mount.
 const (
@@ -55,11 +55,15 @@ type sourceLog struct {
 
 type sourceEntry struct {
 	path     string
-	byServer map[string]uint64
+	byServer transfer.Sources
 }
 
-// add adds byServer's counts to path's and marks path most recently used.
-func (l *sourceLog) add(path string, byServer map[string]uint64) {
+// add adds byServer's counts to path's and marks path most recently used;
+// an empty byServer changes nothing. It does not retain byServer.
+func (l *sourceLog) add(path string, byServer transfer.Sources) {
+	if len(byServer) == 0 {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
@@ -67,7 +71,7 @@ func (l *sourceLog) add(path string, byServer map[string]uint64) {
 	}
 	e, ok := l.m[path]
 	if !ok {
-		e = l.ll.PushFront(&sourceEntry{path: path, byServer: make(map[string]uint64, len(byServer))})
+		e = l.ll.PushFront(&sourceEntry{path: path, byServer: make(transfer.Sources, len(byServer))})
 		l.m[path] = e
 		for l.ll.Len() > maxSourceFiles {
 			delete(l.m, l.ll.Remove(l.ll.Back()).(*sourceEntry).path)
@@ -82,7 +86,7 @@ func (l *sourceLog) add(path string, byServer map[string]uint64) {
 }
 
 // get returns a copy of path's counts (nil when none are known).
-func (l *sourceLog) get(path string) map[string]uint64 {
+func (l *sourceLog) get(path string) transfer.Sources {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.m[path]
@@ -92,17 +96,8 @@ func (l *sourceLog) get(path string) map[string]uint64 {
 	return maps.Clone(e.Value.(*sourceEntry).byServer)
 }
 
-// AddReadSources records that the servers in byServer (by address)
-// delivered that many bytes of file path's data to this mount; it matches
-// transfer.ClientOptions.OnReadSources, which the mount daemon points at
-// it. The counts are served as XattrSources. Safe for concurrent use; it
-// does not retain byServer.
-func (f *FS) AddReadSources(path string, byServer map[string]uint64) {
-	f.sources.add(path, byServer)
-}
-
 // formatSources renders XattrSources' value.
-func formatSources(byServer map[string]uint64) []byte {
+func formatSources(byServer transfer.Sources) []byte {
 	var b strings.Builder
 	for _, addr := range slices.Sorted(maps.Keys(byServer)) {
 		b.WriteString(addr)

@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kwikfs/kwikfs/internal/remotetest"
+	"github.com/kwikfs/kwikfs/transfer"
 )
 
 // getxattr returns the value of attr on p, failing the test on an error.
@@ -26,10 +29,10 @@ func getxattr(t *testing.T, p, attr string) string {
 // checks that once the manifest is known the xattr never asks the Remote,
 // even when it is down.
 func TestFileXattrCached(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	data := content("f", 8*testChunk-100)
-	r.file("d/f", 0o644, 1, data)
-	r.file("d/empty", 0o644, 1, nil)
+	r := remotetest.New(testChunk)
+	data := remotetest.Content("f", 8*testChunk-100)
+	r.File("d/f", 0o644, 1, data)
+	r.File("d/empty", 0o644, 1, nil)
 	store := openStore(t, t.TempDir())
 	opts := testOptions()
 	opts.Xattrs = true
@@ -41,7 +44,7 @@ func TestFileXattrCached(t *testing.T) {
 	if got, want := getxattr(t, p, XattrCached), "0.000 (0/8 chunks)"; got != want {
 		t.Fatalf("cached before any read = %q, want %q", got, want)
 	}
-	manifests := r.manifests.Load()
+	manifests := r.Manifests.Load()
 	man, err := m.fsys.Manifest(context.Background(), "d/f")
 	if err != nil {
 		t.Fatal(err)
@@ -69,11 +72,11 @@ func TestFileXattrCached(t *testing.T) {
 	if got, want := getxattr(t, p, XattrCached), "1.000 (8/8 chunks)"; got != want {
 		t.Fatalf("cached from the Store alone = %q, want %q", got, want)
 	}
-	r.down.Store(remoteFail)
+	r.Down.Store(remotetest.Fail)
 	if got, want := getxattr(t, p, XattrCached), "1.000 (8/8 chunks)"; got != want {
 		t.Fatalf("cached with the remote down = %q, want %q", got, want)
 	}
-	if n := r.manifests.Load(); n != manifests {
+	if n := r.Manifests.Load(); n != manifests {
 		t.Errorf("%d manifest calls after the first getxattr, want none", n-manifests)
 	}
 	// A file whose manifest was never fetched, with the remote down:
@@ -85,17 +88,18 @@ func TestFileXattrCached(t *testing.T) {
 	if d := time.Since(start); d > opts.FetchTimeout {
 		t.Errorf("answer took %v", d)
 	}
-	r.down.Store(remoteUp)
+	r.Down.Store(remotetest.Up)
 	if got, want := getxattr(t, m.path("d/empty"), XattrCached), "1.000 (0/0 chunks)"; got != want {
 		t.Errorf("cached of an empty file = %q, want %q", got, want)
 	}
 }
 
-// TestFileXattrNamesAndSources checks listxattr, the sources format, the
-// size probe and ENODATA for directories and unknown names.
+// TestFileXattrNamesAndSources checks listxattr, that the sources are
+// what the Remote's ReadChunks returned, their format, the size probe and
+// ENODATA for directories and unknown names.
 func TestFileXattrNamesAndSources(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.file("d/f", 0o644, 1, content("f", 3*testChunk))
+	r := remotetest.New(testChunk)
+	r.File("d/f", 0o644, 1, remotetest.Content("f", 3*testChunk))
 	opts := testOptions()
 	opts.Xattrs = true
 	m := mountFS(t, r, openStore(t, t.TempDir()), opts, nil)
@@ -108,10 +112,24 @@ func TestFileXattrNamesAndSources(t *testing.T) {
 	if got := getxattr(t, p, XattrSources); got != "" {
 		t.Errorf("sources before any fetch = %q, want empty", got)
 	}
-	m.fsys.AddReadSources("d/f", map[string]uint64{"127.0.0.1:4433": 100, "10.0.0.2:4434": 7})
-	m.fsys.AddReadSources("d/f", map[string]uint64{"127.0.0.1:4433": 28})
-	m.fsys.AddReadSources("d/other", map[string]uint64{"127.0.0.1:4433": 1})
-	want := "10.0.0.2:4434 7\n127.0.0.1:4433 128\n"
+	readAll(t, p)
+	// The fetch records its sources when ReadChunks returns, which may be
+	// just after the read was answered.
+	want := fmt.Sprintf("%s %d\n", remotetest.DefaultSource, 3*testChunk)
+	deadline := time.Now().Add(5 * time.Second)
+	for got := getxattr(t, p, XattrSources); got != want; got = getxattr(t, p, XattrSources) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sources after reading the file = %q, want %q", got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := r.BytesSent.Load(); got != 3*testChunk {
+		t.Fatalf("the remote sent %d bytes, want %d", got, 3*testChunk)
+	}
+	m.fsys.sources.add("d/f", transfer.Sources{"127.0.0.1:4433": 100, "10.0.0.2:4434": 7})
+	m.fsys.sources.add("d/f", transfer.Sources{"127.0.0.1:4433": 28})
+	m.fsys.sources.add("d/other", transfer.Sources{"127.0.0.1:4433": 1})
+	want = fmt.Sprintf("10.0.0.2:4434 7\n127.0.0.1:4433 128\n%s %d\n", remotetest.DefaultSource, 3*testChunk)
 	if got := getxattr(t, p, XattrSources); got != want {
 		t.Errorf("sources = %q, want %q", got, want)
 	}
@@ -133,17 +151,18 @@ func TestFileXattrNamesAndSources(t *testing.T) {
 func TestSourceLogBound(t *testing.T) {
 	var l sourceLog
 	for i := range maxSourceFiles + 1 {
-		l.add(fmt.Sprint(i), map[string]uint64{"a": uint64(i)})
+		l.add(fmt.Sprint(i), transfer.Sources{"a": uint64(i)})
 	}
-	l.add("1", map[string]uint64{"a": 1, "b": 2}) // most recent again
-	l.add("new", map[string]uint64{"a": 5})       // evicts "2"
+	l.add("1", transfer.Sources{"a": 1, "b": 2}) // most recent again
+	l.add("new", transfer.Sources{"a": 5})       // evicts "2"
+	l.add("2", nil)                              // nothing delivered: no entry
 	if got := l.get("0"); got != nil {
 		t.Errorf("oldest entry kept: %v", got)
 	}
 	if got := l.get("2"); got != nil {
 		t.Errorf("entry 2 kept: %v", got)
 	}
-	if got, want := l.get("1"), map[string]uint64{"a": 2, "b": 2}; !maps.Equal(got, want) {
+	if got, want := l.get("1"), (transfer.Sources{"a": 2, "b": 2}); !maps.Equal(got, want) {
 		t.Errorf("entry 1 = %v, want %v", got, want)
 	}
 	if n := len(l.m); n != maxSourceFiles || l.ll.Len() != maxSourceFiles {

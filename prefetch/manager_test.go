@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kwikfs/kwikfs/fusefs"
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -25,13 +26,13 @@ func fsOptions() *fusefs.Options {
 // Manager; everything is closed at the end of the test.
 type env struct {
 	t      *testing.T
-	remote *fakeRemote
+	remote *remotetest.Remote
 	store  *memStore
 	fsys   *fusefs.FS
 	mgr    *Manager
 }
 
-func newEnv(t *testing.T, r *fakeRemote, store *memStore, fopts *fusefs.Options, opts *Options) *env {
+func newEnv(t *testing.T, r *remotetest.Remote, store *memStore, fopts *fusefs.Options, opts *Options) *env {
 	t.Helper()
 	e := &env{t: t, remote: r, store: store, fsys: fusefs.New(r, store, fopts)}
 	mgr, err := New(e.fsys, store, opts)
@@ -105,23 +106,23 @@ func (e *env) record(id uint64) *record {
 // sampleTree adds a tree to r: three regular files with data (one empty),
 // a symlink, nested directories. It returns the files with data and their
 // total size.
-func sampleTree(r *fakeRemote) (files []string, total int64) {
+func sampleTree(r *remotetest.Remote) (files []string, total int64) {
 	add := func(p string, n int) {
-		r.file(p, content(p, n))
+		r.File(p, 0o644, 0, remotetest.Content(p, n))
 		files = append(files, p)
 		total += int64(n)
 	}
 	add("a/x", 3*testChunk+5)
 	add("a/b/y", testChunk)
 	add("c", 5*testChunk)
-	r.file("empty", nil)
-	r.symlink("a/l", "x")
+	r.File("empty", 0o644, 0, nil)
+	r.Symlink("a/l", "x", 0)
 	return files, total
 }
 
 func TestJobFetchesTree(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		files, total := sampleTree(r)
 		e := newEnv(t, r, newMemStore(), fsOptions(), nil)
 		p := e.start("")
@@ -133,7 +134,7 @@ func TestJobFetchesTree(t *testing.T) {
 			p.BytesDone != total || p.BytesTotal != total || p.BytesFetched != total || p.Error != "" || p.Scanning {
 			t.Errorf("finished job: %+v; want done, 4 files, %d bytes fetched", p, total)
 		}
-		if got := r.bytesSent.Load(); got != total {
+		if got := r.BytesSent.Load(); got != total {
 			t.Errorf("remote sent %d bytes, want %d", got, total)
 		}
 		e.checkStored(files...)
@@ -149,12 +150,12 @@ func TestJobFetchesTree(t *testing.T) {
 		}
 
 		// A second job over the same tree finds everything in the store.
-		sent := r.chunksSent.Load()
+		sent := r.ChunksSent.Load()
 		p2 := e.wait(e.start("a", "c").ID)
 		if p2.ID != 2 || p2.State != StateDone || p2.FilesDone != 3 || p2.BytesDone != total || p2.BytesFetched != 0 {
 			t.Errorf("second job: %+v; want done, 3 files, %d bytes, nothing fetched", p2, total)
 		}
-		if got := r.chunksSent.Load(); got != sent {
+		if got := r.ChunksSent.Load(); got != sent {
 			t.Errorf("second job fetched %d chunks, want 0", got-sent)
 		}
 	})
@@ -162,7 +163,7 @@ func TestJobFetchesTree(t *testing.T) {
 
 func TestJobOfSomePaths(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		sampleTree(r)
 		e := newEnv(t, r, newMemStore(), fsOptions(), nil)
 		p := e.start("c", "/a/b/", "a/b", "./c")
@@ -173,7 +174,7 @@ func TestJobOfSomePaths(t *testing.T) {
 		if want := int64(6 * testChunk); p.State != StateDone || p.FilesDone != 2 || p.BytesFetched != want {
 			t.Errorf("job: %+v; want done, 2 files, %d bytes", p, want)
 		}
-		if got := r.bytesSent.Load(); got != 6*testChunk {
+		if got := r.BytesSent.Load(); got != 6*testChunk {
 			t.Errorf("remote sent %d bytes, want only c and a/b/y", got)
 		}
 	})
@@ -181,7 +182,7 @@ func TestJobOfSomePaths(t *testing.T) {
 
 func TestStartRefusesBadPaths(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		sampleTree(r)
 		e := newEnv(t, r, newMemStore(), fsOptions(), nil)
 		for _, c := range []struct {
@@ -220,13 +221,13 @@ func TestStartRefusesBadPaths(t *testing.T) {
 func TestJobResumesAfterRestart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const chunks = 40
-		r := newFakeRemote(testChunk)
-		r.file("big", content("big", chunks*testChunk))
-		r.chunkDelay = 10 * time.Millisecond
+		r := remotetest.New(testChunk)
+		r.File("big", 0o644, 0, remotetest.Content("big", chunks*testChunk))
+		r.ChunkDelay = 10 * time.Millisecond
 		halfway := make(chan struct{})
 		var once atomic.Bool
-		r.onDeliver = func() {
-			if r.chunksSent.Load() == chunks/2 && once.CompareAndSwap(false, true) {
+		r.OnDeliver = func() {
+			if r.ChunksSent.Load() == chunks/2 && once.CompareAndSwap(false, true) {
 				close(halfway)
 			}
 		}
@@ -251,7 +252,7 @@ func TestJobResumesAfterRestart(t *testing.T) {
 		if want := chunks*testChunk - held; p.BytesFetched != want {
 			t.Errorf("resumed job fetched %d bytes, want the %d missing", p.BytesFetched, want)
 		}
-		if got := r.chunksSent.Load(); got != chunks {
+		if got := r.ChunksSent.Load(); got != chunks {
 			t.Errorf("remote sent %d chunks in all, want %d (none twice)", got, chunks)
 		}
 		e2.checkStored("big")
@@ -271,13 +272,13 @@ func TestMemoryStaysBounded(t *testing.T) {
 			inFlight = 8 * testChunk
 			queue    = 4 * testChunk
 		)
-		r := newFakeRemote(testChunk)
-		r.file("big", content("big", chunks*testChunk))
+		r := remotetest.New(testChunk)
+		r.File("big", 0o644, 0, remotetest.Content("big", chunks*testChunk))
 		store := newMemStore()
 		store.putDelay = 5 * time.Millisecond
 		var peak atomic.Int64
-		r.onDeliver = func() {
-			held := r.bytesSent.Load() - store.stored.Load()
+		r.OnDeliver = func() {
+			held := r.BytesSent.Load() - store.stored.Load()
 			for old := peak.Load(); held > old && !peak.CompareAndSwap(old, held); old = peak.Load() {
 			}
 		}
@@ -288,20 +289,20 @@ func TestMemoryStaysBounded(t *testing.T) {
 		if p.State != StateDone || p.BytesFetched != chunks*testChunk {
 			t.Fatalf("job: %+v", p)
 		}
-		if got := r.maxOutstanding.Load(); got > inFlight/testChunk {
+		if got := r.MaxOutstanding.Load(); got > inFlight/testChunk {
 			t.Errorf("up to %d chunks asked for at once, want at most %d", got, inFlight/testChunk)
 		}
 		if got := peak.Load(); got > inFlight+queue {
 			t.Errorf("up to %d bytes fetched and not stored, want at most %d", got, inFlight+queue)
 		}
-		t.Logf("peak: %d chunks asked for, %d bytes held", r.maxOutstanding.Load(), peak.Load())
+		t.Logf("peak: %d chunks asked for, %d bytes held", r.MaxOutstanding.Load(), peak.Load())
 		e.checkStored("big")
 	})
 }
 
 func TestJobRetriesWhileServerUnavailable(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		files, total := sampleTree(r)
 		e := newEnv(t, r, newMemStore(), fsOptions(), &Options{RetryMin: time.Second, RetryMax: 4 * time.Second})
 		// The root's attributes are cached first, so that Start finds
@@ -309,13 +310,13 @@ func TestJobRetriesWhileServerUnavailable(t *testing.T) {
 		if _, err := e.fsys.Stat(context.Background(), ""); err != nil {
 			t.Fatal(err)
 		}
-		r.failCalls.Store(6)
+		r.FailCalls.Store(6)
 		started := time.Now()
 		p := e.wait(e.start("").ID)
 		if p.State != StateDone || p.FilesFailed != 0 || p.BytesDone != total {
 			t.Errorf("job: %+v; want done without failures", p)
 		}
-		if left := r.failCalls.Load(); left > 0 {
+		if left := r.FailCalls.Load(); left > 0 {
 			t.Errorf("%d failures left unconsumed", left)
 		}
 		if elapsed := time.Since(started); elapsed < time.Second {
@@ -327,9 +328,9 @@ func TestJobRetriesWhileServerUnavailable(t *testing.T) {
 
 func TestCancelEndsJob(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
-		r.file("f", content("f", 8*testChunk))
-		r.gate = make(chan struct{}) // no chunk is ever delivered
+		r := remotetest.New(testChunk)
+		r.File("f", 0o644, 0, remotetest.Content("f", 8*testChunk))
+		r.ChunkGate = make(chan struct{}) // no chunk is ever delivered
 		store := newMemStore()
 		e := newEnv(t, r, store, fsOptions(), nil)
 		id := e.start("f").ID
@@ -347,16 +348,16 @@ func TestCancelEndsJob(t *testing.T) {
 		if _, err := e.mgr.Cancel(7); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Cancel(7): %v, want ErrNotFound", err)
 		}
-		close(r.gate)
+		close(r.ChunkGate)
 		e.close()
-		calls := r.readCalls.Load()
+		calls := r.ReadCalls.Load()
 
 		e2 := newEnv(t, r, store, fsOptions(), nil)
 		synctest.Wait()
 		if jobs := e2.mgr.Jobs(); len(jobs) != 1 || jobs[0].State != StateCanceled {
 			t.Errorf("after restart: %+v, want the canceled job, not resumed", jobs)
 		}
-		if got := r.readCalls.Load(); got != calls {
+		if got := r.ReadCalls.Load(); got != calls {
 			t.Errorf("a canceled job fetched after the restart (%d calls)", got-calls)
 		}
 	})
@@ -364,12 +365,10 @@ func TestCancelEndsJob(t *testing.T) {
 
 func TestFailedFileCountedJobGoesOn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		files, total := sampleTree(r)
 		// A regular file whose manifest the server refuses.
-		r.mu.Lock()
-		r.entries["a/bad"] = &fakeEntry{attr: transfer.Attr{Mode: transfer.ModeRegular | 0o644, Size: 10}}
-		r.mu.Unlock()
+		r.SetAttr("a/bad", transfer.Attr{Mode: transfer.ModeRegular | 0o644, Size: 10})
 		e := newEnv(t, r, newMemStore(), fsOptions(), nil)
 		p := e.wait(e.start("").ID)
 		if p.State != StateFailed || p.FilesFailed != 1 || p.FilesDone != 4 || p.FilesTotal != 5 || !strings.Contains(p.Error, `"a/bad"`) {
@@ -389,10 +388,10 @@ func TestFailedFileCountedJobGoesOn(t *testing.T) {
 // list fails the job, counted once, and the rest is fetched.
 func TestUnlistableDirectoryCountedOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		files, total := sampleTree(r)
-		r.file("locked/secret", content("s", 10))
-		r.listFail = map[string]error{"locked": transfer.ErrPermission}
+		r.File("locked/secret", 0o644, 0, remotetest.Content("s", 10))
+		r.FailList("locked", transfer.ErrPermission)
 		e := newEnv(t, r, newMemStore(), fsOptions(), nil)
 		p := e.wait(e.start("").ID)
 		if p.State != StateFailed || p.FilesFailed != 1 || p.FilesDone != 4 || p.BytesDone != total || !strings.Contains(p.Error, `"locked"`) {
@@ -404,7 +403,7 @@ func TestUnlistableDirectoryCountedOnce(t *testing.T) {
 
 func TestOldFinishedJobsForgotten(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		sampleTree(r)
 		store := newMemStore()
 		e := newEnv(t, r, store, fsOptions(), &Options{KeepFinished: 2})
@@ -432,7 +431,7 @@ func TestOldFinishedJobsForgotten(t *testing.T) {
 
 func TestUnreadableRecordDropped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		store := newMemStore()
 		store.PutMeta(recordKey(5), []byte("{not json"))
 		store.PutMeta(recordPrefix+"x", []byte("{}"))

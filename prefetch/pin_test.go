@@ -6,6 +6,7 @@ import (
 	"testing/synctest"
 
 	"github.com/kwikfs/kwikfs/fusefs"
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 )
 
 // pinStore is a memStore with a size limit that records pins.
@@ -39,7 +40,7 @@ func (s *pinStore) Pin(sums ...[32]byte) func() {
 
 func TestJobPinsFilesWhileFetchingThem(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newFakeRemote(testChunk)
+		r := remotetest.New(testChunk)
 		sampleTree(r) // a/x: 4 chunks, a/b/y: 1, c: 5
 		store := &pinStore{memStore: newMemStore(), limit: 8 * testChunk}
 		e := &env{t: t, remote: r, store: store.memStore, fsys: fusefs.New(r, store, fsOptions())}

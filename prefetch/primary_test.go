@@ -9,6 +9,7 @@ import (
 
 	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/fusefs"
+	"github.com/kwikfs/kwikfs/internal/remotetest"
 	"github.com/kwikfs/kwikfs/server"
 	"github.com/kwikfs/kwikfs/server/servertest"
 	"github.com/kwikfs/kwikfs/transfer"
@@ -27,7 +28,7 @@ func TestJobWithRealPrimaryAndStore(t *testing.T) {
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(full, content(p, n), 0o644); err != nil {
+		if err := os.WriteFile(full, remotetest.Content(p, n), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		total += int64(n)

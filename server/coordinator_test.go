@@ -215,7 +215,7 @@ func (c *mpCluster) readFile(name string, tries int) ([]byte, int) {
 	var out []byte
 	next, corrupt := 0, 0
 	for next < m.NumChunks() {
-		err := c.client.ReadChunks(ctx, name, m, next, m.NumChunks()-next, func(i int, data []byte) error {
+		_, err := c.client.ReadChunks(ctx, name, m, next, m.NumChunks()-next, func(i int, data []byte) error {
 			if i != next {
 				c.t.Fatalf("chunk %d delivered, want %d", i, next)
 			}
@@ -439,7 +439,7 @@ func TestMultipathSecondaryClosedMidRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []byte
-	err = c.client.ReadChunks(ctx, "f.bin", m, 0, m.NumChunks(), func(i int, b []byte) error {
+	_, err = c.client.ReadChunks(ctx, "f.bin", m, 0, m.NumChunks(), func(i int, b []byte) error {
 		if i == m.NumChunks()/4 {
 			c.secs[0].Stop()
 		}
@@ -542,7 +542,7 @@ func TestMultipathConcurrentReads(t *testing.T) {
 			got := make([]byte, 0, m.Size)
 			for first := 0; first < m.NumChunks(); first += 5 {
 				n := min(5, m.NumChunks()-first)
-				err := c.client.ReadChunks(ctx, name, m, first, n, func(i int, b []byte) error {
+				_, err := c.client.ReadChunks(ctx, name, m, first, n, func(i int, b []byte) error {
 					got = append(got, b...)
 					return nil
 				})
@@ -580,7 +580,7 @@ func BenchmarkMultipathRead(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			b.ResetTimer()
 			for range b.N {
-				err := c.client.ReadChunks(ctx, "f.bin", m, 0, m.NumChunks(), func(int, []byte) error { return nil })
+				_, err := c.client.ReadChunks(ctx, "f.bin", m, 0, m.NumChunks(), func(int, []byte) error { return nil })
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -49,7 +49,7 @@ func TestBackgroundReadWaitsForForeground(t *testing.T) {
 			var fgGot []byte
 			fgDone := make(chan error, 1)
 			go func() {
-				fgDone <- c.client.ReadChunks(ctx, "fg.bin", mf, 0, mf.NumChunks(), func(i int, b []byte) error {
+				_, err := c.client.ReadChunks(ctx, "fg.bin", mf, 0, mf.NumChunks(), func(i int, b []byte) error {
 					fgGot = append(fgGot, b...)
 					if i == 0 {
 						close(firstFG)
@@ -57,6 +57,7 @@ func TestBackgroundReadWaitsForForeground(t *testing.T) {
 					}
 					return nil
 				})
+				fgDone <- err
 			}()
 			select {
 			case <-firstFG:
@@ -68,11 +69,12 @@ func TestBackgroundReadWaitsForForeground(t *testing.T) {
 			var bgGot []byte
 			bgDone := make(chan error, 1)
 			go func() {
-				bgDone <- c.client.ReadChunks(transfer.WithBackgroundPriority(ctx), "bg.bin", mb, 0, mb.NumChunks(), func(i int, b []byte) error {
+				_, err := c.client.ReadChunks(transfer.WithBackgroundPriority(ctx), "bg.bin", mb, 0, mb.NumChunks(), func(i int, b []byte) error {
 					bgChunks.Add(1)
 					bgGot = append(bgGot, b...)
 					return nil
 				})
+				bgDone <- err
 			}()
 			// The primary holds the background READ back...
 			tick := time.NewTicker(2 * time.Millisecond)
@@ -129,7 +131,7 @@ func TestBackgroundReadAloneNotHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []byte
-	err = c.client.ReadChunks(transfer.WithBackgroundPriority(ctx), "bg.bin", m, 0, m.NumChunks(), func(i int, b []byte) error {
+	_, err = c.client.ReadChunks(transfer.WithBackgroundPriority(ctx), "bg.bin", m, 0, m.NumChunks(), func(i int, b []byte) error {
 		got = append(got, b...)
 		return nil
 	})

@@ -60,13 +60,6 @@ type ClientOptions struct {
 	// is raised to 8 smoothed round-trip times of the server's path when
 	// that is longer.
 	LivenessTimeout time.Duration
-	// OnReadSources, when not nil, is told which servers delivered the
-	// file data of each READ reply: byServer maps a server's address to
-	// the bytes of verified chunks of path it delivered in that reply
-	// (see Client.reportSources for the exact rules). It is called on the
-	// reading goroutine once per reply that delivered at least one chunk,
-	// owns byServer, and must return quickly.
-	OnReadSources func(path string, byServer map[string]uint64)
 }
 
 // DefaultLivenessTimeout is the default ClientOptions.LivenessTimeout.
@@ -107,7 +100,6 @@ type Client struct {
 	log      *slog.Logger
 	redial   RedialBackoff
 	liveness time.Duration
-	onSrc    func(path string, byServer map[string]uint64) // ClientOptions.OnReadSources; immutable
 
 	closeCtx context.Context // done when Close is called; bounds dials
 	cancel   context.CancelFunc
@@ -155,7 +147,7 @@ func NewClient(addr string, opts *ClientOptions) *Client {
 		o.LivenessTimeout = DefaultLivenessTimeout
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{addr: addr, conf: o.Config, log: o.Logger, redial: o.RedialBackoff, liveness: o.LivenessTimeout, onSrc: o.OnReadSources, closeCtx: ctx, cancel: cancel}
+	return &Client{addr: addr, conf: o.Config, log: o.Logger, redial: o.RedialBackoff, liveness: o.LivenessTimeout, closeCtx: ctx, cancel: cancel}
 }
 
 // Stats returns the client's counters.
@@ -651,56 +643,63 @@ func BackgroundPriority(ctx context.Context) bool {
 // that error. If the session is lost midway, the remaining
 // chunks are requested again on a new session. A file that changed on the
 // server fails with ErrStale.
-func (c *Client) ReadChunks(ctx context.Context, path string, m *Manifest, first, count int, deliver func(i int, data []byte) error) error {
+//
+// The Sources returned say which servers delivered the chunks handed to
+// deliver (see Sources for how they are counted), with an error too: they
+// then count what was delivered before it. They are nil when nothing was.
+func (c *Client) ReadChunks(ctx context.Context, path string, m *Manifest, first, count int, deliver func(i int, data []byte) error) (Sources, error) {
 	return c.readChunks(ctx, path, m, first, count, nil, deliver)
 }
 
 // readChunks is ReadChunks reading every chunk into buf when it is not nil
 // (deliver must then not retain data), else into a new buffer each.
-func (c *Client) readChunks(ctx context.Context, path string, m *Manifest, first, count int, buf []byte, deliver func(i int, data []byte) error) error {
+func (c *Client) readChunks(ctx context.Context, path string, m *Manifest, first, count int, buf []byte, deliver func(i int, data []byte) error) (Sources, error) {
 	if count == 0 {
-		return nil
+		return nil, nil
 	}
 	if first < 0 || count < 0 || first >= len(m.Hashes) || count > len(m.Hashes)-first {
-		return fmt.Errorf("read %q: chunks [%d, +%d) of %d: %w", path, first, count, len(m.Hashes), ErrBadRequest)
+		return nil, fmt.Errorf("read %q: chunks [%d, +%d) of %d: %w", path, first, count, len(m.Hashes), ErrBadRequest)
 	}
 	next := first
 	end := first + count
-	return c.do(ctx, fmt.Sprintf("READ %q", path), func(s *kwik.Session) error {
-		return c.readRun(ctx, s, path, m, &next, end, buf, deliver)
+	var src Sources
+	err := c.do(ctx, fmt.Sprintf("READ %q", path), func(s *kwik.Session) error {
+		run, err := c.readRun(ctx, s, path, m, &next, end, buf, deliver)
+		src.Add(run)
+		return err
 	})
+	return src, err
 }
 
 // readRun fetches chunks *next to end-1, advancing *next past each chunk
-// delivered. Each chunk is read into buf (and a second buffer like it) if
+// delivered, and returns the sources of the chunks it delivered (with an
+// error too). Each chunk is read into buf (and a second buffer like it) if
 // buf is not nil, else into a new buffer.
 //
 // Reading and verifying overlap: a goroutine reads the next chunk off the
 // stream while this one verifies and delivers the last, so the stream is
 // read as its data arrives (kwik's reassembly buffers do not hold frames
 // while a chunk is hashed), and hashing runs beside receiving.
-func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *Manifest, next *int, end int, buf []byte, deliver func(i int, data []byte) error) error {
+func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *Manifest, next *int, end int, buf []byte, deliver func(i int, data []byte) error) (src Sources, err error) {
 	name := fmt.Sprintf("READ %q [%d, %d)", path, *next, end)
 	req := Request{Op: OpRead, Path: path, Version: m.Version, First: *next, Count: end - *next, Background: BackgroundPriority(ctx)}
 	st, release, err := c.request(ctx, s, &req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer release()
 	var dataBytes uint64 // file data handed to deliver
-	if c.onSrc != nil {
-		defer func() { c.reportSources(s, st, path, dataBytes) }()
-	}
+	defer func() { src = readSources(s, st, dataBytes) }()
 	var status [1]byte
 	if _, err := io.ReadFull(st, status[:]); err != nil {
-		return c.streamErr(ctx, s, name, err)
+		return nil, c.streamErr(ctx, s, name, err)
 	}
 	if Status(status[0]) != StatusOK {
 		rest, err := io.ReadAll(io.LimitReader(st, MaxErrorReplyLen))
 		if err != nil {
-			return c.streamErr(ctx, s, name, err)
+			return nil, c.streamErr(ctx, s, name, err)
 		}
-		return fmt.Errorf("%s: %w", name, DecodeError(append(status[:], rest...)))
+		return nil, fmt.Errorf("%s: %w", name, DecodeError(append(status[:], rest...)))
 	}
 
 	// The reader hands each chunk over unbuffered: it reads chunk k+1
@@ -747,22 +746,22 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 		data := r.data
 		if err := r.err; err != nil {
 			if err == io.ErrUnexpectedEOF || err == io.EOF {
-				return fmt.Errorf("%s: reply ended at chunk %d: %w", name, i, ErrBadRequest)
+				return nil, fmt.Errorf("%s: reply ended at chunk %d: %w", name, i, ErrBadRequest)
 			}
-			return c.streamErr(ctx, s, name, err)
+			return nil, c.streamErr(ctx, s, name, err)
 		}
 		if err := m.Verify(i, data); err != nil {
 			c.corrupt.Add(1)
 			st.CancelRead(CodeCanceled) // also ends the reader's Read
 			c.reportCorrupt(ctx, s, path, m.Version, i)
-			return fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		c.chunks.Add(1)
 		c.dataBytes.Add(int64(len(data)))
 		dataBytes += uint64(len(data))
 		if err := deliver(i, data); err != nil {
 			st.CancelRead(CodeCanceled)
-			return err
+			return nil, err
 		}
 	}
 	// Every chunk is read: the reader has returned. The reply must end
@@ -772,14 +771,14 @@ func (c *Client) readRun(ctx context.Context, s *kwik.Session, path string, m *M
 	switch {
 	case n > 0:
 		st.CancelRead(CodeCanceled)
-		return fmt.Errorf("%s: data after the last chunk: %w", name, ErrBadRequest)
+		return nil, fmt.Errorf("%s: data after the last chunk: %w", name, ErrBadRequest)
 	case err == io.EOF:
-		return nil
+		return nil, nil
 	default:
 		// Every chunk arrived and verified; a failure to see the end of
 		// the stream does not matter.
 		st.CancelRead(CodeCanceled)
-		return nil
+		return nil, nil
 	}
 }
 

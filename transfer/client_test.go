@@ -139,7 +139,7 @@ func TestClientOperations(t *testing.T) {
 
 	var got []byte
 	var idx []int
-	err = c.ReadChunks(ctx, "d/f.bin", m, 2, 4, func(i int, chunk []byte) error {
+	_, err = c.ReadChunks(ctx, "d/f.bin", m, 2, 4, func(i int, chunk []byte) error {
 		idx = append(idx, i)
 		got = append(got, chunk...)
 		return nil
@@ -153,7 +153,7 @@ func TestClientOperations(t *testing.T) {
 	if s := c.Stats(); s.Chunks != 4 || s.DataBytes != int64(len(data)-2*cs) || s.Dials != 1 || s.Redials != 0 {
 		t.Fatalf("client stats %+v", s)
 	}
-	if err := c.ReadChunks(ctx, "d/f.bin", m, 5, 2, func(int, []byte) error { return nil }); !errors.Is(err, transfer.ErrBadRequest) {
+	if _, err := c.ReadChunks(ctx, "d/f.bin", m, 5, 2, func(int, []byte) error { return nil }); !errors.Is(err, transfer.ErrBadRequest) {
 		t.Fatalf("ReadChunks beyond the end = %v, want ErrBadRequest", err)
 	}
 }
@@ -174,7 +174,7 @@ func TestReadChunksVerifiesEveryChunk(t *testing.T) {
 	bad.Hashes = slices.Clone(m.Hashes)
 	bad.Hashes[2][0] ^= 1
 	var delivered []int
-	err = c.ReadChunks(ctx, "f", &bad, 0, 4, func(i int, _ []byte) error {
+	_, err = c.ReadChunks(ctx, "f", &bad, 0, 4, func(i int, _ []byte) error {
 		delivered = append(delivered, i)
 		return nil
 	})
@@ -186,7 +186,7 @@ func TestReadChunksVerifiesEveryChunk(t *testing.T) {
 	}
 	// deliver's error ends the call with that error.
 	stop := errors.New("stop")
-	if err := c.ReadChunks(ctx, "f", m, 0, 4, func(int, []byte) error { return stop }); err != stop {
+	if _, err := c.ReadChunks(ctx, "f", m, 0, 4, func(int, []byte) error { return stop }); err != stop {
 		t.Fatalf("ReadChunks = %v, want deliver's error", err)
 	}
 	// The session is still usable.
@@ -212,10 +212,10 @@ func TestReadChunksDeliversBuffersToKeep(t *testing.T) {
 		kept = append(kept, chunk)
 		return nil
 	}
-	if err := c.ReadChunks(ctx, "f", m, 0, 3, keep); err != nil {
+	if _, err := c.ReadChunks(ctx, "f", m, 0, 3, keep); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ReadChunks(ctx, "f", m, 3, 3, keep); err != nil {
+	if _, err := c.ReadChunks(ctx, "f", m, 3, 3, keep); err != nil {
 		t.Fatal(err)
 	}
 	if got := bytes.Join(kept, nil); len(kept) != 6 || !bytes.Equal(got, data) {
@@ -326,7 +326,7 @@ func TestDownloadFileWithEitherHashAlg(t *testing.T) {
 			bad.Hashes = slices.Clone(m.Hashes)
 			bad.Hashes[3][31] ^= 1
 			var delivered []int
-			err = c.ReadChunks(ctx, "f", &bad, 0, 7, func(i int, _ []byte) error {
+			_, err = c.ReadChunks(ctx, "f", &bad, 0, 7, func(i int, _ []byte) error {
 				delivered = append(delivered, i)
 				return nil
 			})
@@ -345,7 +345,7 @@ func TestDownloadFileWithEitherHashAlg(t *testing.T) {
 			if err := other.Check(); err != nil || other.Version == m.Version {
 				t.Fatalf("other manifest: check %v, same version %v", err, other.Version == m.Version)
 			}
-			err = c.ReadChunks(ctx, "f", &other, 0, 1, func(int, []byte) error { return nil })
+			_, err = c.ReadChunks(ctx, "f", &other, 0, 1, func(int, []byte) error { return nil })
 			if !errors.Is(err, transfer.ErrStale) {
 				t.Fatalf("ReadChunks with the %v manifest = %v, want ErrStale", tt.otherAlg, err)
 			}
@@ -497,7 +497,7 @@ func TestReadAfterChangeIsStale(t *testing.T) {
 	data2 := append(bytes.Clone(data), 'x')
 	data2[0] ^= 1
 	writeFile(t, p, data2, 0o644, mtime0.Add(2*time.Second))
-	err = c.ReadChunks(ctx, "f", m1, 0, 1, func(int, []byte) error { t.Error("stale chunk delivered"); return nil })
+	_, err = c.ReadChunks(ctx, "f", m1, 0, 1, func(int, []byte) error { t.Error("stale chunk delivered"); return nil })
 	if !errors.Is(err, transfer.ErrStale) {
 		t.Fatalf("ReadChunks(old version) = %v, want ErrStale", err)
 	}

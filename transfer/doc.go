@@ -91,5 +91,7 @@
 // neither a copy nor a second hash (Client.VerifiesChunks); DownloadFile
 // writes a ".kwikpart" file, keeps
 // the chunks of an earlier attempt that still verify, and renames it into
-// place when complete.
+// place when complete. ReadChunks and DownloadFileWith return which
+// servers delivered the chunks they handed over (Sources), counted from
+// the paths of the session that carried the replies.
 package transfer

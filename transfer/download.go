@@ -63,14 +63,16 @@ type DownloadOptions struct {
 // file size: once after the part file was examined and after every chunk
 // written. It is called from the calling goroutine.
 func (c *Client) DownloadFile(ctx context.Context, remotePath, localPath string, progress func(done, total int64)) error {
-	return c.DownloadFileWith(ctx, remotePath, localPath, &DownloadOptions{Progress: progress})
+	_, err := c.DownloadFileWith(ctx, remotePath, localPath, &DownloadOptions{Progress: progress})
+	return err
 }
 
 // DownloadFileWith is DownloadFile with options (nil: none): a progress
 // function and a cache of chunks that is consulted before the network.
 // Chunks taken from opts.Cache are verified against the manifest like the
-// others.
-func (c *Client) DownloadFileWith(ctx context.Context, remotePath, localPath string, opts *DownloadOptions) error {
+// others. It returns which servers delivered the chunks it fetched, over
+// all its attempts (see Client.ReadChunks), with an error too.
+func (c *Client) DownloadFileWith(ctx context.Context, remotePath, localPath string, opts *DownloadOptions) (Sources, error) {
 	var o DownloadOptions
 	if opts != nil {
 		o = *opts
@@ -78,24 +80,27 @@ func (c *Client) DownloadFileWith(ctx context.Context, remotePath, localPath str
 	if o.Progress == nil {
 		o.Progress = func(int64, int64) {}
 	}
+	var src Sources
 	for attempt := 0; ; attempt++ {
 		m, err := c.Manifest(ctx, remotePath)
 		if err != nil {
-			return fmt.Errorf("download %q: %w", remotePath, err)
+			return src, fmt.Errorf("download %q: %w", remotePath, err)
 		}
-		err = c.download(ctx, remotePath, localPath, m, &o)
+		err = c.download(ctx, remotePath, localPath, m, &o, &src)
 		if errors.Is(err, ErrStale) && attempt+1 < maxStaleRetries && ctx.Err() == nil {
 			c.log.Debug("file changed during download; starting over", "path", remotePath)
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("download %q: %w", remotePath, err)
+			return src, fmt.Errorf("download %q: %w", remotePath, err)
 		}
-		return nil
+		return src, nil
 	}
 }
 
-func (c *Client) download(ctx context.Context, remotePath, localPath string, m *Manifest, o *DownloadOptions) (err error) {
+// download is one attempt of DownloadFileWith at the version of m; it
+// adds the sources of the chunks it fetches to *src.
+func (c *Client) download(ctx context.Context, remotePath, localPath string, m *Manifest, o *DownloadOptions, src *Sources) (err error) {
 	progress := o.Progress
 	part := localPath + PartSuffix
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
@@ -140,7 +145,7 @@ func (c *Client) download(ctx context.Context, remotePath, localPath string, m *
 		for j < n && !have[j] {
 			j++
 		}
-		err := c.readChunks(ctx, remotePath, m, i, j-i, *bp, func(k int, data []byte) error {
+		run, err := c.readChunks(ctx, remotePath, m, i, j-i, *bp, func(k int, data []byte) error {
 			if _, err := f.WriteAt(data, m.ChunkOffset(k)); err != nil {
 				return fmt.Errorf("write %s: %w", part, err)
 			}
@@ -154,6 +159,7 @@ func (c *Client) download(ctx context.Context, remotePath, localPath string, m *
 			progress(done, m.Size)
 			return nil
 		})
+		src.Add(run)
 		if err != nil {
 			return err
 		}

@@ -64,7 +64,7 @@ func TestDownloadFileWithCache(t *testing.T) {
 
 	local := filepath.Join(t.TempDir(), "f")
 	var calls [][2]int64
-	err = c.DownloadFileWith(ctx, "f", local, &transfer.DownloadOptions{
+	_, err = c.DownloadFileWith(ctx, "f", local, &transfer.DownloadOptions{
 		Cache:    cache,
 		Progress: func(done, total int64) { calls = append(calls, [2]int64{done, total}) },
 	})
@@ -93,7 +93,7 @@ func TestDownloadFileWithCache(t *testing.T) {
 
 	// Everything cached: nothing fetched.
 	before := c.Stats().DataBytes
-	if err := c.DownloadFileWith(ctx, "f", filepath.Join(t.TempDir(), "g"), &transfer.DownloadOptions{Cache: cache}); err != nil {
+	if _, err := c.DownloadFileWith(ctx, "f", filepath.Join(t.TempDir(), "g"), &transfer.DownloadOptions{Cache: cache}); err != nil {
 		t.Fatal(err)
 	}
 	if got := c.Stats().DataBytes - before; got != 0 {

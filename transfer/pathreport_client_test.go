@@ -20,7 +20,7 @@ func TestClientPathReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ReadChunks(ctx, "f", m, 1, 3, func(int, []byte) error { return nil }); err != nil {
+	if _, err := c.ReadChunks(ctx, "f", m, 1, 3, func(int, []byte) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	rs, err := c.PathReport(ctx)

@@ -231,7 +231,7 @@ func TestClientKeepsProgressingSession(t *testing.T) {
 	sp.relay.SetConfig(linkemu.Config{RateBitsPerSec: 16_000_000})
 	start := time.Now()
 	got := make([]byte, 0, size)
-	err = c.ReadChunks(ctx, "f", m, 0, m.NumChunks(), func(i int, b []byte) error {
+	_, err = c.ReadChunks(ctx, "f", m, 0, m.NumChunks(), func(i int, b []byte) error {
 		got = append(got, b...)
 		return nil
 	})

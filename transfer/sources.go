@@ -7,23 +7,46 @@ import (
 	"github.com/kwikfs/kwikfs/kwik"
 )
 
-// reportSources calls ClientOptions.OnReadSources for a READ reply on
-// stream st of session s, of which dataBytes bytes of verified chunks were
-// handed to the caller.
+// Sources maps each server, by the address its path of the session has,
+// to the bytes of verified file data it delivered: what Client.ReadChunks
+// and Client.DownloadFileWith return, so that a caller can tell which
+// server delivered what (a mount's user.kwikfs.sources attribute, the
+// per-server shares of `kwikfs get`).
 //
-// Servers are named by the address the session knows for the path that
-// delivered the bytes: the primary's for path 0, the secondary's for the
-// others ("path N" for a path the session no longer lists). The reply's
-// status byte, written by the primary, is not file data and is taken off
-// path 0. When the reply was read to its end the counts are exact; when it
-// was cut short (error, cancellation, lost session) some bytes may have
-// arrived that were never read, and the dataBytes read are then shared
-// between the paths in proportion to what each delivered. The counts
-// always sum to dataBytes unless the stream itemized fewer bytes than that
-// (more than 32 paths).
-func (c *Client) reportSources(s *kwik.Session, st *kwik.Stream, path string, dataBytes uint64) {
-	if dataBytes == 0 {
+// The bytes of a READ reply are credited to the paths that carried them:
+// the primary's address for path 0, a secondary's for the others ("path
+// N" for a path the session no longer lists). The reply's status byte,
+// written by the primary, is not file data and is taken off path 0. When
+// the reply was read to its end the counts are exact; when it was cut
+// short (error, cancellation, lost session) some bytes may have arrived
+// that were never read, and the bytes read are then shared between the
+// paths in proportion to what each delivered. The counts of a call always
+// sum to the bytes it handed to its caller, unless a stream itemized fewer
+// bytes than that (more than 32 paths).
+//
+// A nil Sources is empty and ready to read; Add makes it.
+type Sources map[string]uint64
+
+// Add adds the counts of o to s, making s when it is nil and o is not
+// empty.
+func (s *Sources) Add(o Sources) {
+	if len(o) == 0 {
 		return
+	}
+	if *s == nil {
+		*s = make(Sources, len(o))
+	}
+	for addr, n := range o {
+		(*s)[addr] += n
+	}
+}
+
+// readSources returns the Sources of a READ reply on stream st of
+// session s, of which dataBytes bytes of verified chunks were handed to
+// the caller (see Sources for the rules); nil when dataBytes is 0.
+func readSources(s *kwik.Session, st *kwik.Stream, dataBytes uint64) Sources {
+	if dataBytes == 0 {
+		return nil
 	}
 	byPath := st.ReceivedByPath()
 	switch {
@@ -51,7 +74,7 @@ func (c *Client) reportSources(s *kwik.Session, st *kwik.Stream, path string, da
 			addrs[kwik.PathID(ps.ID)] = ps.Addr
 		}
 	}
-	byServer := make(map[string]uint64, len(shares))
+	byServer := make(Sources, len(shares))
 	for id, n := range shares {
 		if n == 0 {
 			continue
@@ -62,7 +85,7 @@ func (c *Client) reportSources(s *kwik.Session, st *kwik.Stream, path string, da
 		}
 		byServer[name] += n
 	}
-	c.onSrc(path, byServer)
+	return byServer
 }
 
 // apportion scales the counts of byPath down so that they sum to total

@@ -29,3 +29,21 @@ func TestApportion(t *testing.T) {
 		})
 	}
 }
+
+func TestSourcesAdd(t *testing.T) {
+	var s Sources
+	s.Add(nil)
+	s.Add(Sources{})
+	if s != nil {
+		t.Fatalf("Add of nothing made %v, want nil", s)
+	}
+	a := Sources{"p:1": 10, "s:2": 5}
+	s.Add(a)
+	s.Add(Sources{"p:1": 1, "s:3": 7})
+	if want := (Sources{"p:1": 11, "s:2": 5, "s:3": 7}); !maps.Equal(s, want) {
+		t.Fatalf("sum %v, want %v", s, want)
+	}
+	if a["p:1"] != 10 {
+		t.Fatalf("Add changed its argument: %v", a)
+	}
+}

@@ -2,10 +2,11 @@ package transfer_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
 	"log/slog"
 	"maps"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,34 +15,6 @@ import (
 	"github.com/kwikfs/kwikfs/server"
 	"github.com/kwikfs/kwikfs/transfer"
 )
-
-// sourcesLog collects the OnReadSources calls of a client.
-type sourcesLog struct {
-	mu    sync.Mutex // guards calls, total
-	calls int
-	total map[string]map[string]uint64 // file path, server, bytes
-}
-
-func (l *sourcesLog) record(path string, byServer map[string]uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls++
-	if l.total == nil {
-		l.total = map[string]map[string]uint64{}
-	}
-	if l.total[path] == nil {
-		l.total[path] = map[string]uint64{}
-	}
-	for k, v := range byServer {
-		l.total[path][k] += v
-	}
-}
-
-func (l *sourcesLog) of(path string) (int, map[string]uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.calls, maps.Clone(l.total[path])
-}
 
 // TestReadSourcesSinglePath reads chunks from a primary alone: every data
 // byte (not the status byte) is credited to the primary's address.
@@ -53,8 +26,7 @@ func TestReadSourcesSinglePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startPrimaryBundle(t, b, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}})
-	var log sourcesLog
-	c := transfer.NewClient(srv, &transfer.ClientOptions{Config: clientConfigBundle(t, b), OnReadSources: log.record})
+	c := transfer.NewClient(srv, &transfer.ClientOptions{Config: clientConfigBundle(t, b)})
 	t.Cleanup(func() { c.Close() })
 	writeFile(t, filepath.Join(root, "f"), randomData(3*cs+5, 9), 0o644, mtime0)
 	ctx := testCtx(t)
@@ -62,12 +34,49 @@ func TestReadSourcesSinglePath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ReadChunks(ctx, "f", m, 1, 3, func(int, []byte) error { return nil }); err != nil {
+	got, err := c.ReadChunks(ctx, "f", m, 1, 3, func(int, []byte) error { return nil })
+	if err != nil {
 		t.Fatal(err)
 	}
-	calls, got := log.of("f")
-	if want := map[string]uint64{srv: 2*cs + 5}; calls != 1 || !maps.Equal(got, want) {
-		t.Fatalf("%d calls, sources %v; want 1 call, %v", calls, got, want)
+	if want := (transfer.Sources{srv: 2*cs + 5}); !maps.Equal(got, want) {
+		t.Fatalf("sources %v, want %v", got, want)
+	}
+	if got, err := c.ReadChunks(ctx, "f", m, 0, 0, nil); got != nil || err != nil {
+		t.Fatalf("ReadChunks of no chunks = %v, %v; want no sources", got, err)
+	}
+}
+
+// TestReadSourcesOfAnError: a READ that ends in an error returns the
+// sources of what it delivered before it, and only that.
+func TestReadSourcesOfAnError(t *testing.T) {
+	const cs = transfer.MinChunkSize
+	root := t.TempDir()
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startPrimaryBundle(t, b, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}})
+	c := transfer.NewClient(srv, &transfer.ClientOptions{Config: clientConfigBundle(t, b)})
+	t.Cleanup(func() { c.Close() })
+	writeFile(t, filepath.Join(root, "f"), randomData(5*cs, 3), 0o644, mtime0)
+	ctx := testCtx(t)
+	m, err := c.Manifest(ctx, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := errors.New("enough")
+	got, err := c.ReadChunks(ctx, "f", m, 0, 5, func(i int, _ []byte) error {
+		if i == 2 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop {
+		t.Fatalf("ReadChunks = %v, want deliver's error", err)
+	}
+	// Chunks 0, 1 and 2 were handed to deliver.
+	if want := (transfer.Sources{srv: 3 * cs}); !maps.Equal(got, want) {
+		t.Fatalf("sources %v, want %v", got, want)
 	}
 }
 
@@ -90,8 +99,7 @@ func TestReadSourcesMultipath(t *testing.T) {
 	prim := startPrimaryBundle(t, b, dirs[0], &server.PrimaryOptions{
 		Catalog: server.CatalogOptions{ChunkSize: chunk}, Secondaries: []string{secAddr},
 	})
-	var log sourcesLog
-	c := transfer.NewClient(prim, &transfer.ClientOptions{Config: clientConfigBundle(t, b), OnReadSources: log.record})
+	c := transfer.NewClient(prim, &transfer.ClientOptions{Config: clientConfigBundle(t, b)})
 	t.Cleanup(func() { c.Close() })
 	ctx := testCtx(t)
 	waitSecondaryUp(t, c)
@@ -100,15 +108,45 @@ func TestReadSourcesMultipath(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got int
-	if err := c.ReadChunks(ctx, "f.bin", m, 0, len(m.Hashes), func(_ int, d []byte) error { got += len(d); return nil }); err != nil {
+	src, err := c.ReadChunks(ctx, "f.bin", m, 0, len(m.Hashes), func(_ int, d []byte) error { got += len(d); return nil })
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got != size {
 		t.Fatalf("read %d bytes, want %d", got, size)
 	}
-	_, src := log.of("f.bin")
 	if len(src) != 2 || src[prim] == 0 || src[secAddr] == 0 || src[prim]+src[secAddr] != size {
 		t.Fatalf("sources %v; want %s and %s both > 0, summing to %d", src, prim, secAddr, size)
+	}
+}
+
+// TestDownloadSources: DownloadFileWith returns the sources of the bytes
+// it fetched, and only those: not what the part file of an earlier
+// attempt held.
+func TestDownloadSources(t *testing.T) {
+	const cs = transfer.MinChunkSize
+	root := t.TempDir()
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startPrimaryBundle(t, b, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}})
+	c := transfer.NewClient(srv, &transfer.ClientOptions{Config: clientConfigBundle(t, b)})
+	t.Cleanup(func() { c.Close() })
+	data := randomData(6*cs+100, 4)
+	writeFile(t, filepath.Join(root, "f"), data, 0o644, mtime0)
+	local := filepath.Join(t.TempDir(), "f")
+	// An earlier attempt got the first two chunks.
+	writeFile(t, local+transfer.PartSuffix, data[:2*cs], 0o600, mtime0)
+	src, err := c.DownloadFileWith(testCtx(t), "f", local, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (transfer.Sources{srv: uint64(len(data) - 2*cs)}); !maps.Equal(src, want) {
+		t.Fatalf("sources %v, want %v", src, want)
+	}
+	if got := fileSHA(t, local); got != sha256.Sum256(data) {
+		t.Fatal("downloaded file differs from the source")
 	}
 }
 

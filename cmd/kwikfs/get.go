@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -79,16 +77,15 @@ func runGet(ctx context.Context, args []string) error {
 	}
 	var store *chunkstore.Store
 	if *cacheDir != "" {
-		if store, err = openGetCache(*cacheDir, int64(limit), log); err != nil {
+		if store, err = daemon.OpenCache(*cacheDir, int64(limit), log); err != nil {
 			return err
 		}
 		defer store.Close()
 	}
 	job := download.New(&download.Options{Workers: *jobs, Store: store, ConnectTimeout: *connectTimeout, Logger: log})
 	client := transfer.NewClient(*primary, &transfer.ClientOptions{
-		Config:        &kwik.Config{TLSConfig: tlsConf, Logger: log},
-		Logger:        log,
-		OnReadSources: job.CountSources,
+		Config: &kwik.Config{TLSConfig: tlsConf, Logger: log},
+		Logger: log,
 	})
 	defer client.Close()
 
@@ -121,30 +118,6 @@ func runGet(ctx context.Context, args []string) error {
 		return fmt.Errorf("get: not everything was copied: %d of %d files failed; %d errors named above", res.FilesFailed, res.FilesTotal, len(res.Failures))
 	}
 	return nil
-}
-
-// openGetCache opens the chunk store of cache directory dir (DIR/store,
-// as a mount lays it out), made private to the user as a mount's is
-// (daemon.PrivateDir), under limit as parseCacheSize returns it.
-func openGetCache(dir string, limit int64, log *slog.Logger) (*chunkstore.Store, error) {
-	if err := daemon.PrivateDir(dir, log); err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
-	}
-	storeDir := filepath.Join(dir, "store")
-	switch {
-	case limit < 0:
-		limit = 0 // the store's "no limit"
-	case limit == 0:
-		var err error
-		if limit, err = daemon.AutoCacheSize(storeDir); err != nil {
-			return nil, fmt.Errorf("cache size: %w", err)
-		}
-	}
-	store, err := chunkstore.Open(storeDir, &chunkstore.Options{Logger: log, Limit: limit})
-	if err != nil {
-		return nil, fmt.Errorf("open cache %s (a mount using it holds it): %w", storeDir, err)
-	}
-	return store, nil
 }
 
 // displayRemote is how a remote path is named in messages: as given, or

@@ -9,17 +9,26 @@
 // way it unmounts if still mounted, stops the control socket, closes the
 // filesystem, the client and the store, and returns nil. A failure to set up
 // returns an error and leaves nothing mounted.
+//
+// Its steps, in order: resolve the configuration (defaults, absolute
+// paths), load the client's TLS configuration, listen for metrics
+// (Config.Metrics), open the cache (OpenCache), dial the primary
+// (dialPrimary), make the filesystem (newFilesystem), resume the prefetch
+// jobs, start the control socket, serve metrics, mount, and serve until
+// done (serveUntilDone).
 package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/fusefs"
@@ -46,8 +55,9 @@ type Config struct {
 	MemoryCacheBytes int64
 	// CacheSize bounds the disk space of the cached chunks (the store's
 	// Limit; the least recently used chunks not in an open file are
-	// evicted to stay under it). 0 selects AutoCacheSize; negative means
-	// no limit.
+	// evicted to stay under it). 0 lets the store choose
+	// (chunkstore.AutoLimit: half of the free space of its filesystem);
+	// negative means no limit.
 	CacheSize int64
 	// MemoryBytes is the memory budget for file data (default
 	// DefaultMemoryBytes): a quarter for the memory chunk cache (unless
@@ -81,34 +91,17 @@ const DefaultMemoryBytes = 256 << 20
 
 // Run mounts cfg.Mountpoint and serves it until ctx is done or the mount is
 // unmounted from outside. ready, if not nil, is called once the mount is up.
+// It is the steps below, in order; each undoes itself (deferred) when Run
+// returns, in the reverse order.
 func Run(ctx context.Context, cfg Config, ready func()) error {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	mnt, err := filepath.Abs(cfg.Mountpoint)
-	if err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	}
-	if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
-		return fmt.Errorf("cache: %w", err)
-	}
-	if err := PrivateDir(cfg.CacheDir, log); err != nil {
-		return fmt.Errorf("cache: %w", err)
-	}
-	if st, err := os.Stat(mnt); err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	} else if !st.IsDir() {
-		return fmt.Errorf("mountpoint %s: not a directory", mnt)
-	}
-	tlsConf, err := kwik.LoadClientTLS(cfg.CAFile, cfg.ServerName)
+	cfg, err := cfg.resolve()
 	if err != nil {
 		return err
 	}
-	if cfg.CertFile != "" || cfg.KeyFile != "" {
-		if err := kwik.UseClientCertificate(tlsConf, cfg.CertFile, cfg.KeyFile); err != nil {
-			return err
-		}
+	log, mnt := cfg.Logger, cfg.Mountpoint
+	tlsConf, err := clientTLS(cfg)
+	if err != nil {
+		return err
 	}
 	var metrics *metricsServer
 	if cfg.Metrics != "" {
@@ -119,69 +112,20 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		// Close below, once serving, stops it before the store closes.
 		defer metrics.Close()
 	}
-	storeDir := filepath.Join(cfg.CacheDir, "store")
-	limit := cfg.CacheSize
-	switch {
-	case limit < 0:
-		limit = 0 // the store's "no limit"
-	case limit == 0:
-		if limit, err = AutoCacheSize(storeDir); err != nil {
-			return fmt.Errorf("cache size: %w", err)
-		}
-	}
-	store, err := chunkstore.Open(storeDir, &chunkstore.Options{Logger: log, Limit: limit})
-	if err != nil {
-		return fmt.Errorf("open cache: %w", err)
-	}
-	defer store.Close()
-
-	// The client reports which server delivered each READ's data to the
-	// filesystem (user.kwikfs.sources), once the filesystem exists.
-	var sourcesTo atomic.Pointer[fusefs.FS]
-	client := transfer.NewClient(cfg.Primary, &transfer.ClientOptions{
-		Config: &kwik.Config{TLSConfig: tlsConf, Logger: log},
-		Logger: log,
-		OnReadSources: func(path string, byServer map[string]uint64) {
-			if f := sourcesTo.Load(); f != nil {
-				f.AddReadSources(path, byServer)
-			}
-		},
-	})
-	defer client.Close()
-
-	reachable, err := probe(ctx, client, cfg.Primary, log)
+	store, err := OpenCache(cfg.CacheDir, cfg.CacheSize, log)
 	if err != nil {
 		return err
 	}
-
+	defer store.Close()
+	client, reachable, err := dialPrimary(ctx, cfg, tlsConf)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
 	sock := filepath.Join(cfg.CacheDir, "control.sock")
-	if cfg.MemoryBytes <= 0 {
-		cfg.MemoryBytes = DefaultMemoryBytes
-	}
-	if cfg.MemoryCacheBytes <= 0 {
-		cfg.MemoryCacheBytes = cfg.MemoryBytes / 4
-	}
-	fsys := fusefs.New(client, store, &fusefs.Options{
-		AttrTimeout:      cfg.AttrTimeout,
-		EntryTimeout:     cfg.AttrTimeout,
-		FetchTimeout:     cfg.FetchTimeout,
-		MemoryCacheBytes: cfg.MemoryCacheBytes,
-		ReadAheadMax:     cfg.ReadAheadMax,
-		StoreQueueBytes:  cfg.MemoryBytes / 8,
-		Xattrs:           cfg.Xattrs,
-		NoExec:           cfg.NoExec,
-		Source:           cfg.Primary,
-		ControlSocket:    sock,
-		Logger:           log,
-		// An unreachable primary: the cached tree answers at once from
-		// the store instead of after a FetchTimeout, until it answers.
-		RemoteDown: !reachable,
-	})
+	fsys := newFilesystem(cfg, client, store, reachable, sock)
 	defer fsys.Close()
-	sourcesTo.Store(fsys)
-
-	// Unfinished prefetch jobs resume now; closed before the filesystem.
-	jobs, err := prefetch.New(fsys, store, &prefetch.Options{InFlightBytes: cfg.MemoryBytes / 64, Logger: log})
+	jobs, err := resumePrefetch(cfg, fsys, store)
 	if err != nil {
 		return err
 	}
@@ -209,11 +153,109 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
-	log.Info("mounted", "mountpoint", mnt, "primary", cfg.Primary, "cache", cfg.CacheDir, "cache_limit", limit)
+	log.Info("mounted", "mountpoint", mnt, "primary", cfg.Primary, "cache", cfg.CacheDir, "cache_limit", store.Limit())
 	if ready != nil {
 		ready()
 	}
+	return serveUntilDone(ctx, srv, mnt, log)
+}
 
+// resolve returns cfg ready for Run: Logger, MemoryBytes and
+// MemoryCacheBytes defaulted, Mountpoint and CacheDir made absolute, and
+// the mountpoint checked to be a directory.
+func (cfg Config) resolve() (Config, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = DefaultMemoryBytes
+	}
+	if cfg.MemoryCacheBytes <= 0 {
+		cfg.MemoryCacheBytes = cfg.MemoryBytes / 4
+	}
+	var err error
+	if cfg.Mountpoint, err = filepath.Abs(cfg.Mountpoint); err != nil {
+		return cfg, fmt.Errorf("mountpoint: %w", err)
+	}
+	if cfg.CacheDir, err = filepath.Abs(cfg.CacheDir); err != nil {
+		return cfg, fmt.Errorf("cache: %w", err)
+	}
+	if st, err := os.Stat(cfg.Mountpoint); err != nil {
+		return cfg, fmt.Errorf("mountpoint: %w", err)
+	} else if !st.IsDir() {
+		return cfg, fmt.Errorf("mountpoint %s: not a directory", cfg.Mountpoint)
+	}
+	return cfg, nil
+}
+
+// clientTLS loads the TLS configuration the mount dials the servers with:
+// cfg.CAFile's CA, and the client certificate of cfg.CertFile and
+// cfg.KeyFile when either is set.
+func clientTLS(cfg Config) (*tls.Config, error) {
+	tlsConf, err := kwik.LoadClientTLS(cfg.CAFile, cfg.ServerName)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		if err := kwik.UseClientCertificate(tlsConf, cfg.CertFile, cfg.KeyFile); err != nil {
+			return nil, err
+		}
+	}
+	return tlsConf, nil
+}
+
+// dialPrimary makes the client of cfg.Primary and contacts it once (see
+// probe): reachable reports whether it answered. A primary that rejects
+// the mount's certificates is an error; one that does not answer is not.
+// On an error the client is closed already; otherwise the caller closes
+// it.
+func dialPrimary(ctx context.Context, cfg Config, tlsConf *tls.Config) (client *transfer.Client, reachable bool, err error) {
+	client = transfer.NewClient(cfg.Primary, &transfer.ClientOptions{
+		Config: &kwik.Config{TLSConfig: tlsConf, Logger: cfg.Logger},
+		Logger: cfg.Logger,
+	})
+	if reachable, err = probe(ctx, client, cfg.Primary, cfg.Logger); err != nil {
+		client.Close()
+		return nil, false, err
+	}
+	return client, reachable, nil
+}
+
+// newFilesystem makes the FUSE filesystem over client and store, with the
+// memory budget of cfg divided as Config.MemoryBytes says; sock is the
+// control socket it names to ControlIoctl. A primary not reachable at
+// start makes it start in the down state: the cached tree answers at once
+// from the store instead of after a FetchTimeout, until the primary
+// answers.
+func newFilesystem(cfg Config, client *transfer.Client, store *chunkstore.Store, reachable bool, sock string) *fusefs.FS {
+	return fusefs.New(client, store, &fusefs.Options{
+		AttrTimeout:      cfg.AttrTimeout,
+		EntryTimeout:     cfg.AttrTimeout,
+		FetchTimeout:     cfg.FetchTimeout,
+		MemoryCacheBytes: cfg.MemoryCacheBytes,
+		ReadAheadMax:     cfg.ReadAheadMax,
+		StoreQueueBytes:  cfg.MemoryBytes / 8,
+		Xattrs:           cfg.Xattrs,
+		NoExec:           cfg.NoExec,
+		Source:           cfg.Primary,
+		ControlSocket:    sock,
+		Logger:           cfg.Logger,
+		// An unreachable primary: the cached tree answers at once from
+		// the store instead of after a FetchTimeout, until it answers.
+		RemoteDown: !reachable,
+	})
+}
+
+// resumePrefetch starts the prefetch manager of the mount, which resumes
+// the unfinished jobs kept in store at once; it must be closed before the
+// filesystem.
+func resumePrefetch(cfg Config, fsys *fusefs.FS, store *chunkstore.Store) (*prefetch.Manager, error) {
+	return prefetch.New(fsys, store, &prefetch.Options{InFlightBytes: cfg.MemoryBytes / 64, Logger: cfg.Logger})
+}
+
+// serveUntilDone waits until the mount served by srv at mnt is unmounted
+// from outside, or ctx is done, and then unmounts it (see unmount).
+func serveUntilDone(ctx context.Context, srv *fuse.Server, mnt string, log *slog.Logger) error {
 	unmounted := make(chan struct{})
 	go func() {
 		srv.Wait()
@@ -230,41 +272,6 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		log.Info("unmounted", "mountpoint", mnt)
 	}
 	return nil
-}
-
-// AutoCacheSize is the default cache size for a store in dir: half of the
-// space free on its filesystem, counting the space the store's chunks take
-// already as free (so that remounting a full cache does not shrink it).
-// Half, because the usual reason to read a remote tree is to copy it, and
-// a copy onto the same disk needs as much room as the cache takes; a fixed
-// size would be too small for a big disk and too big for a small one. The
-// figure is taken once, at mount.
-func AutoCacheSize(dir string) (int64, error) {
-	fsDir := dir
-	for {
-		if _, err := os.Stat(fsDir); err == nil {
-			break
-		}
-		parent := filepath.Dir(fsDir)
-		if parent == fsDir {
-			break
-		}
-		fsDir = parent
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(fsDir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", fsDir, err)
-	}
-	free := int64(st.Bavail) * int64(st.Bsize)
-	var held int64
-	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.seg"))
-	for _, p := range segs {
-		var fst unix.Stat_t
-		if unix.Stat(p, &fst) == nil {
-			held += fst.Blocks * 512
-		}
-	}
-	return max((free+held)/2, 1), nil
 }
 
 // detachGrace is how long a lazily detached mount may stay busy before Run

@@ -687,7 +687,7 @@ func TestMetricsFromPrimary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ReadChunks(ctx, "f", mf, 0, mf.NumChunks(), func(int, []byte) error { return nil }); err != nil {
+	if _, err := c.ReadChunks(ctx, "f", mf, 0, mf.NumChunks(), func(int, []byte) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	m, err := listenMetrics("127.0.0.1:0")

@@ -74,7 +74,7 @@ func TestPathStatusFromPrimary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ReadChunks(ctx, "f", m, 0, m.NumChunks(), func(int, []byte) error { return nil }); err != nil {
+	if _, err := c.ReadChunks(ctx, "f", m, 0, m.NumChunks(), func(int, []byte) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	paths, connected, reason := src.pathStatus(ctx)

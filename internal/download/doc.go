@@ -59,8 +59,8 @@
 //
 // Job.Stats returns the counters of a run in progress (files and bytes
 // done of the totals, bytes fetched, and the bytes each server delivered,
-// which Job.CountSources learns when given to the client as
-// transfer.ClientOptions.OnReadSources); the caller polls it. A file or
+// which each file's download returns as transfer.Sources); the caller
+// polls it. A file or
 // directory that cannot be copied is recorded in Result.Failures, named
 // by its remote path, and the run goes on with the others. Run returns an
 // error only when it cannot go on: a destination it cannot use, a primary
@@ -70,6 +70,6 @@
 // # Concurrency
 //
 // Run lists directories and downloads files with Options.Workers
-// goroutines at most, all ended before it returns. Stats and CountSources
-// are safe to call at any time, from any goroutine.
+// goroutines at most, all ended before it returns. Stats is safe to call
+// at any time, from any goroutine.
 package download

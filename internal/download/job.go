@@ -70,15 +70,16 @@ type Stats struct {
 	// BytesSkipped the size of the files skipped as complete.
 	BytesFetched, BytesFromParts, BytesFromCache, BytesSkipped int64
 	// BySource maps each server's address to the bytes of file data it
-	// delivered (see transfer.ClientOptions.OnReadSources); Primary is the
-	// primary's address among them ("" before the first connection).
+	// delivered (the transfer.Sources of the files' downloads, counted as
+	// each download ends); Primary is the primary's address among them
+	// ("" before the first connection).
 	BySource map[string]uint64
 	Primary  string
 	// Delivered maps each server's address to the bytes its path of the
 	// client's current session delivered so far (kwik's
 	// PathStats.DeliveredBytes: file data and metadata, counted as they
-	// arrive, where BySource learns of a READ reply's bytes only when it
-	// ends). It restarts with a new session; frozen when Run returns.
+	// arrive, where BySource learns of a file's bytes only when its
+	// download ends). It restarts with a new session; frozen when Run returns.
 	Delivered map[string]uint64
 	// Elapsed is the time since Run started (until it returned).
 	Elapsed time.Duration
@@ -111,15 +112,19 @@ type Job struct {
 	store          *chunkstore.Store
 	connectTimeout time.Duration
 	log            *slog.Logger
+	// progressHook, when set (tests only, before Run), is called after
+	// each progress report of a file's download (transfer.DownloadOptions
+	// Progress), from the downloading goroutine.
+	progressHook func(remote string, done, total int64)
 
 	mu sync.Mutex
 	// guarded by mu:
 	client    *transfer.Client // set by Run
 	baseBytes int64            // client's DataBytes when Run started
 	started   time.Time
-	ended     time.Time // zero while Run runs
-	fetched   int64     // BytesFetched when Run returned
-	bySource  map[string]uint64
+	ended     time.Time         // zero while Run runs
+	fetched   int64             // BytesFetched when Run returned
+	bySource  map[string]uint64 // the Sources of the downloads so far
 	primary   string
 	delivered map[string]uint64 // of the session last seen
 	ran       bool
@@ -148,14 +153,12 @@ func New(opts *Options) *Job {
 	return &Job{workers: o.Workers, store: o.Store, connectTimeout: o.ConnectTimeout, log: o.Logger, bySource: map[string]uint64{}}
 }
 
-// CountSources adds the bytes each server delivered in one READ reply to
-// the run's figures. It has the signature of
-// transfer.ClientOptions.OnReadSources, for which it is meant, and does
-// not retain byServer.
-func (j *Job) CountSources(_ string, byServer map[string]uint64) {
+// countSources adds the bytes each server delivered to a download to the
+// run's figures.
+func (j *Job) countSources(src transfer.Sources) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for s, n := range byServer {
+	for s, n := range src {
 		j.bySource[s] += n
 	}
 }
@@ -327,7 +330,7 @@ func (j *Job) end(client *transfer.Client) {
 }
 
 // noteSessionLocked records, if the client has a session, the address of
-// the primary's path (as CountSources names it) and what each path
+// the primary's path (as transfer.Sources names it) and what each path
 // delivered. j.mu must be held.
 func (j *Job) noteSessionLocked() {
 	ss, ok := j.client.SessionStats()
@@ -612,7 +615,7 @@ func (j *Job) file(ctx context.Context, client *transfer.Client, f node, cache t
 	}
 	var seen, total int64 = 0, f.attr.Size
 	first := true
-	err = client.DownloadFileWith(ctx, f.remote, f.local, &transfer.DownloadOptions{
+	src, err := client.DownloadFileWith(ctx, f.remote, f.local, &transfer.DownloadOptions{
 		Cache: cache,
 		Progress: func(d, t int64) {
 			if first {
@@ -622,8 +625,13 @@ func (j *Job) file(ctx context.Context, client *transfer.Client, f node, cache t
 			j.bytesDone.Add(d - seen)
 			j.bytesTotal.Add(t - total)
 			seen, total = d, t
+			if j.progressHook != nil {
+				j.progressHook(f.remote, d, t)
+			}
 		},
 	})
+	// What a failed download fetched was delivered all the same.
+	j.countSources(src)
 	if err != nil {
 		return err
 	}

@@ -48,11 +48,11 @@ func writeFile(t *testing.T, path string, data []byte, mode os.FileMode, mtime t
 }
 
 // serve starts a primary on root with testChunk chunks and returns a
-// client of it; onSources, if not nil, is its OnReadSources.
-func serve(t *testing.T, root string, onSources func(string, map[string]uint64)) *transfer.Client {
+// client of it.
+func serve(t *testing.T, root string) *transfer.Client {
 	t.Helper()
 	srv := servertest.Start(t, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: testChunk}})
-	c := transfer.NewClient(srv.Addr, &transfer.ClientOptions{Config: srv.ClientConfig(), OnReadSources: onSources})
+	c := transfer.NewClient(srv.Addr, &transfer.ClientOptions{Config: srv.ClientConfig()})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -101,7 +101,7 @@ func TestRunDestinationRules(t *testing.T) {
 	if err := os.Symlink("file", filepath.Join(root, "link")); err != nil {
 		t.Fatal(err)
 	}
-	c := serve(t, root, nil)
+	c := serve(t, root)
 	r := func(rel string) string { return filepath.Join(root, rel) }
 
 	// Cases whose Run fails, or records failures, say so in their check;
@@ -221,25 +221,19 @@ func TestRunResumesInterruptedTreeCopy(t *testing.T) {
 		total += int64(len(data))
 		writeFile(t, filepath.Join(root, "tree", string(rune('a'+i))+".bin"), data, 0o644, mtime0.Add(time.Duration(i)*time.Second))
 	}
-	var replies atomic.Int64
-	var onReply atomic.Pointer[func()]
-	c := serve(t, root, func(string, map[string]uint64) {
-		replies.Add(1)
-		if f := onReply.Load(); f != nil {
-			(*f)()
-		}
-	})
+	c := serve(t, root)
 	dest := filepath.Join(t.TempDir(), "copy")
 
 	ctx, cancel := context.WithCancel(testCtx(t))
-	stopAt := func() {
-		if replies.Load() == files/2 {
+	// Cancelled once half of the files are fetched whole.
+	var whole atomic.Int64
+	job := New(&Options{Workers: 2})
+	job.progressHook = func(_ string, done, total int64) {
+		if done == total && whole.Add(1) == files/2 {
 			cancel()
 		}
 	}
-	onReply.Store(&stopAt)
-	res, err := New(&Options{Workers: 2}).Run(ctx, c, []string{"tree"}, dest)
-	onReply.Store(nil)
+	res, err := job.Run(ctx, c, []string{"tree"}, dest)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted Run = %v, want context.Canceled", err)
 	}
@@ -283,7 +277,7 @@ func TestRunSkipsByQuickCheck(t *testing.T) {
 	writeFile(t, filepath.Join(root, "a"), randomData(2*testChunk, 1), 0o644, mtime0)
 	writeFile(t, filepath.Join(root, "b"), randomData(2*testChunk, 2), 0o640, mtime0)
 	writeFile(t, filepath.Join(root, "c"), randomData(2*testChunk, 3), 0o644, mtime0)
-	c := serve(t, root, nil)
+	c := serve(t, root)
 	dest := filepath.Join(t.TempDir(), "copy")
 	if _, err := New(nil).Run(testCtx(t), c, []string{""}, dest); err != nil {
 		t.Fatal(err)
@@ -349,12 +343,7 @@ func TestRunFileChangedDuringDownload(t *testing.T) {
 	v1 := randomData(10*testChunk, 1)
 	v2 := randomData(10*testChunk, 2)
 	writeFile(t, src, v1, 0o644, mtime0)
-	var changed atomic.Bool
-	c := serve(t, root, func(string, map[string]uint64) {
-		if changed.CompareAndSwap(false, true) {
-			writeFile(t, src, v2, 0o600, mtime0.Add(time.Minute))
-		}
-	})
+	c := serve(t, root)
 	dest := filepath.Join(t.TempDir(), "f")
 	// An earlier attempt left chunks 0-2 and 4 of v1: this one reads chunk
 	// 3, then 5-9, in two READs.
@@ -363,7 +352,15 @@ func TestRunFileChangedDuringDownload(t *testing.T) {
 	if err := os.WriteFile(dest+transfer.PartSuffix, part[:5*testChunk], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res, err := New(nil).Run(testCtx(t), c, []string{"f"}, dest)
+	// Changed once chunk 3 is fetched, before the READ of 5-9.
+	var changed atomic.Bool
+	job := New(nil)
+	job.progressHook = func(_ string, done, _ int64) {
+		if done > 4*testChunk && changed.CompareAndSwap(false, true) {
+			writeFile(t, src, v2, 0o600, mtime0.Add(time.Minute))
+		}
+	}
+	res, err := job.Run(testCtx(t), c, []string{"f"}, dest)
 	if err != nil || len(res.Failures) > 0 {
 		t.Fatalf("Run = %v, %v", err, res.Failures)
 	}
@@ -376,5 +373,34 @@ func TestRunFileChangedDuringDownload(t *testing.T) {
 	}
 	if res.BytesTotal != int64(len(v2)) || res.BytesDone != res.BytesTotal {
 		t.Errorf("%d of %d bytes done, want %d", res.BytesDone, res.BytesTotal, len(v2))
+	}
+}
+
+// TestRunCountsSources: the bytes each server delivered, as the downloads
+// return them, are the bytes fetched: here all from the primary, none for
+// what a part file held or a skipped file.
+func TestRunCountsSources(t *testing.T) {
+	root := t.TempDir()
+	a := randomData(5*testChunk+7, 1)
+	writeFile(t, filepath.Join(root, "t", "a"), a, 0o644, mtime0)
+	writeFile(t, filepath.Join(root, "t", "b"), randomData(testChunk, 2), 0o644, mtime0)
+	writeFile(t, filepath.Join(root, "t", "c"), randomData(3, 3), 0o644, mtime0)
+	srv := servertest.Start(t, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: testChunk}})
+	c := transfer.NewClient(srv.Addr, &transfer.ClientOptions{Config: srv.ClientConfig()})
+	t.Cleanup(func() { c.Close() })
+	dest := filepath.Join(t.TempDir(), "t")
+	// The destination holds c complete, and two chunks of a from an
+	// earlier attempt.
+	writeFile(t, filepath.Join(dest, "c"), randomData(3, 3), 0o644, mtime0)
+	if err := os.WriteFile(filepath.Join(dest, "a")+transfer.PartSuffix, a[:2*testChunk], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := New(nil).Run(testCtx(t), c, []string{"t/"}, filepath.Dir(dest))
+	if err != nil || len(res.Failures) > 0 {
+		t.Fatalf("Run = %v, %v", err, res.Failures)
+	}
+	want := uint64(len(a) - 2*testChunk + testChunk)
+	if res.Primary != srv.Addr || len(res.BySource) != 1 || res.BySource[srv.Addr] != want || int64(want) != res.BytesFetched {
+		t.Fatalf("primary %q, by source %v, fetched %d; want all %d bytes from %s", res.Primary, res.BySource, res.BytesFetched, want, srv.Addr)
 	}
 }
