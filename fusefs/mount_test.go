@@ -533,8 +533,8 @@ func readAll(t *testing.T, p string) []byte {
 // mount table, and NoExec mounts with noexec: an executable file of the
 // tree cannot be run.
 func TestMountSourceAndNoExec(t *testing.T) {
-	r := newFakeRemote(testChunk)
-	r.file("run.sh", 0o755, 1, []byte("#!/bin/sh\nexit 0\n"))
+	r := remotetest.New(testChunk)
+	r.File("run.sh", 0o755, 1, []byte("#!/bin/sh\nexit 0\n"))
 	opts := testOptions()
 	opts.Source, opts.NoExec = "primary.example.net:4433", true
 	m := mountFS(t, r, openStore(t, t.TempDir()), opts, nil)
