@@ -15,6 +15,10 @@
 // --hash names the algorithm manifests hash chunks with: blake3 (the
 // default) or sha256, for clients that predate BLAKE3.
 //
+// --metrics HOST:PORT serves Prometheus metrics at /metrics (port 0 picks
+// a port, logged at info as "metrics addr=HOST:PORT"); the README lists
+// them.
+//
 // Once it listens it prints "listening on HOST:PORT" on standard output (the
 // real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
 // exits 0 after its sessions are closed.
@@ -33,6 +37,7 @@ import (
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
+	"github.com/kwikfs/kwikfs/internal/metrics"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
 	"github.com/kwikfs/kwikfs/transfer"
@@ -112,6 +117,13 @@ func run(args []string) error {
 		return fmt.Errorf("listen on %s: %w", sf.Listen, err)
 	}
 	defer ln.Close()
+	if sf.Metrics != "" {
+		ms, err := metrics.ListenAndServe(sf.Metrics, log, metrics.NewPrimaryCollector(p, ln))
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	fmt.Printf("listening on %s\n", ln.Addr())
 	log.Info("serving", "root", sf.Root, "listen", ln.Addr().String(), "secondaries", addrs)
 

@@ -12,6 +12,10 @@
 // defaults to the bound address, and is required when --listen names no
 // host (":4434", "0.0.0.0:4434").
 //
+// --metrics HOST:PORT serves Prometheus metrics at /metrics (port 0 picks
+// a port, logged at info as "metrics addr=HOST:PORT"); the README lists
+// them.
+//
 // Once it listens it prints "listening on HOST:PORT" on standard output (the
 // real port when --listen asks for port 0). SIGINT or SIGTERM stop it; it
 // exits 0 after its paths are closed.
@@ -29,6 +33,7 @@ import (
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
+	"github.com/kwikfs/kwikfs/internal/metrics"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
 )
@@ -90,6 +95,13 @@ func run(args []string) error {
 		return fmt.Errorf("listen on %s: %w", sf.Listen, err)
 	}
 	defer sec.Close()
+	if sf.Metrics != "" {
+		ms, err := metrics.ListenAndServe(sf.Metrics, log, metrics.NewSecondaryCollector(s, sec))
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	fmt.Printf("listening on %s\n", sec.Addr())
 	log.Info("serving", "root", sf.Root, "listen", sec.Addr().String(), "advertise", sec.AdvertisedAddr())
 

@@ -26,6 +26,8 @@ type ServerFlags struct {
 	AllowAnonymous bool
 	// Pprof is the TCP address of the profiling endpoint, "" for none.
 	Pprof string
+	// Metrics is the TCP address of the Prometheus metrics, "" for none.
+	Metrics string
 }
 
 // Register defines the shared flags on fl; rootHelp describes --root and
@@ -39,6 +41,7 @@ func (sf *ServerFlags) Register(fl *flag.FlagSet, rootHelp, listen string) {
 	fl.BoolVar(&sf.AllowAnonymous, "allow-anonymous", false, "admit any client that can reach --listen, without a client certificate")
 	fl.StringVar(&sf.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&sf.Pprof, "pprof", "", "HOST:PORT to serve Go's profiles on (/debug/pprof/), e.g. 127.0.0.1:6060; off when empty")
+	fl.StringVar(&sf.Metrics, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics), e.g. 127.0.0.1:9101 (port 0 picks one, logged at info); off when empty")
 }
 
 // ServerSetup is what the shared flags name, loaded.

@@ -99,3 +99,20 @@ func (s *Server) Close() error {
 type errorLog struct{ log *slog.Logger }
 
 func (l errorLog) Println(v ...any) { l.log.Error("metrics: " + fmt.Sprint(v...)) }
+
+// ListenAndServe serves a registry of cs (see NewRegistry) on the TCP
+// address addr, as Listen and Serve do, and logs the bound address on log
+// at info ("metrics", addr=HOST:PORT). The caller closes the server.
+func ListenAndServe(addr string, log *slog.Logger, cs ...prometheus.Collector) (*Server, error) {
+	reg, err := NewRegistry(cs...)
+	if err != nil {
+		return nil, err
+	}
+	s, err := Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	s.Serve(reg, log)
+	log.Info("metrics", "addr", s.Addr())
+	return s, nil
+}
