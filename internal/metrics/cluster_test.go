@@ -95,14 +95,19 @@ type secondaryAt struct {
 }
 
 // startSecondary serves root with a Secondary on 127.0.0.1 until the test
-// ends.
-func startSecondary(t *testing.T, b *certgen.Bundle, root string) *secondaryAt {
+// ends; mod, if not nil, adjusts the kwik secondary's configuration (which
+// holds b's server certificate and verify key).
+func startSecondary(t *testing.T, b *certgen.Bundle, root string, mod func(*kwik.Config)) *secondaryAt {
 	t.Helper()
 	tlsConf, err := b.ServerTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, VerifyKeys: b.VerifyKeys(), Logger: quiet()})
+	conf := &kwik.Config{TLSConfig: tlsConf, VerifyKeys: b.VerifyKeys(), Logger: quiet()}
+	if mod != nil {
+		mod(conf)
+	}
+	ks, err := kwik.ListenSecondary("127.0.0.1:0", conf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package metrics_test
 
 import (
+	"errors"
 	"maps"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -52,7 +54,7 @@ func TestMultipathCollectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sec := startSecondary(t, b, secRoot)
+	sec := startSecondary(t, b, secRoot, nil)
 	secAddr := sec.ks.AdvertisedAddr()
 	prim := startPrimary(t, b, prRoot, &server.PrimaryOptions{
 		Catalog:     server.CatalogOptions{ChunkSize: chunk},
@@ -169,4 +171,50 @@ func credited(p *server.Primary) int {
 		n += int64(pc.DeliveredBytes)
 	}
 	return int(n)
+}
+
+// TestSecondaryCollectorRefusals refuses a client without a certificate
+// at a secondary that requires one: counted as client_certificate, no path
+// admitted.
+func TestSecondaryCollectorRefusals(t *testing.T) {
+	b, err := certgen.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := b.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	sec := startSecondary(t, b, t.TempDir(), func(conf *kwik.Config) {
+		if err := kwik.RequireClientCertificates(conf.TLSConfig, filepath.Join(dir, certgen.CAFile)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	cliTLS, err := b.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTLS.Certificates = nil
+	if _, err := kwik.Dial(testCtx(t), sec.ks.Addr().String(), &kwik.Config{TLSConfig: cliTLS, Logger: quiet()}); !errors.Is(err, kwik.ErrClientCertificate) {
+		t.Fatalf("Dial without a client certificate: %v, want ErrClientCertificate", err)
+	}
+	waitFor(t, "the refusal counted", func() bool { return sec.ks.Stats().Refused.ClientCertificates > 0 })
+	err = metricstest.Compare(metrics.NewSecondaryCollector(sec.s, sec.ks), metrics.SecondaryFamilies, `
+		kwik_secondary_paths 0
+		kwik_secondary_paths_total 0
+		kwik_secondary_refusals_total{reason="token_missing"} 0
+		kwik_secondary_refusals_total{reason="token_invalid"} 0
+		kwik_secondary_refusals_total{reason="token_expired"} 0
+		kwik_secondary_refusals_total{reason="token_wrong_secondary"} 0
+		kwik_secondary_refusals_total{reason="token_reused"} 0
+		kwik_secondary_refusals_total{reason="session_limit"} 0
+		kwik_secondary_refusals_total{reason="source_session_limit"} 0
+		kwik_secondary_refusals_total{reason="source_setup_limit"} 0
+		kwik_secondary_refusals_total{reason="setup_timeout"} 0
+		kwik_secondary_refusals_total{reason="setup_failed"} 0
+		kwik_secondary_refusals_total{reason="client_certificate"} 1
+	`)
+	if err != nil {
+		t.Error(err)
+	}
 }
