@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -11,17 +10,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/kwikfs/kwikfs/internal/certgen"
 )
 
-// scrapeMetrics GETs http://addr/metrics and returns its samples keyed by
-// the series as written (`name` or `name{l="v",...}`). The exposition
-// format itself is checked strictly by the daemon package's unit tests.
+// scrapeMetrics GETs http://addr/metrics, parses it with expfmt's text
+// parser and returns its samples keyed by series: `name`, or
+// `name{l1="v1",l2="v2"}` with the labels sorted by name. The families
+// themselves are checked exactly by the collectors' unit tests.
 func scrapeMetrics(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -36,19 +41,36 @@ func scrapeMetrics(t *testing.T, addr string) map[string]float64 {
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain; version=0.0.4") {
 		t.Fatalf("GET /metrics: %s, Content-Type %q\n%s", resp.Status, resp.Header.Get("Content-Type"), body)
 	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("scrape of %s: %v\n%s", addr, err, body)
+	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			var v float64
+			switch {
+			case m.Counter != nil:
+				v = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				v = m.GetGauge().GetValue()
+			case m.Untyped != nil:
+				v = m.GetUntyped().GetValue()
+			default:
+				continue // summaries and histograms of the Go collector
+			}
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			slices.Sort(labels)
+			series := name
+			if len(labels) > 0 {
+				series += "{" + strings.Join(labels, ",") + "}"
+			}
+			out[series] = v
 		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if i < 0 || err != nil {
-			t.Fatalf("bad sample line %q", line)
-		}
-		out[line[:i]] = v
 	}
 	return out
 }
@@ -185,5 +207,197 @@ func TestMetricsBadAddress(t *testing.T) {
 	}
 	if isMounted(mnt) {
 		t.Errorf("%s mounted despite the bad --metrics address", mnt)
+	}
+}
+
+// metricsLine is the info log line of a server's --metrics address.
+var metricsLine = regexp.MustCompile(`level=INFO msg=metrics addr=(\S+)`)
+
+// metricsAddr returns the metrics address s logged at start-up (it must
+// run with --log-level info).
+func (s *server) metricsAddr(t *testing.T) string {
+	t.Helper()
+	m := metricsLine.FindStringSubmatch(s.Output())
+	if m == nil {
+		t.Fatalf("%s logged no metrics address:\n%s", s.name, s.Output())
+	}
+	if host, port, err := net.SplitHostPort(m[1]); err != nil || host != "127.0.0.1" || port == "0" {
+		t.Fatalf("%s metrics on %q, want 127.0.0.1 with the bound port", s.name, m[1])
+	}
+	return m[1]
+}
+
+// readSources returns a mounted file's user.kwikfs.sources: bytes of its
+// data by server address.
+func readSources(t *testing.T, file string) map[string]float64 {
+	t.Helper()
+	src := run(t, 30*time.Second, "getfattr", "--absolute-names", "--only-values", "-n", "user.kwikfs.sources", file)
+	out := map[string]float64{}
+	for _, line := range strings.Split(strings.TrimSuffix(src, "\n"), "\n") {
+		addr, n, ok := strings.Cut(line, " ")
+		v, err := strconv.ParseUint(n, 10, 64)
+		if !ok || err != nil {
+			t.Fatalf("sources line %q in %q", line, src)
+		}
+		out[addr] = float64(v)
+	}
+	return out
+}
+
+// TestServerMetrics runs kwik-primary and kwik-secondary with --metrics
+// 127.0.0.1:0, copies a file out of a mount of them, and checks their
+// scrapes against what the mount counted: the primary's requests by type
+// against the mount's calls, the bytes it credits to each server against
+// the file's user.kwikfs.sources, summing with the FILES bytes to the
+// file's size; the secondary's path, completed commands and sent bytes.
+func TestServerMetrics(t *testing.T) {
+	const chunk = 262144
+	const size = 3<<20 + 12345
+	root := filepath.Join(t.TempDir(), "tree")
+	writeRandomFile(t, filepath.Join(root, "data.bin"), size, 78)
+	certDir := certs(t)
+	sec := startServer(t, "kwik-secondary", root, certDir, "--metrics", "127.0.0.1:0", "--log-level", "info")
+	p := startPrimary(t, root, certDir, "--secondary", sec.addr, "--chunk-size", strconv.Itoa(chunk),
+		"--metrics", "127.0.0.1:0", "--log-level", "info")
+	pm, sm := p.metricsAddr(t), sec.metricsAddr(t)
+	before := scrapeMetrics(t, pm)
+	for _, w := range []struct {
+		series string
+		v      float64
+	}{
+		{"kwik_primary_sessions_total", 0},
+		{`kwik_primary_secondary_paths{secondary="` + sec.addr + `"}`, 0},
+		{`kwik_primary_delivered_bytes_total{server="primary"}`, 0},
+	} {
+		if got := metric(t, before, w.series); got != w.v {
+			t.Errorf("before any client: %s = %v, want %v", w.series, got, w.v)
+		}
+	}
+	if v := metric(t, before, "process_resident_memory_bytes"); v <= 0 {
+		t.Errorf("process_resident_memory_bytes = %v", v)
+	}
+
+	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"),
+		"--xattrs", "--metrics", "127.0.0.1:0")
+	dst := filepath.Join(t.TempDir(), "data.bin")
+	run(t, time.Minute, "cp", filepath.Join(m.dir, "data.bin"), dst)
+	want, err := os.ReadFile(filepath.Join(root, "data.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("copy differs from the file (err %v)", err)
+	}
+	src := readSources(t, filepath.Join(m.dir, "data.bin"))
+
+	// The primary credits a READ once the client has reported all of it:
+	// wait (bounded) until the credits add up to what the sources say.
+	var sumSources float64
+	for _, v := range src {
+		sumSources += v
+	}
+	prim := func(s map[string]float64) float64 {
+		return s[`kwik_primary_delivered_bytes_total{server="primary"}`] + s[`kwik_primary_delivered_bytes_total{server="`+sec.addr+`"}`]
+	}
+	var ps map[string]float64
+	deadline := time.Now().Add(10 * time.Second)
+	for ps = scrapeMetrics(t, pm); prim(ps) < sumSources && time.Now().Before(deadline); ps = scrapeMetrics(t, pm) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The secondary's commands are done (a late copy may still be under
+	// way when the client has all the data).
+	deadline = time.Now().Add(10 * time.Second)
+	for scrapeMetrics(t, sm)["kwik_secondary_commands_active"] != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The mount's figures, then the primary's after them: the mount's
+	// status asks the primary for a PATH_REPORT, which both then count.
+	st := m.status(t)
+	ps = scrapeMetrics(t, pm)
+	ss := scrapeMetrics(t, sm)
+	fs := st.FS
+	if fs.BytesFetched != size || float64(fs.FilesBytes)+sumSources != size {
+		t.Fatalf("mount fetched %d bytes, %d by FILES and %v by READ (sources %v); want %d in all", fs.BytesFetched, fs.FilesBytes, sumSources, src, size)
+	}
+	secLabel := `{secondary="` + sec.addr + `"}`
+	for _, w := range []struct {
+		series string
+		v      float64
+	}{
+		{"kwik_primary_sessions", 1},
+		{"kwik_primary_sessions_total", 1},
+		// The mount's first STAT (its probe of the primary) is not one
+		// of the filesystem's calls.
+		{`kwik_primary_requests_total{op="stat"}`, float64(fs.StatCalls + 1)},
+		{`kwik_primary_requests_total{op="list"}`, float64(fs.ListCalls)},
+		{`kwik_primary_requests_total{op="manifest"}`, float64(fs.ManifestCalls)},
+		{`kwik_primary_requests_total{op="files"}`, float64(fs.FilesCalls)},
+		{`kwik_primary_requests_total{op="read"}`, float64(fs.FetchCalls)},
+		{`kwik_primary_requests_total{op="invalid"}`, 0},
+		{"kwik_primary_files_data_bytes_total", float64(fs.FilesBytes)},
+		{`kwik_primary_delivered_bytes_total{server="primary"}`, src[p.addr]},
+		{`kwik_primary_delivered_bytes_total{server="` + sec.addr + `"}`, src[sec.addr]},
+		{"kwik_primary_secondary_paths" + secLabel, 1},
+		{"kwik_primary_secondary_paths_added_total" + secLabel, 1},
+		{"kwik_primary_strikes_total" + secLabel, 0},
+		{`kwik_primary_refusals_total{reason="client_certificate"}`, 0},
+		{"kwik_secondary_paths", 1},
+		{"kwik_secondary_paths_total", 1},
+		{`kwik_secondary_refusals_total{reason="token_invalid"}`, 0},
+	} {
+		s := ps
+		if strings.HasPrefix(w.series, "kwik_secondary_") {
+			s = ss
+		}
+		if got := metric(t, s, w.series); got != w.v {
+			t.Errorf("%s = %v, want %v", w.series, got, w.v)
+		}
+	}
+	// Every request the mount sent, and only those.
+	var reqs float64
+	for series, v := range ps {
+		if strings.HasPrefix(series, "kwik_primary_requests_total{") {
+			reqs += v
+		}
+	}
+	if reqs != float64(st.Transfer.Requests) {
+		t.Errorf("primary counted %v requests, the mount sent %d", reqs, st.Transfer.Requests)
+	}
+	// What the secondary sent is what the mount received on its path
+	// (duplicates included); the primary delegated at least that (a
+	// command the client no longer needs is not relayed).
+	var received float64
+	for _, path := range st.Paths {
+		if path.Remote == sec.addr {
+			received += float64(path.BytesReceived)
+		}
+	}
+	sent := metric(t, ss, "kwik_secondary_sent_bytes_total")
+	if sent != received || sent < src[sec.addr] {
+		t.Errorf("secondary sent %v bytes, the mount received %v on its path and credits it with %v", sent, received, src[sec.addr])
+	}
+	if d := metric(t, ps, "kwik_primary_delegated_bytes_total"+secLabel); d < sent {
+		t.Errorf("the primary delegated %v bytes to the secondary, which sent %v", d, sent)
+	}
+	if src[sec.addr] == 0 || metric(t, ss, `kwik_secondary_commands_total{outcome="completed"}`) == 0 {
+		t.Errorf("the secondary delivered %v bytes in %v commands: the work was not shared", src[sec.addr], ss[`kwik_secondary_commands_total{outcome="completed"}`])
+	}
+	for _, outcome := range []string{"bad_command", "outside_root", "not_found", "short_file", "failed"} {
+		if v := metric(t, ss, `kwik_secondary_commands_total{outcome="`+outcome+`"}`); v != 0 {
+			t.Errorf("secondary: %v commands %s", v, outcome)
+		}
+	}
+
+	// The session ends with the mount: the primary sees it go.
+	m.unmount(t)
+	deadline = time.Now().Add(10 * time.Second)
+	for ps = scrapeMetrics(t, pm); ps["kwik_primary_sessions"] != 0 && time.Now().Before(deadline); ps = scrapeMetrics(t, pm) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if v := metric(t, ps, "kwik_primary_sessions"); v != 0 {
+		t.Errorf("kwik_primary_sessions = %v after the mount ended, want 0", v)
+	}
+	if v := metric(t, ps, "kwik_primary_secondary_paths"+secLabel); v != 0 {
+		t.Errorf("%s = %v after the mount ended, want 0", "kwik_primary_secondary_paths"+secLabel, v)
 	}
 }

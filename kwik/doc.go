@@ -173,6 +173,12 @@
 // the frame that would exceed it ends the session, or the secondary path,
 // with ControlQueueOverflow.
 //
+// Listener.Stats and SecondaryStats.Refused count the connections refused
+// at these limits, those whose kwik handshake timed out or failed, and
+// those whose client certificate the TLS handshake refused (kwik sees
+// each connection end with the TLS alert it sent); Listener.Stats counts
+// the sessions closed with ControlQueueOverflow too.
+//
 // A primary that sends beyond a window or a final size, an oversized or
 // malformed frame, or too many streams has its session closed with a
 // *SessionError naming the violation (FlowControlError, FinalSizeError,

@@ -2,6 +2,7 @@ package kwik
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -38,6 +40,86 @@ type sessionLimit struct {
 	mu       sync.Mutex // guards n and bySource
 	n        int
 	bySource map[netip.Addr]*sourceSlots
+
+	refused refusalCounters
+}
+
+// Refusals counts the connections a Listener or Secondary refused or lost
+// before they became sessions (paths), by reason. A connection is counted
+// once, for the first reason that ended it.
+type Refusals struct {
+	// SessionLimit, SourceSessionLimit and SourceSetupLimit count
+	// connections closed at once with SessionLimitError at
+	// Config.MaxSessions, MaxSessionsPerSource and MaxSetupsPerSource.
+	SessionLimit, SourceSessionLimit, SourceSetupLimit uint64
+	// SetupTimeouts counts connections closed because kwik's handshake
+	// did not end within Config.SetupTimeout; SetupFailures those whose
+	// kwik handshake failed otherwise (a malformed SETTINGS, the
+	// connection lost). A secondary counts the paths it refused for their
+	// token in SecondaryStats instead.
+	SetupTimeouts, SetupFailures uint64
+	// ClientCertificates counts TLS handshakes this side ended over the
+	// client's certificate: none presented while the TLSConfig requires
+	// one, or one it does not accept (see RequireClientCertificates).
+	ClientCertificates uint64
+}
+
+// refusalCounters are the atomics behind Refusals.
+type refusalCounters struct {
+	sessionLimit, sourceSessions, sourceSetups atomic.Uint64
+	setupTimeouts, setupFailures, clientCerts  atomic.Uint64
+}
+
+func (c *refusalCounters) snapshot() Refusals {
+	return Refusals{
+		SessionLimit:       c.sessionLimit.Load(),
+		SourceSessionLimit: c.sourceSessions.Load(),
+		SourceSetupLimit:   c.sourceSetups.Load(),
+		SetupTimeouts:      c.setupTimeouts.Load(),
+		SetupFailures:      c.setupFailures.Load(),
+		ClientCertificates: c.clientCerts.Load(),
+	}
+}
+
+// setupFailed counts a connection whose kwik handshake failed with err:
+// a timeout if err reports a deadline passing (that of
+// Config.SetupTimeout), a failure otherwise.
+func (c *refusalCounters) setupFailed(err error) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		c.setupTimeouts.Add(1)
+	} else {
+		c.setupFailures.Add(1)
+	}
+}
+
+// countCertificateRefusals makes tr count, in c, the connections it
+// accepts that end in a TLS alert this side sent about the client's
+// certificate (see isCertificateRefusal). It must be called before tr
+// listens.
+func (c *refusalCounters) countCertificateRefusals(tr *quic.Transport) {
+	tr.ConnContext = func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+		context.AfterFunc(ctx, func() {
+			if isCertificateRefusal(context.Cause(ctx)) {
+				c.clientCerts.Add(1)
+			}
+		})
+		return ctx, nil
+	}
+}
+
+// isCertificateRefusal reports whether err, the end of a connection, is a
+// TLS alert this side sent about the peer's certificate.
+func isCertificateRefusal(err error) bool {
+	var trErr *quic.TransportError
+	if !errors.As(err, &trErr) || trErr.Remote || !trErr.ErrorCode.IsCryptoError() {
+		return false
+	}
+	switch uint8(trErr.ErrorCode) {
+	case alertCertificateRequired, alertUnknownCA, alertCertificateExpired, alertBadCertificate,
+		alertUnsupportedCertificate, alertCertificateRevoked, alertCertificateUnknown:
+		return true
+	}
+	return false
 }
 
 // sourceSlots are the slots one source address holds.
@@ -62,7 +144,8 @@ func sourceOf(conn *quic.Conn) netip.Addr {
 }
 
 // acquire takes a slot, in setup, for a connection from src. It returns
-// "" or, at a limit, the reason the connection is refused.
+// "" or, at a limit, the reason the connection is refused (and counts the
+// refusal).
 func (sl *sessionLimit) acquire(src netip.Addr) string {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
@@ -72,10 +155,13 @@ func (sl *sessionLimit) acquire(src netip.Addr) string {
 	}
 	switch {
 	case sl.max >= 0 && sl.n >= sl.max:
+		sl.refused.sessionLimit.Add(1)
 		return fmt.Sprintf("session limit of %d reached", sl.max)
 	case sl.perSource >= 0 && ss.open >= sl.perSource:
+		sl.refused.sourceSessions.Add(1)
 		return fmt.Sprintf("limit of %d sessions per source address reached", sl.perSource)
 	case sl.setupsPerSource >= 0 && ss.setup >= sl.setupsPerSource:
+		sl.refused.sourceSetups.Add(1)
 		return fmt.Sprintf("limit of %d handshakes per source address reached", sl.setupsPerSource)
 	}
 	sl.n++

@@ -143,6 +143,9 @@ func TestListenerRefusesSessionsBeyondMaxSessions(t *testing.T) {
 	if got, err := roundTrip(testCtx(t), p.cli, []byte("first")); err != nil || string(got) != "first" {
 		t.Fatalf("first session: %q, %v", got, err)
 	}
+	if st := p.l.Stats(); st != (ListenerStats{Sessions: 2, Refused: Refusals{SessionLimit: 1}}) {
+		t.Fatalf("Stats() = %+v, want 2 sessions and 1 refused at the session limit", st)
+	}
 
 	// A closed session frees its slot.
 	second.Close()
@@ -166,8 +169,8 @@ func TestSecondaryRefusesPathsBeyondMaxSessions(t *testing.T) {
 	if st := pathStats(t, c.cli, first); st.State != PathUp {
 		t.Fatalf("first path %v", st.State)
 	}
-	if st := sec.Stats(); st.PathsOpen != 1 || st.PathsAdmitted != 1 {
-		t.Fatalf("secondary stats %+v", st)
+	if st := sec.Stats(); st.PathsOpen != 1 || st.PathsAdmitted != 1 || st.Refused != (Refusals{SessionLimit: 1}) {
+		t.Fatalf("secondary stats %+v, want 1 path open and 1 refused at the session limit", st)
 	}
 }
 
@@ -530,6 +533,11 @@ func TestListenerLimitsPerSource(t *testing.T) {
 	}
 	if d := time.Since(start); d < 500*time.Millisecond {
 		t.Errorf("silent connections closed after %v, before their SetupTimeout", d)
+	}
+	want := Refusals{SourceSessionLimit: 1, SourceSetupLimit: 1, SetupTimeouts: 2}
+	waitFor(t, "the setup timeouts counted", func() bool { return p.l.Stats().Refused.SetupTimeouts >= 2 })
+	if got := p.l.Stats().Refused; got != want {
+		t.Errorf("Stats().Refused = %+v, want %+v", got, want)
 	}
 }
 

@@ -2,10 +2,12 @@ package kwik
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
 )
@@ -25,9 +27,26 @@ type Listener struct {
 	wg      sync.WaitGroup // the accept loop and session setups
 	pending chan struct{}  // semaphore of maxPendingSessions
 	queue   chan *Session  // sessions set up, handed over by Accept
-	limit   *sessionLimit  // Config.MaxSessions
+	limit   *sessionLimit  // Config.MaxSessions; counts the refusals
+
+	// overflows counts the sessions closed with ControlQueueOverflow by
+	// this side (ListenerStats.ControlQueueOverflows).
+	overflows atomic.Uint64
 
 	closeOnce sync.Once
+}
+
+// ListenerStats are a Listener's counters since it started.
+type ListenerStats struct {
+	// Sessions is the number of sessions open now, as Sessions returns.
+	Sessions int
+	// Refused counts the connections refused, or lost, before they became
+	// sessions, by reason.
+	Refused Refusals
+	// ControlQueueOverflows counts the sessions this side closed with
+	// ControlQueueOverflow: their clients stopped reading their control
+	// streams (see Config.MaxControlQueueBytes).
+	ControlQueueOverflows uint64
 }
 
 // Listen listens for kwik sessions on the UDP address addr (host:port; port
@@ -52,6 +71,8 @@ func Listen(addr string, conf *Config) (*Listener, error) {
 		}
 		tr.tr.StatelessResetKey = key
 	}
+	limit := newSessionLimit(c)
+	limit.refused.countCertificateRefusals(tr.tr)
 	ql, err := tr.tr.Listen(c.TLSConfig, c.quicConfig(false))
 	if err != nil {
 		tr.release()
@@ -66,7 +87,7 @@ func Listen(addr string, conf *Config) (*Listener, error) {
 		cancel:  cancel,
 		pending: make(chan struct{}, maxPendingSessions),
 		queue:   make(chan *Session),
-		limit:   newSessionLimit(c),
+		limit:   limit,
 	}
 	l.wg.Go(l.acceptLoop)
 	return l, nil
@@ -107,16 +128,29 @@ func (l *Listener) acceptLoop() {
 func (l *Listener) setup(conn *quic.Conn, src netip.Addr) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.conf.SetupTimeout)
 	s, err := setupSession(ctx, conn, l.tr, l.conf, false)
+	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
 	l.limit.setupDone(src)
 	if err != nil {
 		l.limit.release(src)
+		switch {
+		case l.ctx.Err() != nil: // the listener is closing
+		case timedOut:
+			l.limit.refused.setupTimeouts.Add(1)
+		default:
+			l.limit.refused.setupFailures.Add(1)
+		}
 		l.conf.Logger.Info("kwik: session setup failed", "remote", conn.RemoteAddr().String(), "err", err)
 		return
 	}
 	// The slot is free again as soon as the session closes, however it
 	// closes (the callback only counts).
-	context.AfterFunc(s.ctx, func() { l.limit.release(src) })
+	context.AfterFunc(s.ctx, func() {
+		l.limit.release(src)
+		if e := s.closeErr.Load(); e != nil && !e.Remote && e.Code == ControlQueueOverflow {
+			l.overflows.Add(1)
+		}
+	})
 	select {
 	case l.queue <- s:
 	case <-l.ctx.Done():
@@ -141,6 +175,16 @@ func (l *Listener) Accept(ctx context.Context) (*Session, error) {
 // Sessions returns the number of sessions that count against
 // Config.MaxSessions: set up or being set up, and not yet closed.
 func (l *Listener) Sessions() int { return l.limit.open() }
+
+// Stats returns the listener's counters. It may be called at any time,
+// also after Close.
+func (l *Listener) Stats() ListenerStats {
+	return ListenerStats{
+		Sessions:              l.limit.open(),
+		Refused:               l.limit.refused.snapshot(),
+		ControlQueueOverflows: l.overflows.Load(),
+	}
+}
 
 // Addr returns the listener's UDP address.
 func (l *Listener) Addr() net.Addr { return l.tr.conn.LocalAddr() }

@@ -181,6 +181,10 @@ func TestControlFloodClosesSession(t *testing.T) {
 	if err := c.srv.SendRawData(id, g, payload); !errors.Is(err, ErrClosed) {
 		t.Fatalf("SendRawData after the close: %v, want ErrClosed", err)
 	}
+	waitFor(t, "the overflow counted", func() bool { return c.l.Stats().ControlQueueOverflows >= 1 })
+	if st := c.l.Stats(); st.ControlQueueOverflows != 1 || st.Sessions != 0 {
+		t.Fatalf("listener stats %+v, want 1 control queue overflow and no session open", st)
+	}
 }
 
 // TestControlFloodClosesSecondaryPath has a secondary stop reading its

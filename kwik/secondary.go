@@ -89,6 +89,9 @@ type SecondaryStats struct {
 	// PathsWriteStalled counts paths closed because their client took no
 	// data for Config.WriteTimeout (WriteStalled).
 	PathsWriteStalled uint64
+	// Refused counts the connections refused, or lost, before they became
+	// paths, for reasons other than their token (counted above).
+	Refused Refusals
 }
 
 // ListenSecondary listens for secondary paths on the UDP address addr
@@ -110,6 +113,8 @@ func ListenSecondary(addr string, conf *Config) (*Secondary, error) {
 	if err != nil {
 		return nil, err
 	}
+	limit := newSessionLimit(c)
+	limit.refused.countCertificateRefusals(tr.tr)
 	ql, err := tr.tr.Listen(c.TLSConfig, c.quicConfigFor(false, true))
 	if err != nil {
 		tr.release()
@@ -125,7 +130,7 @@ func ListenSecondary(addr string, conf *Config) (*Secondary, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		pending: make(chan struct{}, maxPendingSessions),
-		limit:   newSessionLimit(c),
+		limit:   limit,
 		cmds:    make(chan *Command),
 		used:    make(map[[2]uint64]uint64),
 		paths:   make(map[*secPath]struct{}),
@@ -163,6 +168,7 @@ func (sec *Secondary) Stats() SecondaryStats {
 		DataFramesSent:       c.dataFramesSent.Load(),
 		EmptyAnswers:         c.emptyAnswers.Load(),
 		PathsWriteStalled:    c.pathsWriteStalled.Load(),
+		Refused:              sec.limit.refused.snapshot(),
 	}
 	st.TokensRefused = st.TokensMissing + st.TokensInvalid + st.TokensExpired + st.TokensWrongSecondary + st.TokensReused
 	return st
@@ -231,6 +237,9 @@ func (sec *Secondary) serve(conn *quic.Conn) {
 	if err != nil {
 		reason := refusalReason(err)
 		if reason == nil {
+			if sec.ctx.Err() == nil {
+				sec.limit.refused.setupFailed(err)
+			}
 			sec.log.Info("kwik: secondary path setup failed", "remote", conn.RemoteAddr().String(), "err", err)
 			conn.CloseWithError(quic.ApplicationErrorCode(InternalError), "handshake failed")
 			return

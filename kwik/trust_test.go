@@ -173,6 +173,11 @@ func TestDialClientCertificates(t *testing.T) {
 			}
 		})
 	}
+	// The listener counts each refusal once the connection is gone.
+	waitFor(t, "the refusals counted", func() bool { return l.Stats().Refused.ClientCertificates >= 3 })
+	if got := l.Stats().Refused; got != (Refusals{ClientCertificates: 3}) {
+		t.Errorf("Stats().Refused = %+v, want 3 client certificates refused", got)
+	}
 }
 
 // TestAddPathAsServerName: a secondary whose certificate names it alone

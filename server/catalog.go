@@ -55,8 +55,10 @@ type CatalogOptions struct {
 type CatalogStats struct {
 	// ManifestsComputed counts manifests computed by hashing a file.
 	ManifestsComputed int64
-	// ManifestCacheHits counts manifest lookups answered from the cache.
-	ManifestCacheHits int64
+	// ManifestCacheHits counts manifest lookups answered from the cache;
+	// ManifestCacheMisses those that were not and hashed the file (once
+	// for all the requests that shared the computation).
+	ManifestCacheHits, ManifestCacheMisses int64
 	// CachedManifests is the number of manifests in the cache now.
 	CachedManifests int
 	// CachedBytes is what the cached manifests and their encoded MANIFEST
@@ -102,6 +104,7 @@ type Catalog struct {
 
 	computed     atomic.Int64
 	cacheHits    atomic.Int64
+	cacheMisses  atomic.Int64
 	hashWaits    atomic.Int64
 	replyEncodes atomic.Int64
 	replyHits    atomic.Int64
@@ -181,6 +184,7 @@ func (c *Catalog) Stats() CatalogStats {
 	return CatalogStats{
 		ManifestsComputed:      c.computed.Load(),
 		ManifestCacheHits:      c.cacheHits.Load(),
+		ManifestCacheMisses:    c.cacheMisses.Load(),
 		CachedManifests:        n,
 		CachedBytes:            bytes,
 		HashWaits:              c.hashWaits.Load(),
@@ -385,6 +389,7 @@ func (c *Catalog) manifestOf(ctx context.Context, path string, f *os.File, fi fs
 				c.cacheHits.Add(1)
 				return m, nil
 			}
+			c.cacheMisses.Add(1)
 			m, err := c.compute(ctx, path, f)
 			if err != nil {
 				return nil, err

@@ -140,8 +140,9 @@ type PathCounters struct {
 	// Misses late units of which nothing arrived.
 	Strikes, Misses uint64
 	// PathsAdded counts paths the clients opened to this secondary;
-	// PathsLost those that could not be added or failed later.
-	PathsAdded, PathsLost uint64
+	// PathsLost those that could not be added or failed later. PathsUp
+	// is the number of its paths up now, over all sessions.
+	PathsAdded, PathsLost, PathsUp uint64
 }
 
 // CoordinatorStats are a Primary's coordinator counters.
@@ -405,11 +406,14 @@ func (c *sessionCoord) keepPath(ctx context.Context, addr, serverName string) {
 		}
 		if err == nil {
 			ps := c.pathUp(id, addr)
-			c.stats.add(addr, func(pc *PathCounters) { pc.PathsAdded++ })
+			c.stats.add(addr, func(pc *PathCounters) { pc.PathsAdded++; pc.PathsUp++ })
 			c.log.Debug("secondary path up", "peer", c.sess.RemoteAddr(), "secondary", addr, "path", id)
 			select {
 			case <-ps.down:
 			case <-ctx.Done():
+			}
+			c.stats.add(addr, func(pc *PathCounters) { pc.PathsUp-- })
+			if ctx.Err() != nil {
 				return
 			}
 			c.mu.Lock()

@@ -105,7 +105,7 @@
 // After MaxStrikes strikes it gets no more work for that file in that
 // session; after MaxStrikes misses in a row, none for MissCooldown. Primary.CoordinatorStats counts, per
 // server address, assigned, delivered, reassigned and hedged bytes, late
-// units, strikes, misses and paths added and lost.
+// units, strikes, misses, paths added and lost, and paths up now.
 //
 // # Path report
 //

@@ -35,6 +35,9 @@ type counters struct {
 	activeSessions atomic.Int64
 	requests       [transfer.NumOps]atomic.Int64
 	errors         atomic.Int64
+	errorsBy       [transfer.NumOps][transfer.NumStatus]atomic.Int64 // by Op and status
+	filesBytes     atomic.Int64
+	soleReadBytes  atomic.Int64
 	outsideRoot    atomic.Int64
 	aborted        atomic.Int64
 	dataBytes      atomic.Int64
@@ -85,10 +88,12 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 		return
 	}
 	if transfer.IsCorruptReport(msg) {
+		h.stats.requests[transfer.OpReportCorrupt].Add(1)
 		h.serveCorruptReport(st, peer, msg, sc)
 		return
 	}
 	if transfer.IsPathReportRequest(msg) {
+		h.stats.requests[transfer.OpPathReport].Add(1)
 		h.servePathReport(st, peer, msg, rep)
 		return
 	}
@@ -119,7 +124,13 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 		h.replyError(st, peer, req.Op, fmt.Errorf("%v %q: %w", req.Op, req.Path, err))
 		return
 	}
-	h.write(st, peer, b)
+	if h.write(st, peer, b) && req.Op == transfer.OpFiles {
+		var n int64
+		for _, f := range reply.Files {
+			n += int64(len(f.First))
+		}
+		h.stats.filesBytes.Add(n)
+	}
 }
 
 // readRequest reads a request message: its first byte, then the rest up
@@ -242,6 +253,7 @@ func (h *handler) serveRead(ctx context.Context, st stream, peer net.Addr, req *
 		h.abort(st, peer, err)
 		return
 	}
+	h.stats.soleReadBytes.Add(n)
 	if rep != nil {
 		// Sent whole on path 0: every chunk is the primary's.
 		rep.tally.add(0, uint64(n), uint64(req.Count))
@@ -273,6 +285,7 @@ func (h *handler) serveCorruptReport(st stream, peer net.Addr, msg []byte, sc *s
 // logged with the peer's address.
 func (h *handler) replyError(st stream, peer net.Addr, op transfer.Op, err error) {
 	h.stats.errors.Add(1)
+	h.stats.errorsBy[op%transfer.NumOps][transfer.StatusOf(err)%transfer.NumStatus].Add(1)
 	if errors.Is(err, transfer.ErrOutsideRoot) {
 		h.stats.outsideRoot.Add(1)
 		h.log.Warn("request outside the root refused", "peer", peer, "op", op, "err", err)
@@ -284,13 +297,13 @@ func (h *handler) replyError(st stream, peer net.Addr, op transfer.Op, err error
 	h.write(st, peer, transfer.EncodeError(err))
 }
 
-// write sends a whole reply and closes the stream. Besides the progress
-// timeout (writeTimeout), the whole reply must be sent within replyTimeout
-// of its first byte: a client reading a little now and then would
-// otherwise hold the reply, and its share of the reply budget, for as long
-// as it likes. A reply past that is reset with ErrUnavailable and counted
-// (PrimaryStats.ReplyTimeouts).
-func (h *handler) write(st stream, peer net.Addr, b []byte) {
+// write sends a whole reply and closes the stream; it reports whether
+// it did. Besides the progress timeout (writeTimeout), the whole reply
+// must be sent within replyTimeout of its first byte: a client reading a
+// little now and then would otherwise hold the reply, and its share of
+// the reply budget, for as long as it likes. A reply past that is reset
+// with ErrUnavailable and counted (PrimaryStats.ReplyTimeouts).
+func (h *handler) write(st stream, peer net.Addr, b []byte) bool {
 	w := &deadlineWriter{st: st, timeout: h.writeTimeout}
 	if h.replyTimeout > 0 {
 		w.end = time.Now().Add(h.replyTimeout)
@@ -301,11 +314,13 @@ func (h *handler) write(st stream, peer net.Addr, b []byte) {
 			err = fmt.Errorf("reply of %d bytes not sent within %v: %w", len(b), h.replyTimeout, transfer.ErrUnavailable)
 		}
 		h.abort(st, peer, err)
-		return
+		return false
 	}
 	if err := st.Close(); err != nil {
 		h.abort(st, peer, err)
+		return false
 	}
+	return true
 }
 
 // abort resets a stream whose reply could not be completed.

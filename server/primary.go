@@ -75,11 +75,15 @@ type PrimaryOptions struct {
 type PrimaryStats struct {
 	// Sessions counts sessions accepted; ActiveSessions those being served.
 	Sessions, ActiveSessions int64
-	// Requests counts requests by transfer.Op; index 0 counts requests whose
-	// type could not be decoded or that never arrived whole.
+	// Requests counts requests by transfer.Op, REPORT_CORRUPT and
+	// PATH_REPORT by their first byte (transfer.OpReportCorrupt,
+	// OpPathReport); index 0 counts requests whose type could not be
+	// decoded or that never arrived whole.
 	Requests [transfer.NumOps]int64
-	// Errors counts error replies.
-	Errors int64
+	// Errors counts error replies; ErrorsBy counts them by the Op of the
+	// request (0 when it could not be decoded) and reply status.
+	Errors   int64
+	ErrorsBy [transfer.NumOps][transfer.NumStatus]int64
 	// OutsideRoot counts requests refused with ErrOutsideRoot (also counted
 	// in Errors).
 	OutsideRoot int64
@@ -87,8 +91,18 @@ type PrimaryStats struct {
 	// not be completed.
 	Aborted int64
 	// DataBytes counts file data bytes the primary wrote itself in READ
-	// replies (not those delegated to secondaries).
+	// replies (not those delegated to secondaries), hedged copies
+	// included.
 	DataBytes int64
+	// SoleReadBytes counts the file data bytes of the READ replies the
+	// primary sent alone (no secondary path taking work for the file),
+	// once each was written whole: what PATH_REPORT credits to path 0 for
+	// them. With the DeliveredBytes of every path in CoordinatorStats it
+	// sums to the body bytes of every READ reply a client received whole.
+	SoleReadBytes int64
+	// FilesBytes counts the file data bytes (first chunks) of the FILES
+	// replies written whole.
+	FilesBytes int64
 	// CorruptReports counts REPORT_CORRUPT requests (well formed) received.
 	CorruptReports int64
 	// BackgroundHeld counts background READs that were held back, at
@@ -96,8 +110,9 @@ type PrimaryStats struct {
 	BackgroundHeld int64
 	// BudgetWaits counts LIST and MANIFEST requests that waited for their
 	// share of the reply budget (PrimaryOptions.ReplyBudget), once per
-	// wait; ReplyBudgetInUse is the bytes of the budget held now.
-	BudgetWaits, ReplyBudgetInUse int64
+	// wait; ReplyBudgetInUse is the bytes of the budget held now, of
+	// ReplyBudget in all.
+	BudgetWaits, ReplyBudgetInUse, ReplyBudget int64
 	// ReplyTimeouts counts replies reset because they were not sent
 	// whole within PrimaryOptions.ReplyTimeout (also counted in Aborted).
 	ReplyTimeouts int64
@@ -171,17 +186,26 @@ func (p *Primary) Stats() PrimaryStats {
 		OutsideRoot:    p.stats.outsideRoot.Load(),
 		Aborted:        p.stats.aborted.Load(),
 		DataBytes:      p.stats.dataBytes.Load(),
+		SoleReadBytes:  p.stats.soleReadBytes.Load(),
+		FilesBytes:     p.stats.filesBytes.Load(),
 		CorruptReports: p.stats.corruptReports.Load(),
 		BackgroundHeld: p.stats.backgroundHeld.Load(),
 		BudgetWaits:    p.stats.budgetWaits.Load(),
 		ReplyTimeouts:  p.stats.replyTimeouts.Load(),
 	}
-	s.ReplyBudgetInUse = p.h.budget.inUse()
+	s.ReplyBudgetInUse, s.ReplyBudget = p.h.budget.inUse(), p.h.budget.size
 	for i := range s.Requests {
 		s.Requests[i] = p.stats.requests[i].Load()
+		for j := range s.ErrorsBy[i] {
+			s.ErrorsBy[i][j] = p.stats.errorsBy[i][j].Load()
+		}
 	}
 	return s
 }
+
+// Secondaries returns the addresses of the primary's secondaries
+// (PrimaryOptions.Secondaries), in their order.
+func (p *Primary) Secondaries() []string { return slices.Clone(p.secondaries) }
 
 // CoordinatorStats returns the counters of the division of READ replies
 // between the primary and its secondaries.

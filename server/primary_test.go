@@ -199,6 +199,21 @@ func TestPrimaryMalformedRequestThenNormal(t *testing.T) {
 	if s.Sessions != 1 || s.Errors != int64(len(tests)) || s.Requests[transfer.OpStat] != int64(len(tests))+2 {
 		t.Fatalf("stats %+v", s)
 	}
+	// By the request's type (0: not decoded) and the reply's status.
+	var want [transfer.NumOps][transfer.NumStatus]int64
+	want[0][transfer.StatusBadRequest] = 3 // empty, garbage, reserved op
+	want[0][transfer.StatusTooLarge] = 1
+	want[transfer.OpStat][transfer.StatusBadRequest] = 2 // truncated, trailing
+	want[transfer.OpRead][transfer.StatusBadRequest] = 1
+	want[transfer.OpRead][transfer.StatusStale] = 1
+	want[transfer.OpManifest][transfer.StatusNotFound] = 1
+	want[transfer.OpReadlink][transfer.StatusBadRequest] = 1
+	if s.ErrorsBy != want {
+		t.Errorf("ErrorsBy = %v, want %v", s.ErrorsBy, want)
+	}
+	if s.Requests[0] != 4 {
+		t.Errorf("Requests[0] = %d, want 4 (empty, garbage, reserved op, oversized)", s.Requests[0])
+	}
 }
 
 func TestPrimaryReadReplyLayout(t *testing.T) {

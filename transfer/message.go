@@ -224,6 +224,10 @@ const (
 	StatusInternal    Status = 9
 	StatusCorrupt     Status = 10
 	StatusUnavailable Status = 11
+
+	// NumStatus bounds the Status values in use: StatusOf returns a
+	// Status below NumStatus.
+	NumStatus = 12
 )
 
 // statusErrs maps status codes to sentinel errors, in the order StatusOf

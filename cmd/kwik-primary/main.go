@@ -21,6 +21,10 @@
 // on what clients may hold (--max-sessions-per-source, --reply-budget,
 // --max-concurrent-hashes, ...) are flags with their defaults in --help.
 //
+// --metrics HOST:PORT serves Prometheus metrics at /metrics (port 0 picks
+// a port, logged at info as "metrics addr=HOST:PORT"); the README lists
+// them.
+//
 // Once it listens it prints "listening on HOST:PORT" on standard output (the
 // real port when --listen asks for port 0) and tells systemd READY=1 (when
 // NOTIFY_SOCKET names a socket: a unit of Type=notify); STOPPING=1 once
@@ -42,6 +46,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/internal/cli"
+	"github.com/kwikfs/kwikfs/internal/metrics"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
 	"github.com/kwikfs/kwikfs/transfer"
@@ -157,6 +162,13 @@ func run(args []string) error {
 		return fmt.Errorf("listen on %s: %w", sf.Listen, err)
 	}
 	defer ln.Close()
+	if sf.Metrics != "" {
+		ms, err := metrics.ListenAndServe(sf.Metrics, log, metrics.NewPrimaryCollector(p, ln))
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	fmt.Printf("listening on %s\n", ln.Addr())
 	log.Info("serving", "root", sf.Root, "listen", ln.Addr().String(), "secondaries", addrs)
 

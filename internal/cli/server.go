@@ -31,6 +31,8 @@ type ServerFlags struct {
 	// SetupTimeout are kwik.Config's, defaults and all.
 	MaxSessions, MaxSessionsPerSource, MaxSetupsPerSource int
 	SetupTimeout                                          time.Duration
+	// Metrics is the TCP address of the Prometheus metrics, "" for none.
+	Metrics string
 }
 
 // Register defines the shared flags on fl, --config included; rootHelp
@@ -50,6 +52,7 @@ func (sf *ServerFlags) Register(fl *FlagSet, rootHelp, listen, sessions string) 
 	fl.IntVar(&sf.MaxSessionsPerSource, "max-sessions-per-source", kwik.DefaultMaxSessionsPerSource, sessions+" open at once from one IP address (clients behind one NAT share it); -1: no limit")
 	fl.IntVar(&sf.MaxSetupsPerSource, "max-setups-per-source", kwik.DefaultMaxSetupsPerSource, "connections from one IP address past the QUIC handshake and not yet through kwik's (each holds one of 64 set-up slots for up to --setup-timeout); -1: no limit")
 	fl.DurationVar(&sf.SetupTimeout, "setup-timeout", kwik.DefaultSetupTimeout, "how long a connection may take from the end of the QUIC handshake to the end of kwik's before it is closed")
+	fl.StringVar(&sf.Metrics, "metrics", "", "`HOST:PORT` to serve Prometheus metrics on (/metrics), e.g. 127.0.0.1:9101 (port 0 picks one, logged at info); off when empty")
 }
 
 // ServerSetup is what the shared flags name, loaded.

@@ -32,6 +32,7 @@ import (
 
 	"github.com/kwikfs/kwikfs/chunkstore"
 	"github.com/kwikfs/kwikfs/fusefs"
+	"github.com/kwikfs/kwikfs/internal/metrics"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/prefetch"
 	"github.com/kwikfs/kwikfs/transfer"
@@ -103,14 +104,14 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 	if err != nil {
 		return err
 	}
-	var metrics *metricsServer
+	var metricsSrv *metrics.Server
 	if cfg.Metrics != "" {
-		if metrics, err = listenMetrics(cfg.Metrics); err != nil {
+		if metricsSrv, err = metrics.Listen(cfg.Metrics); err != nil {
 			return err
 		}
 		// Closes the listener if Run fails before serving; the second
 		// Close below, once serving, stops it before the store closes.
-		defer metrics.Close()
+		defer metricsSrv.Close()
 	}
 	store, err := OpenCache(cfg.CacheDir, cfg.CacheSize, log)
 	if err != nil {
@@ -135,17 +136,21 @@ func Run(ctx context.Context, cfg Config, ready func()) error {
 		primary: cfg.Primary, mountpoint: mnt, cache: cfg.CacheDir,
 		client: client, store: store, fs: fsys, started: time.Now(), prefetch: jobs,
 	}
-	if metrics != nil {
-		src.metricsAddr = metrics.Addr()
+	if metricsSrv != nil {
+		src.metricsAddr = metricsSrv.Addr()
 	}
 	ctl, err := startControl(sock, src, log)
 	if err != nil {
 		return err
 	}
 	defer ctl.Close()
-	if metrics != nil {
-		metrics.serve(src.status, log)
-		defer metrics.Close()
+	if metricsSrv != nil {
+		reg, err := metrics.NewRegistry(newStatusCollector(src.status))
+		if err != nil {
+			return err
+		}
+		metricsSrv.Serve(reg, log)
+		defer metricsSrv.Close()
 		log.Info("metrics", "addr", src.metricsAddr)
 	}
 
