@@ -1,4 +1,4 @@
-// Package transfer is the kwikfs file protocol (DESIGN.md layer 2): the
+// Package transfer is the kwikfs file protocol (layer 2 of docs/architecture.md): the
 // messages a client exchanges with a primary server over a kwik session,
 // their bounded encodings, and the client that verifies every chunk against
 // its manifest before anyone sees it.
