@@ -1,4 +1,4 @@
-// Package chunkstore is kwikfs's local cache (DESIGN.md layer 4): verified
+// Package chunkstore is kwikfs's local cache (layer 4 of docs/architecture.md): verified
 // file chunks keyed by their 256-bit hash (SHA-256 or BLAKE3, as the
 // chunk's manifest says), plus opaque metadata records (manifests,
 // directory listings, resume state) that other packages encode. Chunk

@@ -1,5 +1,5 @@
-// Package fusefs is the read-only FUSE filesystem of kwikfs (DESIGN.md layer
-// 5): a go-fuse v2 node tree over a Remote (the file protocol client) and a
+// Package fusefs is the read-only FUSE filesystem of kwikfs (layer 5 of
+// docs/architecture.md): a go-fuse v2 node tree over a Remote (the file protocol client) and a
 // local chunk Store.
 //
 // # Tree and metadata

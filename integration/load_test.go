@@ -361,7 +361,7 @@ func TestLoad32Clients(t *testing.T) {
 		float64(fromPrimary)/(1<<20), float64(fromSecondary)/(1<<20), 100*float64(fromSecondary)/float64(fromPrimary+fromSecondary),
 		float64(duplicates)/(1<<20), 100*float64(duplicates)/float64(fetched), float64(fetched)/(1<<20))
 	t.Logf("the mount that received the most got %.3f times its file bytes on the wire (payload, duplicates and metadata included)", worstReceived)
-	// DESIGN.md: tail hedging keeps duplicate bytes under a few percent
+	// docs/architecture.md (Scheduling): tail hedging keeps duplicate bytes under a few percent
 	// (measured 2.4-3.8% here). A mount's wire bytes add the metadata
 	// replies and its share of the duplicates.
 	if limit := float64(fetched) / 10; float64(duplicates) > limit {

@@ -1,5 +1,5 @@
-// Package prefetch runs kwikfs's background prefetch jobs (DESIGN.md layer
-// 5): a job brings every chunk of the regular files under some paths of the
+// Package prefetch runs kwikfs's background prefetch jobs (layer 6 of
+// docs/architecture.md): a job brings every chunk of the regular files under some paths of the
 // mounted tree into the local store, so that they read later at local speed
 // and without the server.
 //

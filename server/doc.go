@@ -1,5 +1,5 @@
 // Package server holds the primary's side of the kwikfs file protocol
-// (DESIGN.md layer 3): the Catalog of the exported tree and the Primary that
+// (layer 3 of docs/architecture.md): the Catalog of the exported tree and the Primary that
 // serves it over kwik sessions.
 //
 // # Confinement

@@ -1,4 +1,4 @@
-// Package transfer is the kwikfs file protocol (DESIGN.md layer 2): the
+// Package transfer is the kwikfs file protocol (layer 2 of docs/architecture.md): the
 // messages a client exchanges with a primary server over a kwik session,
 // their bounded encodings, and the client that verifies every chunk against
 // its manifest before anyone sees it.
@@ -30,7 +30,9 @@
 // a client telling the primary that a chunk failed its hash, so that the
 // path which delivered it gets a strike), op 8 PATH_REPORT (the request is
 // that byte alone; the reply lists the primary's account of every path of
-// the session, see PathReport), and 9 to 15 are reserved. Paths are relative to the
+// the session, see PathReport), op 9 FILES (the manifests and first chunks
+// of several small files in one reply, see FileData and Client.Files), and 10 to 15 are
+// reserved. Paths are relative to the
 // exported root, '/'-separated and canonical ("" is the root); absolute
 // paths, ".." elements and NUL bytes are refused with ErrOutsideRoot (see
 // CheckPath).

@@ -22,7 +22,7 @@
 // --max-concurrent-hashes, ...) are flags with their defaults in --help.
 //
 // --metrics HOST:PORT serves Prometheus metrics at /metrics (port 0 picks
-// a port, logged at info as "metrics addr=HOST:PORT"); the README lists
+// a port, logged at info as "metrics addr=HOST:PORT"); docs/operations.md lists
 // them.
 //
 // Once it listens it prints "listening on HOST:PORT" on standard output (the

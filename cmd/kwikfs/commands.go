@@ -169,7 +169,7 @@ func runCerts(args []string) error {
 	fl.Var(&hosts, "host", "DNS name or IP address the server certificate is valid for, `NAME_OR_IP`; repeatable (default localhost, 127.0.0.1, ::1; with --server, NAME)")
 	client := fl.String("client", "", "issue one more client certificate, client-`NAME`.pem and client-NAME-key.pem, from the CA already in --out (ca.pem, ca-key.pem)")
 	serverName := fl.String("server", "", "issue a certificate of its own for one server, server-`NAME`.pem and server-NAME-key.pem, valid for --host (default NAME), from the CA already in --out")
-	signingOnly := fl.Bool("signing-key-only", false, "write only a new signing-key.pem and verify-key.pem into --out (to replace the primary's key: see the README)")
+	signingOnly := fl.Bool("signing-key-only", false, "write only a new signing-key.pem and verify-key.pem into --out (to replace the primary's key: see docs/operations.md)")
 	validity := fl.Duration("validity", certgen.Validity, "how long a certificate --client or --server issues stays valid")
 	if err := fl.Parse(args); err != nil {
 		return err

@@ -292,7 +292,7 @@ func (b *Bundle) WriteDir(dir string) error {
 
 // WriteSigningKey writes a fresh signing key into dir as SigningKeyFile
 // and VerifyKeyFile, creating dir; like WriteDir it overwrites nothing.
-// It is the first step of replacing a primary's key (see the README).
+// It is the first step of replacing a primary's key (see docs/operations.md).
 func WriteSigningKey(dir string) error {
 	_, sk, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -37,9 +37,10 @@
 // contiguous offset, a flags byte (bit 0: complete), varint k and k ranges
 // (varint start, varint length) beyond the contiguous offset, varint j and
 // j (varint path, varint bytes). A path token and a command (see PathToken
-// and Command) start with an 8-byte session ID and end with a 32-byte
-// HMAC-SHA256 over everything before it, which kwik computes and checks
-// over the bytes received.
+// and Command) start with an 8-byte session ID and end with the primary's
+// SigLen-byte (64) Ed25519 signature over everything before it, which kwik
+// makes with the primary's signing key and checks with the secondaries'
+// verify keys over the bytes received.
 //
 // # Bounds
 //
