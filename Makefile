@@ -42,11 +42,12 @@ INSTALL_EXAMPLES := $(notdir $(wildcard dist/examples/*))
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
 
 install: build
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR)/docs
 	install -m 0755 $(addprefix $(BIN)/,$(INSTALL_BINS)) $(DESTDIR)$(BINDIR)/
 	for f in $(INSTALL_UNITS); do $(SUBST) dist/systemd/$$f > $(DESTDIR)$(UNITDIR)/$$f && chmod 0644 $(DESTDIR)$(UNITDIR)/$$f || exit 1; done
 	for f in $(INSTALL_EXAMPLES); do $(SUBST) dist/examples/$$f > $(DESTDIR)$(DOCDIR)/examples/$$f && chmod 0644 $(DESTDIR)$(DOCDIR)/examples/$$f || exit 1; done
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 docs/architecture.md docs/operations.md $(DESTDIR)$(DOCDIR)/docs/
 	@[ -x /sbin/mount.fuse3 ] || echo "note: mount -t fuse.kwikfs needs /sbin/mount.fuse3: apt-get install fuse3"
 	@case "$(BINDIR)" in /usr/local/sbin|/usr/local/bin|/usr/sbin|/usr/bin|/sbin|/bin) ;; \
 	*) echo "note: mount -t fuse.kwikfs finds kwikfs only in /usr/local/bin, /usr/bin and the like, not in $(BINDIR): link it there";; esac
@@ -55,7 +56,8 @@ install: build
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INSTALL_BINS)) $(addprefix $(DESTDIR)$(UNITDIR)/,$(INSTALL_UNITS))
 	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/examples/,$(INSTALL_EXAMPLES)) $(DESTDIR)$(DOCDIR)/README.md
-	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(DOCDIR)/docs/architecture.md $(DESTDIR)$(DOCDIR)/docs/operations.md
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR)
 
 deps:
 	@missing=""; \
