@@ -116,37 +116,37 @@ const staleRetries = 5
 
 // Progress is a snapshot of one job.
 type Progress struct {
-	ID    uint64   `json:"id"`
-	Paths []string `json:"paths"`
-	State State    `json:"state"`
+	ID    uint64
+	Paths []string
+	State State
 	// Error is the first error of a failed job (or of a running job that
 	// failed to fetch some file so far).
-	Error string `json:"error,omitempty"`
+	Error string
 	// Scanning is set while the job still lists its directories: the
 	// totals grow until it ends.
-	Scanning bool `json:"scanning"`
+	Scanning bool
 	// Files done (in the store), failed, and in all.
-	FilesDone   int64 `json:"files_done"`
-	FilesFailed int64 `json:"files_failed"`
-	FilesTotal  int64 `json:"files_total"`
+	FilesDone   int64
+	FilesFailed int64
+	FilesTotal  int64
 	// BytesDone counts the bytes of the files' chunks known to be in the
 	// store: held already or fetched by the job. BytesTotal is the size
 	// of all files.
-	BytesDone  int64 `json:"bytes_done"`
-	BytesTotal int64 `json:"bytes_total"`
+	BytesDone  int64
+	BytesTotal int64
 	// BytesFetched counts the bytes the job fetched from the server since
 	// it was last started (a resumed job counts from its restart).
-	BytesFetched int64 `json:"bytes_fetched"`
+	BytesFetched int64
 	// Rate is the recent rate of BytesDone in bytes per second (the
 	// average over the whole run once the job has ended); ETASeconds the
 	// time left at that rate, 0 when unknown.
-	Rate       float64   `json:"rate_bytes_per_sec"`
-	ETASeconds float64   `json:"eta_seconds,omitempty"`
-	Created    time.Time `json:"created"`
-	Finished   time.Time `json:"finished,omitzero"`
+	Rate       float64
+	ETASeconds float64
+	Created    time.Time
+	Finished   time.Time
 	// Resumed counts how many times the job was started again after the
 	// daemon stopped with the job unfinished.
-	Resumed int `json:"resumed,omitempty"`
+	Resumed int
 }
 
 // Ended reports whether the job has ended.
