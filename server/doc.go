@@ -44,8 +44,8 @@
 // context ends or the listener closes, after closing its sessions and
 // waiting for every goroutine it started.
 //
-// What every session shares is bounded as well (limits.go). LIST and
-// MANIFEST replies, which may take tens of MiB, hold at most ReplyBudget
+// What every session shares is bounded as well (limits.go). LIST, MANIFEST
+// and FILES replies, which may take tens of MiB, hold at most ReplyBudget
 // bytes (default 64 MiB) at once over all sessions while they are built
 // and sent: a request waits for its share, in order of arrival, until it
 // has it or its session ends (PrimaryStats.BudgetWaits). A directory is

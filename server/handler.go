@@ -55,7 +55,7 @@ type handler struct {
 	readTimeout  time.Duration
 	writeTimeout time.Duration
 	replyTimeout time.Duration // of a reply written whole (write)
-	budget       *budget       // of LIST and MANIFEST replies
+	budget       *budget       // of LIST, MANIFEST and FILES replies
 }
 
 // serve handles one request stream: it reads the request (the client ends
@@ -110,7 +110,7 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 	case transfer.OpRead:
 		h.serveRead(ctx, st, peer, &req, sc, rep, prio)
 		return
-	case transfer.OpList, transfer.OpManifest:
+	case transfer.OpList, transfer.OpManifest, transfer.OpFiles:
 		h.serveBudgeted(ctx, st, peer, &req)
 		return
 	}
@@ -124,13 +124,7 @@ func (h *handler) serve(ctx context.Context, st stream, peer net.Addr, sc *sessi
 		h.replyError(st, peer, req.Op, fmt.Errorf("%v %q: %w", req.Op, req.Path, err))
 		return
 	}
-	if h.write(st, peer, b) && req.Op == transfer.OpFiles {
-		var n int64
-		for _, f := range reply.Files {
-			n += int64(len(f.First))
-		}
-		h.stats.filesBytes.Add(n)
-	}
+	h.write(st, peer, b)
 }
 
 // readRequest reads a request message: its first byte, then the rest up
@@ -148,12 +142,14 @@ func readRequest(r io.Reader) ([]byte, error) {
 	return append(first[:], rest...), err
 }
 
-// serveBudgeted answers LIST and MANIFEST, whose replies may take tens of
-// MiB, within the reply budget (PrimaryOptions.ReplyBudget): a listing is
-// charged its listSize.cost before it is built, a MANIFEST reply its
-// encodeCost while it is encoded (unless the catalog has it cached), and
-// then every reply its length until it is sent, the request waiting for
-// its share as long as ctx allows (then the reply is ErrUnavailable).
+// serveBudgeted answers LIST, MANIFEST and FILES, whose replies may take
+// tens of MiB, within the reply budget (PrimaryOptions.ReplyBudget): a
+// listing is charged its listSize.cost before it is built, a MANIFEST
+// reply its encodeCost while it is encoded (unless the catalog has it
+// cached), a FILES reply the MaxBytes it asks for (what its manifests and
+// content may take beyond the first file's manifest) before it is built,
+// and then every reply its length until it is sent, the request waiting
+// for its share as long as ctx allows (then the reply is ErrUnavailable).
 // A MANIFEST reply from the cache is charged too, although its bytes are
 // shared, so that the budget bounds what replies hold whether or not the
 // cache keeps them.
@@ -162,15 +158,32 @@ func (h *handler) serveBudgeted(ctx context.Context, st stream, peer net.Addr, r
 	defer hd.release()
 	var b []byte
 	var err error
-	if req.Op == transfer.OpList {
+	var filesBytes int64 // file content in a FILES reply
+	switch req.Op {
+	case transfer.OpList:
 		var entries []transfer.Attr
 		if entries, err = h.cat.list(ctx, req.Path, hd); err == nil {
 			if b, err = transfer.EncodeReply(req.Op, &transfer.Reply{Entries: entries}); err != nil {
 				err = fmt.Errorf("%v %q: %w", req.Op, req.Path, err)
 			}
 		}
-	} else {
+	case transfer.OpManifest:
 		b, err = h.cat.manifestReply(ctx, req.Path, hd)
+	case transfer.OpFiles:
+		if err = hd.resize(ctx, int64(req.MaxBytes)); err != nil {
+			break
+		}
+		var files []transfer.FileData
+		if files, err = h.cat.Files(ctx, req.Path, req.Names, req.Known, req.MaxBytes); err != nil {
+			break
+		}
+		if b, err = transfer.EncodeReply(req.Op, &transfer.Reply{Files: files}); err != nil {
+			err = fmt.Errorf("%v %q: %w", req.Op, req.Path, err)
+			break
+		}
+		for _, f := range files {
+			filesBytes += int64(len(f.First))
+		}
 	}
 	if err == nil {
 		err = hd.resize(ctx, int64(len(b)))
@@ -180,11 +193,13 @@ func (h *handler) serveBudgeted(ctx context.Context, st stream, peer net.Addr, r
 		h.replyError(st, peer, req.Op, err)
 		return
 	}
-	h.write(st, peer, b)
+	if h.write(st, peer, b) {
+		h.stats.filesBytes.Add(filesBytes)
+	}
 }
 
-// answer runs a request other than READ, LIST and MANIFEST against the
-// catalog.
+// answer runs a request other than READ, LIST, MANIFEST and FILES against
+// the catalog.
 func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.Reply, error) {
 	var r transfer.Reply
 	var err error
@@ -193,8 +208,6 @@ func (h *handler) answer(ctx context.Context, req *transfer.Request) (*transfer.
 		r.Attr, err = h.cat.Stat(req.Path)
 	case transfer.OpReadlink:
 		r.Target, err = h.cat.Readlink(req.Path)
-	case transfer.OpFiles:
-		r.Files, err = h.cat.Files(ctx, req.Path, req.Names, req.Known, req.MaxBytes)
 	default:
 		err = fmt.Errorf("request type %v: %w", req.Op, transfer.ErrBadRequest)
 	}

@@ -15,7 +15,7 @@ import "time"
 // frees its slot.
 //
 // What all sessions share is bounded too, so that no peer can make the
-// primary allocate without limit for everyone: LIST and MANIFEST replies
+// primary allocate without limit for everyone: LIST, MANIFEST and FILES replies
 // hold at most ReplyBudget bytes at once while they are built and sent
 // (a listing is measured before it is built, and refused while it is read
 // when it exceeds transfer.MaxEntries or transfer.MaxListLen), a reply

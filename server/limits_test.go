@@ -597,3 +597,61 @@ func TestPrimaryBudgetWaitEndsWithSession(t *testing.T) {
 	st.CancelRead(transfer.CodeCanceled)
 	hs.waitStats(t, "the reply budget given back", func(s server.PrimaryStats) bool { return s.ReplyBudgetInUse == 0 })
 }
+
+// TestPrimaryFilesReplyBudget: a FILES request is charged the MaxBytes it
+// asks for before its reply is built. With a 1 MiB budget partly held by
+// an unread LIST reply, a FILES request for 1 MiB waits (counted) until
+// that reply is reset, and then brings every file whole.
+func TestPrimaryFilesReplyBudget(t *testing.T) {
+	const files, size = 100, 8 << 10
+	hs := startHostileServer(t, server.PrimaryOptions{ReplyBudget: 1 << 20}, nil)
+	hs.bigListing(t, 40000)
+	dir := filepath.Join(hs.root, "small")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[string][]byte, files)
+	names := make([]string, files)
+	for i := range files {
+		names[i] = fmt.Sprintf("f%03d", i)
+		data := make([]byte, size)
+		rand.NewChaCha8([32]byte{6, byte(i)}).Read(data)
+		if err := os.WriteFile(filepath.Join(dir, names[i]), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[names[i]] = data
+	}
+	st := hs.unreadList(t)
+	type result struct {
+		fds []transfer.FileData
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		fds, err := hs.normalClient(t).Files(hs.ctx, "small", names, nil, 1<<20)
+		done <- result{fds, err}
+	}()
+	hs.waitStats(t, "the FILES request waiting", func(s server.PrimaryStats) bool { return s.BudgetWaits == 1 })
+	select {
+	case r := <-done:
+		t.Fatalf("FILES ended while the budget was held: %d files, %v", len(r.fds), r.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	st.CancelRead(transfer.CodeCanceled)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("FILES: %v", r.err)
+	}
+	if len(r.fds) != files {
+		t.Fatalf("FILES: %d answers, want %d", len(r.fds), files)
+	}
+	for i, fd := range r.fds {
+		if fd.Manifest == nil || !bytes.Equal(fd.First, want[names[i]]) {
+			t.Fatalf("FILES %s: manifest %v, %d bytes of content; want the file's %d", names[i], fd.Manifest != nil, len(fd.First), size)
+		}
+	}
+	hs.waitStats(t, "the reply budget given back", func(s server.PrimaryStats) bool { return s.ReplyBudgetInUse == 0 })
+	if s := hs.p.Stats(); s.BudgetWaits != 1 || s.Aborted != 1 {
+		t.Fatalf("stats %+v, want 1 wait and 1 reply aborted", s)
+	}
+}

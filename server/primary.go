@@ -44,12 +44,13 @@ type PrimaryOptions struct {
 	// one is served), are bound by WriteTimeout alone. Default 2 min
 	// (DefaultReplyTimeout).
 	ReplyTimeout time.Duration
-	// ReplyBudget bounds the bytes that LIST and MANIFEST replies hold,
-	// over all sessions, while they are built and sent. A listing is
+	// ReplyBudget bounds the bytes that LIST, MANIFEST and FILES replies
+	// hold, over all sessions, while they are built and sent. A listing is
 	// charged an upper estimate of its memory, measured before it is built
 	// (about 250 bytes per entry with a short name); a MANIFEST reply three
 	// times its encoded manifest while it is encoded (once per file state,
-	// as it is cached); then every reply its length until it is sent (a
+	// as it is cached); a FILES reply the MaxBytes it asks for before it
+	// is built; then every reply its length until it is sent (a
 	// cached MANIFEST reply too, although its bytes are shared). A request
 	// waits for its share, in the order of arrival, until it has it or its
 	// session ends, and PrimaryStats.BudgetWaits counts the waits. A
@@ -108,7 +109,7 @@ type PrimaryStats struct {
 	// BackgroundHeld counts background READs that were held back, at
 	// least once, while a foreground READ of their session was served.
 	BackgroundHeld int64
-	// BudgetWaits counts LIST and MANIFEST requests that waited for their
+	// BudgetWaits counts LIST, MANIFEST and FILES requests that waited for their
 	// share of the reply budget (PrimaryOptions.ReplyBudget), once per
 	// wait; ReplyBudgetInUse is the bytes of the budget held now, of
 	// ReplyBudget in all.

@@ -98,7 +98,7 @@ func run(args []string) error {
 	fl.DurationVar(&po.WriteTimeout, "write-timeout", server.DefaultWriteTimeout, "how long a reply may make no progress (the client reads none of it) before its stream is reset")
 	fl.DurationVar(&po.ReplyTimeout, "reply-timeout", server.DefaultReplyTimeout, "how long a reply other than READ (a listing, a manifest) may take to send whole before its stream is reset")
 	replyBudget := cli.Size(server.DefaultReplyBudget)
-	fl.Var(&replyBudget, "reply-budget", "`SIZE` of memory that listing and manifest replies hold at once, over all sessions; a request waits for its share")
+	fl.Var(&replyBudget, "reply-budget", "`SIZE` of memory that listing, manifest and FILES replies hold at once, over all sessions; a request waits for its share")
 	manifestCache := cli.Size(server.DefaultManifestCacheBytes)
 	fl.Var(&manifestCache, "manifest-cache", "`SIZE` of memory for cached manifests and their encoded replies (about 64 bytes per chunk)")
 	fl.IntVar(&po.Catalog.ManifestCacheEntries, "manifest-cache-entries", server.DefaultManifestCacheEntries, "manifests cached at most")

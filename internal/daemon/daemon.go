@@ -333,7 +333,7 @@ func probe(ctx context.Context, client *transfer.Client, addr string, log *slog.
 	case err == nil:
 		return true, nil
 	case errors.Is(err, kwik.ErrClientCertificate):
-		return false, fmt.Errorf("primary %s requires a client certificate signed by its --client-ca; mount with --cert FILE --key FILE (kwikfs certs writes client.pem and client-key.pem): %w", addr, err)
+		return false, fmt.Errorf("primary %s requires a client certificate signed by its --client-ca; give the mount one and its key (--cert FILE --key FILE, or the options cert=FILE,key=FILE of mount -t fuse.kwikfs; kwikfs certs writes client.pem and client-key.pem): %w", addr, err)
 	case transfer.IsUntrusted(err):
 		return false, fmt.Errorf("primary %s: its TLS certificate is not trusted: %w", addr, err)
 	case errors.Is(err, transfer.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):
