@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kwikfs/kwikfs/integration/linkemu"
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/transfer"
@@ -102,8 +103,13 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Four reads at once: the secondary has commands of this client in
-	// hand, not only one nearly written, when the network dies.
+	// Four reads at once, through a link slower than the secondary can
+	// write (10 MB/s): the secondary has commands of this client in hand
+	// whose data waits for the congestion window, not only data already
+	// sent, when the network dies. On the unlimited relay its writes may
+	// all have left when the fault comes, and then nothing is blocked for
+	// the write timeout to see; QUIC's idle timeout (30 s) ends the path.
+	relay.SetConfig(linkemu.Config{RateBitsPerSec: 80_000_000})
 	var got atomic.Int64
 	var wg sync.WaitGroup
 	n := mf.NumChunks()
@@ -125,6 +131,7 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	}
 	relay.Blackhole(netip.MustParseAddr("127.0.0.2"), true)
 	faulted := time.Now()
+	relay.SetConfig(linkemu.Config{}) // the other client's copy at full speed
 
 	during := copyFile("b.bin")
 	t.Logf("copy of %d MiB before the fault %v, during %v", size>>20, before, during)
