@@ -1,7 +1,6 @@
 package transfer_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
+	"github.com/kwikfs/kwikfs/server/servertest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -25,7 +25,7 @@ func TestReadSourcesSinglePath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startPrimaryBundle(t, b, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}})
+	srv := servertest.StartWith(t, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}}, servertest.Options{Bundle: b}).Addr
 	c := transfer.NewClient(srv, &transfer.ClientOptions{Config: clientConfigBundle(t, b)})
 	t.Cleanup(func() { c.Close() })
 	writeFile(t, filepath.Join(root, "f"), randomData(3*cs+5, 9), 0o644, mtime0)
@@ -55,7 +55,7 @@ func TestReadSourcesOfAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startPrimaryBundle(t, b, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}})
+	srv := servertest.StartWith(t, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}}, servertest.Options{Bundle: b}).Addr
 	c := transfer.NewClient(srv, &transfer.ClientOptions{Config: clientConfigBundle(t, b)})
 	t.Cleanup(func() { c.Close() })
 	writeFile(t, filepath.Join(root, "f"), randomData(5*cs, 3), 0o644, mtime0)
@@ -95,10 +95,10 @@ func TestReadSourcesMultipath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secAddr := startSecondary(t, b, dirs[1])
-	prim := startPrimaryBundle(t, b, dirs[0], &server.PrimaryOptions{
+	secAddr := servertest.StartSecondary(t, b, dirs[1], nil).Addr
+	prim := servertest.StartWith(t, dirs[0], &server.PrimaryOptions{
 		Catalog: server.CatalogOptions{ChunkSize: chunk}, Secondaries: []string{secAddr},
-	})
+	}, servertest.Options{Bundle: b}).Addr
 	c := transfer.NewClient(prim, &transfer.ClientOptions{Config: clientConfigBundle(t, b)})
 	t.Cleanup(func() { c.Close() })
 	ctx := testCtx(t)
@@ -130,7 +130,7 @@ func TestDownloadSources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startPrimaryBundle(t, b, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}})
+	srv := servertest.StartWith(t, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}}, servertest.Options{Bundle: b}).Addr
 	c := transfer.NewClient(srv, &transfer.ClientOptions{Config: clientConfigBundle(t, b)})
 	t.Cleanup(func() { c.Close() })
 	data := randomData(6*cs+100, 4)
@@ -160,72 +160,6 @@ func clientConfigBundle(t *testing.T, b *certgen.Bundle) *kwik.Config {
 		t.Fatal(err)
 	}
 	return &kwik.Config{TLSConfig: tlsConf, HandshakeTimeout: 5 * time.Second, Logger: quiet()}
-}
-
-// startPrimaryBundle serves root with a Primary on 127.0.0.1 until the test
-// ends and returns its address.
-func startPrimaryBundle(t *testing.T, b *certgen.Bundle, root string, opts *server.PrimaryOptions) string {
-	t.Helper()
-	var o server.PrimaryOptions
-	if opts != nil {
-		o = *opts
-	}
-	o.Logger = quiet()
-	p, err := server.NewPrimary(root, &o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsConf, err := b.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := kwik.Listen("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, SigningKey: b.SigningKey, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		ln.Close()
-		p.Close()
-	})
-	return ln.Addr().String()
-}
-
-// startSecondary serves root with a Secondary until the test ends and
-// returns its advertised address.
-func startSecondary(t *testing.T, b *certgen.Bundle, root string) string {
-	t.Helper()
-	tlsConf, err := b.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := kwik.ListenSecondary("127.0.0.1:0", &kwik.Config{TLSConfig: tlsConf, VerifyKeys: b.VerifyKeys(), Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sec, err := server.NewSecondary(root, &server.SecondaryOptions{Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sec.Serve(ctx, ln)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		ln.Close()
-		<-done
-		sec.Close()
-	})
-	return ln.AdvertisedAddr()
 }
 
 // waitSecondaryUp makes c dial and waits until a secondary path is up.

@@ -113,10 +113,8 @@ func parseMountHelper(argv []string) (*mountCommand, error) {
 		return nil, cli.Usagef("%v", err)
 	}
 	// config=FILE: the file sets what the options did not.
-	if file := m.fl.Lookup("config").Value.String(); file != "" {
-		if err := cli.ApplyConfig(m.fl.FlagSet, file); err != nil {
-			return nil, err
-		}
+	if err := m.fl.LoadConfig(); err != nil {
+		return nil, err
 	}
 	m.cfg.Mountpoint = a.Mountpoint
 	return m, nil

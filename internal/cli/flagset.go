@@ -70,6 +70,13 @@ func (f *FlagSet) Parse(args []string) error {
 		f.Usage()
 		return Usagef("%v", err)
 	}
+	return f.LoadConfig()
+}
+
+// LoadConfig sets the flags not set yet from the file --config names, if
+// any (ApplyConfig). Parse calls it; a command that sets flags another way
+// (the mount(8) options) calls it after them.
+func (f *FlagSet) LoadConfig() error {
 	if f.config != nil && *f.config != "" {
 		return ApplyConfig(f.FlagSet, *f.config)
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/kwikfs/kwikfs/internal/certgen"
 	"github.com/kwikfs/kwikfs/kwik"
-	"github.com/kwikfs/kwikfs/server"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -39,94 +38,6 @@ func writeRandom(t *testing.T, root, name string, n int, seed byte) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-// primaryAt is a Primary serving on a real kwik listener on 127.0.0.1.
-type primaryAt struct {
-	p    *server.Primary
-	ln   *kwik.Listener
-	addr string
-}
-
-// startPrimary serves root with a Primary (opts may be nil) on
-// 127.0.0.1 until the test ends; mod, if not nil, adjusts the listener's
-// configuration (which holds b's server certificate and signing key).
-func startPrimary(t *testing.T, b *certgen.Bundle, root string, opts *server.PrimaryOptions, mod func(*kwik.Config)) *primaryAt {
-	t.Helper()
-	var o server.PrimaryOptions
-	if opts != nil {
-		o = *opts
-	}
-	o.Logger = quiet()
-	p, err := server.NewPrimary(root, &o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsConf, err := b.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := &kwik.Config{TLSConfig: tlsConf, SigningKey: b.SigningKey, Logger: quiet()}
-	if mod != nil {
-		mod(conf)
-	}
-	ln, err := kwik.Listen("127.0.0.1:0", conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		ln.Close()
-		p.Close()
-	})
-	return &primaryAt{p: p, ln: ln, addr: ln.Addr().String()}
-}
-
-// secondaryAt is a Secondary serving on a real kwik secondary.
-type secondaryAt struct {
-	s  *server.Secondary
-	ks *kwik.Secondary
-}
-
-// startSecondary serves root with a Secondary on 127.0.0.1 until the test
-// ends; mod, if not nil, adjusts the kwik secondary's configuration (which
-// holds b's server certificate and verify key).
-func startSecondary(t *testing.T, b *certgen.Bundle, root string, mod func(*kwik.Config)) *secondaryAt {
-	t.Helper()
-	tlsConf, err := b.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := &kwik.Config{TLSConfig: tlsConf, VerifyKeys: b.VerifyKeys(), Logger: quiet()}
-	if mod != nil {
-		mod(conf)
-	}
-	ks, err := kwik.ListenSecondary("127.0.0.1:0", conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.NewSecondary(root, &server.SecondaryOptions{Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ks) }()
-	t.Cleanup(func() {
-		cancel()
-		ks.Close()
-		if err := <-done; err != nil {
-			t.Errorf("secondary Serve: %v", err)
-		}
-		s.Close()
-	})
-	return &secondaryAt{s: s, ks: ks}
 }
 
 // newClient returns a client of addr presenting b's client certificate,

@@ -12,6 +12,7 @@ import (
 	"github.com/kwikfs/kwikfs/internal/metrics/metricstest"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
+	"github.com/kwikfs/kwikfs/server/servertest"
 	"github.com/kwikfs/kwikfs/transfer"
 )
 
@@ -47,8 +48,8 @@ func TestPrimaryCollectorRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prim := startPrimary(t, b, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}}, nil)
-	c := newClient(t, b, prim.addr)
+	prim := servertest.StartWith(t, root, &server.PrimaryOptions{Catalog: server.CatalogOptions{ChunkSize: cs}}, servertest.Options{Bundle: b})
+	c := newClient(t, b, prim.Addr)
 	ctx := testCtx(t)
 	for range 2 {
 		if _, err := c.Stat(ctx, "f"); err != nil {
@@ -74,7 +75,7 @@ func TestPrimaryCollectorRequests(t *testing.T) {
 	if _, err := c.Files(ctx, "d", []string{"a", "b"}, nil, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	col := metrics.NewPrimaryCollector(prim.p, prim.ln)
+	col := metrics.NewPrimaryCollector(prim.Primary, prim.Listener())
 	// The READs: the whole file, then chunks 1 and 2. The MANIFEST misses
 	// the cache (f is hashed), each READ finds f's manifest there; FILES
 	// hashes the small files a and b itself.
@@ -111,7 +112,7 @@ func TestPrimaryCollectorRequests(t *testing.T) {
 	}
 
 	c.Close()
-	waitFor(t, "the session closed", func() bool { return prim.p.Stats().ActiveSessions == 0 })
+	waitFor(t, "the session closed", func() bool { return prim.Primary.Stats().ActiveSessions == 0 })
 	if err := metricstest.Compare(col, metrics.PrimaryFamilies, `
 		kwik_primary_sessions 0
 		kwik_primary_sessions_total 1
@@ -132,14 +133,14 @@ func TestPrimaryCollectorRefusals(t *testing.T) {
 	if err := b.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	prim := startPrimary(t, b, t.TempDir(), nil, func(conf *kwik.Config) {
+	prim := servertest.StartWith(t, t.TempDir(), nil, servertest.Options{Bundle: b, Kwik: func(conf *kwik.Config) {
 		conf.MaxSessions = 1
 		if err := kwik.RequireClientCertificates(conf.TLSConfig, filepath.Join(dir, certgen.CAFile)); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}})
 	ctx := testCtx(t)
-	if _, err := newClient(t, b, prim.addr).Stat(ctx, ""); err != nil {
+	if _, err := newClient(t, b, prim.Addr).Stat(ctx, ""); err != nil {
 		t.Fatalf("first client: %v", err)
 	}
 	cliTLS, err := b.ClientTLS()
@@ -147,19 +148,19 @@ func TestPrimaryCollectorRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	var se *kwik.SessionError
-	if _, err := kwik.Dial(ctx, prim.addr, &kwik.Config{TLSConfig: cliTLS, Logger: quiet()}); !errors.As(err, &se) || se.Code != kwik.SessionLimitError {
+	if _, err := kwik.Dial(ctx, prim.Addr, &kwik.Config{TLSConfig: cliTLS, Logger: quiet()}); !errors.As(err, &se) || se.Code != kwik.SessionLimitError {
 		t.Fatalf("Dial beyond MaxSessions 1: %v, want SESSION_LIMIT_ERROR", err)
 	}
 	cliTLS.Certificates = nil
-	if _, err := kwik.Dial(ctx, prim.addr, &kwik.Config{TLSConfig: cliTLS, Logger: quiet()}); !errors.Is(err, kwik.ErrClientCertificate) {
+	if _, err := kwik.Dial(ctx, prim.Addr, &kwik.Config{TLSConfig: cliTLS, Logger: quiet()}); !errors.Is(err, kwik.ErrClientCertificate) {
 		t.Fatalf("Dial without a client certificate: %v, want ErrClientCertificate", err)
 	}
 	// The listener counts a refused certificate once the connection is gone.
 	waitFor(t, "the refusals counted", func() bool {
-		r := prim.ln.Stats().Refused
+		r := prim.Listener().Stats().Refused
 		return r.ClientCertificates > 0 && r.SessionLimit > 0
 	})
-	err = metricstest.Compare(metrics.NewPrimaryCollector(prim.p, prim.ln), metrics.PrimaryFamilies, `
+	err = metricstest.Compare(metrics.NewPrimaryCollector(prim.Primary, prim.Listener()), metrics.PrimaryFamilies, `
 		kwik_primary_sessions 1
 		kwik_primary_sessions_total 1
 		kwik_primary_refusals_total{reason="session_limit"} 1

@@ -10,6 +10,7 @@ import (
 	"github.com/kwikfs/kwikfs/internal/metrics/metricstest"
 	"github.com/kwikfs/kwikfs/kwik"
 	"github.com/kwikfs/kwikfs/server"
+	"github.com/kwikfs/kwikfs/server/servertest"
 )
 
 // TestMultipathCollectors reads a file from a primary that leaves the data
@@ -29,14 +30,14 @@ func TestMultipathCollectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sec := startSecondary(t, b, secRoot, nil)
-	secAddr := sec.ks.AdvertisedAddr()
-	prim := startPrimary(t, b, prRoot, &server.PrimaryOptions{
+	sec := servertest.StartSecondary(t, b, secRoot, nil)
+	secAddr := sec.Addr
+	prim := servertest.StartWith(t, prRoot, &server.PrimaryOptions{
 		Catalog:     server.CatalogOptions{ChunkSize: chunk},
 		Secondaries: []string{secAddr},
 		Coordinator: server.CoordinatorOptions{PrimaryFallback: true},
-	}, nil)
-	c := newClient(t, b, prim.addr)
+	}, servertest.Options{Bundle: b})
+	c := newClient(t, b, prim.Addr)
 	ctx := testCtx(t)
 	if _, err := c.Stat(ctx, ""); err != nil {
 		t.Fatal(err)
@@ -58,7 +59,9 @@ func TestMultipathCollectors(t *testing.T) {
 		t.Fatal("read data differs from the file")
 	}
 	// The primary credits the bytes once the client has reported them all.
-	waitFor(t, "the READ credited", func() bool { return prim.p.CoordinatorStats().MultipathReads == 1 && credited(prim.p) == size })
+	waitFor(t, "the READ credited", func() bool {
+		return prim.Primary.CoordinatorStats().MultipathReads == 1 && credited(prim.Primary) == size
+	})
 	if s := src; len(s) != 1 || s[secAddr] != size {
 		t.Fatalf("client's sources %v, want all %d bytes from %s", s, size, secAddr)
 	}
@@ -70,9 +73,9 @@ func TestMultipathCollectors(t *testing.T) {
 	if relayed == 0 || cs.Paths[1].CommandsDropped != 0 {
 		t.Fatalf("client relayed %d commands, dropped %d; want some, none dropped", relayed, cs.Paths[1].CommandsDropped)
 	}
-	waitFor(t, "the secondary's commands done", func() bool { return sec.s.Stats().Active == 0 })
+	waitFor(t, "the secondary's commands done", func() bool { return sec.Secondary.Stats().Active == 0 })
 
-	err = metricstest.Compare(metrics.NewPrimaryCollector(prim.p, prim.ln), metrics.PrimaryFamilies, expand(`
+	err = metricstest.Compare(metrics.NewPrimaryCollector(prim.Primary, prim.Listener()), metrics.PrimaryFamilies, expand(`
 		kwik_primary_requests_total{op="invalid"} 0
 		kwik_primary_requests_total{op="stat"} 1
 		kwik_primary_requests_total{op="list"} 0
@@ -98,7 +101,7 @@ func TestMultipathCollectors(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
-	err = metricstest.Compare(metrics.NewSecondaryCollector(sec.s, sec.ks), metrics.SecondaryFamilies, expand(`
+	err = metricstest.Compare(metrics.NewSecondaryCollector(sec.Secondary, sec.Kwik), metrics.SecondaryFamilies, expand(`
 		kwik_secondary_paths 1
 		kwik_secondary_paths_total 1
 		kwik_secondary_commands_total{outcome="completed"} CMDS
@@ -131,8 +134,8 @@ func TestMultipathCollectors(t *testing.T) {
 
 	// Once the client goes, its path to the secondary is down.
 	c.Close()
-	waitFor(t, "the path down", func() bool { return prim.p.Stats().ActiveSessions == 0 && sec.ks.Stats().PathsOpen == 0 })
-	if err := metricstest.Compare(metrics.NewPrimaryCollector(prim.p, prim.ln), metrics.PrimaryFamilies, expand(`
+	waitFor(t, "the path down", func() bool { return prim.Primary.Stats().ActiveSessions == 0 && sec.Kwik.Stats().PathsOpen == 0 })
+	if err := metricstest.Compare(metrics.NewPrimaryCollector(prim.Primary, prim.Listener()), metrics.PrimaryFamilies, expand(`
 		kwik_primary_secondary_paths{secondary="SEC"} 0
 	`, "SEC", secAddr)); err != nil {
 		t.Error(err)
@@ -160,7 +163,7 @@ func TestSecondaryCollectorRefusals(t *testing.T) {
 	if err := b.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	sec := startSecondary(t, b, t.TempDir(), func(conf *kwik.Config) {
+	sec := servertest.StartSecondary(t, b, t.TempDir(), func(conf *kwik.Config) {
 		if err := kwik.RequireClientCertificates(conf.TLSConfig, filepath.Join(dir, certgen.CAFile)); err != nil {
 			t.Fatal(err)
 		}
@@ -170,11 +173,11 @@ func TestSecondaryCollectorRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	cliTLS.Certificates = nil
-	if _, err := kwik.Dial(testCtx(t), sec.ks.Addr().String(), &kwik.Config{TLSConfig: cliTLS, Logger: quiet()}); !errors.Is(err, kwik.ErrClientCertificate) {
+	if _, err := kwik.Dial(testCtx(t), sec.Kwik.Addr().String(), &kwik.Config{TLSConfig: cliTLS, Logger: quiet()}); !errors.Is(err, kwik.ErrClientCertificate) {
 		t.Fatalf("Dial without a client certificate: %v, want ErrClientCertificate", err)
 	}
-	waitFor(t, "the refusal counted", func() bool { return sec.ks.Stats().Refused.ClientCertificates > 0 })
-	err = metricstest.Compare(metrics.NewSecondaryCollector(sec.s, sec.ks), metrics.SecondaryFamilies, `
+	waitFor(t, "the refusal counted", func() bool { return sec.Kwik.Stats().Refused.ClientCertificates > 0 })
+	err = metricstest.Compare(metrics.NewSecondaryCollector(sec.Secondary, sec.Kwik), metrics.SecondaryFamilies, `
 		kwik_secondary_paths 0
 		kwik_secondary_paths_total 0
 		kwik_secondary_refusals_total{reason="token_missing"} 0
