@@ -60,12 +60,14 @@ func TestIdleSessionsFromOneHost(t *testing.T) {
 
 // TestDeadClientDoesNotHoldSecondary: a client from 127.0.0.2 reads a
 // large file from a secondary (behind a link-emulator relay; the primary
-// only coordinates) when its network dies without a word (the relay blackholes
-// 127.0.0.2), so the secondary's writes to it block. kwik-secondary closes
-// that path once a write has waited its 10 s write timeout (it says so),
-// before QUIC's 30 s idle timeout would; meanwhile a mount from 127.0.0.1
-// through the same secondary copies a file identically, taking at most
-// twice as long as a copy of the same size before the fault, plus 3 s.
+// only coordinates) when its network dies without a word (the relay
+// blackholes 127.0.0.2) while the secondary holds commands of it whose data
+// has not left, so the secondary's writes to it block. kwik-secondary
+// closes that path once a write has waited its 10 s write timeout (it says
+// so, and counts it), before QUIC's 30 s idle timeout would, and frees
+// every command slot of it; meanwhile a mount from 127.0.0.1 through the
+// same secondary copies a file identically, taking at most twice as long
+// as a copy of the same size before the fault, plus 3 s.
 func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "tree")
 	const size = 32 << 20
@@ -73,7 +75,8 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	writeRandomFile(t, filepath.Join(root, "a.bin"), size, 22)
 	writeRandomFile(t, filepath.Join(root, "b.bin"), size, 23)
 	certDir := certs(t)
-	sec, relay, _ := startRelayedSecondary(t, root, certDir)
+	sec, relay, _ := startRelayedSecondary(t, root, certDir, "--metrics", "127.0.0.1:0", "--log-level", "info")
+	metrics := sec.metricsAddr(t)
 	// The secondary carries all file data (--serve-data fallback), so it is
 	// writing to the 127.0.0.2 client when that client's network dies.
 	p := startPrimary(t, root, certDir, "--chunk-size", "262144", "--secondary", relay.Addr(), "--serve-data", "fallback")
@@ -104,11 +107,7 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Four reads at once, through a link slower than the secondary can
-	// write (10 MB/s): the secondary has commands of this client in hand
-	// whose data waits for the congestion window, not only data already
-	// sent, when the network dies. On the unlimited relay its writes may
-	// all have left when the fault comes, and then nothing is blocked for
-	// the write timeout to see; QUIC's idle timeout (30 s) ends the path.
+	// write (10 MB/s), so that its writes wait for the congestion window.
 	relay.SetConfig(linkemu.Config{RateBitsPerSec: 80_000_000})
 	var got atomic.Int64
 	var wg sync.WaitGroup
@@ -129,8 +128,25 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	if got.Load() < 64 {
 		t.Fatalf("the 127.0.0.2 client read %d chunks in 30 s", got.Load())
 	}
+	// The primary keeps only about a round trip's worth of work assigned
+	// to a path, which the congestion window may hold whole: a fault at
+	// such a moment leaves the secondary nothing to write, hence no write
+	// to time out, only a connection QUIC's idle timeout ends. So the
+	// fault comes while the secondary handles two commands or more (the
+	// mount is idle: all are the 127.0.0.2 client's); the later one's data,
+	// a chunk or more, cannot all be in the window.
+	const active = "kwik_secondary_commands_active"
+	for scrapeMetrics(t, metrics)[active] < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the secondary never handled two commands of the 127.0.0.2 client at once")
+		}
+	}
 	relay.Blackhole(netip.MustParseAddr("127.0.0.2"), true)
 	faulted := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	if held := metric(t, scrapeMetrics(t, metrics), active); held < 1 {
+		t.Fatalf("0.5 s after the fault the secondary handles %v commands of the dead client, want its blocked ones", held)
+	}
 	relay.SetConfig(linkemu.Config{}) // the other client's copy at full speed
 
 	during := copyFile("b.bin")
@@ -146,4 +162,16 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("kwik-secondary closed the dead client's path %v after the fault", time.Since(faulted).Round(time.Millisecond))
+	// The commands return their slots as their writes fail, just after the
+	// path is closed.
+	s := scrapeMetrics(t, metrics)
+	for end := time.Now().Add(2 * time.Second); s[active] != 0 && time.Now().Before(end); s = scrapeMetrics(t, metrics) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := metric(t, s, active); v != 0 {
+		t.Errorf("%s %v 2 s after the dead client's path was closed, want 0", active, v)
+	}
+	if v := metric(t, s, "kwik_secondary_write_stalled_paths_total"); v != 1 {
+		t.Errorf("kwik_secondary_write_stalled_paths_total %v, want 1:\n%s", v, sec.Output())
+	}
 }

@@ -200,8 +200,9 @@ func freeUDPAddr(t *testing.T) string {
 // startRelayedSecondary starts a kwik-secondary exporting root behind a
 // link-emulator relay with an unshaped link: it listens on a free port of
 // its own (backend) and advertises the relay's address, which the primary
-// is to name in --secondary. The relay is closed at cleanup.
-func startRelayedSecondary(t *testing.T, root, certDir string) (sec *server, relay *linkemu.Relay, backend string) {
+// is to name in --secondary; args are further flags of kwik-secondary. The
+// relay is closed at cleanup.
+func startRelayedSecondary(t *testing.T, root, certDir string, args ...string) (sec *server, relay *linkemu.Relay, backend string) {
 	t.Helper()
 	backend = freeUDPAddr(t)
 	relay, err := linkemu.New(backend, linkemu.Config{})
@@ -209,7 +210,7 @@ func startRelayedSecondary(t *testing.T, root, certDir string) (sec *server, rel
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { relay.Close() })
-	sec = startServer(t, "kwik-secondary", root, certDir, "--listen", backend, "--advertise", relay.Addr())
+	sec = startServer(t, "kwik-secondary", root, certDir, append([]string{"--listen", backend, "--advertise", relay.Addr()}, args...)...)
 	return sec, relay, backend
 }
 

@@ -395,6 +395,7 @@ type secPath struct {
 	cancel    context.CancelFunc
 	lastSeq   uint64        // sequence number of the last accepted command; owned by readCommands
 	open      chan struct{} // semaphore of Config.MaxCommandsPerPath: commands handed over, not yet done
+	stalled   atomic.Bool   // a write timed out and closed the path: counted and logged once
 }
 
 // readCommands reads RAW_DATA frames until the path ends and hands the
@@ -670,13 +671,17 @@ func (c *Command) writeError(err error) error {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		// The client takes none of the path's data: the path goes, and
 		// with it every command it holds.
+		// Several commands' writes may time out together: the first
+		// closes the path, and the path is counted and logged once.
 		p := c.p
 		msg := fmt.Sprintf("the client took no data for %v", p.sec.conf.WriteTimeout)
-		p.sec.stats.pathsWriteStalled.Add(1)
-		p.sec.log.Warn("kwik: closing a path whose client reads nothing", "remote", p.conn.RemoteAddr().String(),
-			"session", p.sessionID, "path", p.id, "timeout", p.sec.conf.WriteTimeout)
-		p.conn.CloseWithError(quic.ApplicationErrorCode(WriteStalled), msg)
-		p.cancel()
+		if p.stalled.CompareAndSwap(false, true) {
+			p.sec.stats.pathsWriteStalled.Add(1)
+			p.sec.log.Warn("kwik: closing a path whose client reads nothing", "remote", p.conn.RemoteAddr().String(),
+				"session", p.sessionID, "path", p.id, "timeout", p.sec.conf.WriteTimeout)
+			p.conn.CloseWithError(quic.ApplicationErrorCode(WriteStalled), msg)
+			p.cancel()
+		}
 		return fmt.Errorf("kwik: path %d: %s: %w", p.id, msg, errDeadline)
 	}
 	return fmt.Errorf("kwik: command data stream: %w", err)
