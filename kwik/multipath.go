@@ -137,6 +137,9 @@ func (s *Session) setStateLocked(p *path, state PathState, err *PathError) bool 
 	if state.ended() {
 		s.endedPaths = append(s.endedPaths, p.id)
 		for len(s.endedPaths) > maxEndedPaths {
+			if old := s.paths[s.endedPaths[0]]; old.conn != nil {
+				s.forgottenPackets += old.conn.ConnectionStats().PacketsReceived
+			}
 			delete(s.paths, s.endedPaths[0])
 			s.endedPaths = s.endedPaths[1:]
 		}

@@ -358,3 +358,56 @@ func TestGrantBeyondWindowClosesSession(t *testing.T) {
 		t.Fatalf("%d commands reached the secondary", n)
 	}
 }
+
+// TestPacketsReceivedNeverDecreases: a client's PacketsReceived grows with
+// every path's traffic and keeps the packets of ended paths, also of those
+// the session forgets once more than maxEndedPaths have ended.
+func TestPacketsReceivedNeverDecreases(t *testing.T) {
+	c := newCluster(t, maxEndedPaths+2, nil)
+	last := c.cli.PacketsReceived()
+	for _, sec := range c.secs {
+		id, err := c.srv.AddPath(testCtx(t), sec.AdvertisedAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for up := false; !up; {
+			ev, err := c.cli.NextPathEvent(testCtx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			up = ev.Path == id && ev.State == PathUp
+		}
+		if n := c.cli.PacketsReceived(); n <= last {
+			t.Fatalf("PacketsReceived %d after path %d came up, %d before", n, id, last)
+		} else {
+			last = n
+		}
+		sec.Close()
+		for ended := false; !ended; {
+			ev, err := c.cli.NextPathEvent(testCtx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ended = ev.Path == id && ev.State.ended()
+		}
+		if n := c.cli.PacketsReceived(); n < last {
+			t.Fatalf("PacketsReceived fell from %d to %d when path %d ended", last, n, id)
+		} else {
+			last = n
+		}
+	}
+	if n := len(c.cli.Stats().Paths); n != 1+maxEndedPaths {
+		t.Errorf("%d paths in the stats, want the primary's and %d ended ones", n, maxEndedPaths)
+	}
+	cli, srv := c.request(t)
+	if _, err := srv.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	if _, err := io.ReadAll(cli); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.cli.PacketsReceived(); n <= last {
+		t.Errorf("PacketsReceived %d after a reply, %d before", n, last)
+	}
+}

@@ -72,6 +72,9 @@ type Session struct {
 	nextPathID  PathID   // primary: ID of the next AddPath
 	events      []PathEvent
 	eventSignal chan struct{} // cap 1: events grew
+	// forgottenPackets sums the QUIC packets received on the ended paths
+	// dropped from paths (see PacketsReceived).
+	forgottenPackets uint64
 
 	// stalledPaths counts the secondary paths that ended stalled
 	// (SessionStats.StalledPaths); updated under pathMu, read atomically.

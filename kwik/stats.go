@@ -122,6 +122,25 @@ type pathAddr string
 func (a pathAddr) Network() string { return "udp" }
 func (a pathAddr) String() string  { return string(a) }
 
+// PacketsReceived returns how many QUIC packets the session has received
+// on all its paths so far, those of ended paths included: a count that
+// never decreases, cheap enough to read on every request, for telling
+// whether the peer has been heard from since an earlier reading.
+func (s *Session) PacketsReceived() uint64 {
+	s.pathMu.Lock()
+	defer s.pathMu.Unlock()
+	n := s.forgottenPackets
+	if s.p0.conn != nil {
+		n += s.p0.conn.ConnectionStats().PacketsReceived
+	}
+	for _, p := range s.paths {
+		if p.conn != nil {
+			n += p.conn.ConnectionStats().PacketsReceived
+		}
+	}
+	return n
+}
+
 // Stats returns the session's statistics. It may be called at any time,
 // also after the session closed.
 func (s *Session) Stats() SessionStats {

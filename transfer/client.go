@@ -111,14 +111,18 @@ type Client struct {
 	closed  bool
 	rtt     time.Duration // smoothed RTT of the last session when dialled; 0 before
 	// The liveness check of sess (see watch): armed while a check is
-	// pending, on session watched, due limit after it was armed, with the
-	// packets received by then in base; again is set by a request sent
-	// after the check was armed.
-	armed, again bool
-	watched      *kwik.Session
-	base         map[int]uint64
-	limit        time.Duration
-	timer        *time.Timer
+	// pending, on session watched; gen tells a check from one armed
+	// before it. base is the session's count of received packets when the
+	// oldest request the check stands for was sent, and the check is due
+	// limit after that request. latest and latestAt are the count and time
+	// of the newest request sent since (hasLatest), for the check after.
+	armed, hasLatest bool
+	gen              uint64
+	watched          *kwik.Session
+	base, latest     uint64
+	latestAt         time.Time
+	limit            time.Duration
+	timer            *time.Timer
 
 	checks sync.WaitGroup // the liveness check running or pending
 
@@ -352,80 +356,83 @@ func (c *Client) silenceLimit(rtt time.Duration) time.Duration {
 	return max(c.liveness, livenessRTTs*rtt)
 }
 
-// received returns the packets s has received on each of its paths (by
-// path ID) and the smoothed RTT of its path to the server.
-func received(s *kwik.Session) (packets map[int]uint64, rtt time.Duration) {
-	st := s.Stats()
-	packets = make(map[int]uint64, len(st.Paths))
-	for _, p := range st.Paths {
-		packets[p.ID] = p.QUIC.PacketsReceived
+// primaryRTT returns the smoothed round-trip time of s's path to the
+// server.
+func primaryRTT(s *kwik.Session) time.Duration {
+	if st := s.Stats(); len(st.Paths) > 0 {
+		return st.Paths[0].SmoothedRTT
 	}
-	if len(st.Paths) > 0 {
-		rtt = st.Paths[0].SmoothedRTT
-	}
-	return packets, rtt
+	return 0
 }
 
-// heardSince reports whether some path received a packet between the
-// counts base and now: a path's count grew, or a new path has received
-// some. (A path that ended may drop out of now: that is not news.)
-func heardSince(base, now map[int]uint64) bool {
-	for id, n := range now {
-		if n > base[id] {
-			return true
-		}
-	}
-	return false
-}
-
-// watch is called when a request has been sent on s: unless a check is
-// pending already, it arms one for the liveness timeout from now (see
-// ClientOptions.LivenessTimeout and checkLiveness).
+// watch is called when a request has been sent on s. A server that is
+// alive sends a packet (its QUIC acknowledgement, if nothing else) within
+// a round trip of every request; a session that has received none in the
+// silence limit since a request was sent is dead. watch arms a check for
+// the limit from now, or, if one is pending, notes the request for the
+// check after it (see checkLiveness).
 func (c *Client) watch(s *kwik.Session) {
+	n := s.PacketsReceived()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.sess != s {
 		return
 	}
-	if c.armed {
-		c.again = true
+	if c.armed && c.watched == s {
+		c.latest, c.latestAt, c.hasLatest = n, time.Now(), true
 		return
 	}
-	c.armLocked(s)
+	if c.armed && c.timer.Stop() { // a check of a session replaced since
+		c.checks.Done()
+	}
+	c.gen++
+	c.armed, c.hasLatest, c.watched, c.base = true, false, s, n
+	c.limit = c.silenceLimit(primaryRTT(s))
+	c.armLocked(c.limit)
 }
 
-// armLocked arms the liveness check of s. c.mu must be held.
-func (c *Client) armLocked(s *kwik.Session) {
-	base, rtt := received(s)
-	c.armed, c.again, c.watched, c.base = true, false, s, base
-	c.limit = c.silenceLimit(rtt)
+// armLocked runs the current liveness check in d. c.mu must be held.
+func (c *Client) armLocked(d time.Duration) {
+	gen := c.gen
 	c.checks.Add(1)
-	c.timer = time.AfterFunc(c.limit, c.checkLiveness)
+	c.timer = time.AfterFunc(d, func() { c.checkLiveness(gen) })
 }
 
-// checkLiveness runs when the liveness timeout has passed since a request
-// was sent on the watched session. If the session received nothing since,
-// it is dead: it is closed (the requests waiting on it fail as lost and are
-// retried on a new session) and the next request dials anew. If it is
-// alive and more requests were sent since the check was armed, a new check
-// covers them.
-func (c *Client) checkLiveness() {
+// checkLiveness runs the liveness check gen, due the silence limit after
+// the oldest request it stands for was sent. If the session has received
+// no packet since that request, it is dead: it is closed (the requests
+// waiting on it fail as lost and are retried on a new session) and the
+// next request dials anew. If it has received one since the newest
+// request as well, every request is vouched for and no check remains.
+// Otherwise the newest request is the oldest one not vouched for, and the
+// check runs again the limit after it was sent (the requests between them
+// are answered for no later than that: a packet after them vouches for
+// the newest one too).
+func (c *Client) checkLiveness(gen uint64) {
 	defer c.checks.Done()
 	c.mu.Lock()
-	s := c.watched
-	c.armed, c.watched = false, nil
-	if c.closed || s == nil || c.sess != s || s.Context().Err() != nil {
+	if gen != c.gen || !c.armed {
 		c.mu.Unlock()
 		return
 	}
-	if got, _ := received(s); heardSince(c.base, got) {
-		if c.again {
-			c.armLocked(s)
+	s := c.watched
+	if c.closed || c.sess != s || s.Context().Err() != nil {
+		c.armed, c.watched = false, nil
+		c.mu.Unlock()
+		return
+	}
+	if got := s.PacketsReceived(); got > c.base {
+		if c.hasLatest && got == c.latest {
+			c.base, c.hasLatest = c.latest, false
+			c.armLocked(max(0, time.Until(c.latestAt.Add(c.limit))))
+		} else {
+			c.armed, c.watched, c.hasLatest = false, nil, false
 		}
 		c.mu.Unlock()
 		return
 	}
 	c.sess = nil
+	c.armed, c.watched, c.hasLatest = false, nil, false
 	limit := c.limit
 	c.mu.Unlock()
 	c.silent.Add(1)

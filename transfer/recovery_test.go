@@ -246,3 +246,49 @@ func TestClientKeepsProgressingSession(t *testing.T) {
 		t.Errorf("after a %v read: %d dials, %d silent sessions; want 1 and 0", took.Round(time.Millisecond), st.Dials, st.SilentSessions)
 	}
 }
+
+// TestClientLivenessCountsFromEachRequest: requests answered at once and
+// then an idle session are no sign of a dead server, and a server that
+// stops answering is still found one liveness timeout after the request it
+// left unanswered. Before the fix, a request sent while a check was
+// pending, and answered before that check ran, had the check re-armed from
+// then on an idle session, which heard nothing and was closed as dead: a
+// mount said "server silent after a request" a second or two after a copy
+// and dialled anew.
+func TestClientLivenessCountsFromEachRequest(t *testing.T) {
+	const liveness = 300 * time.Millisecond
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "f"), randomData(1000, 1), 0o644, mtime0)
+	sp := startSilentPrimary(t, root)
+	c := sp.client(t, liveness)
+	ctx := testCtx(t)
+	for range 4 {
+		if _, err := c.Manifest(ctx, "f"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(liveness / 3)
+	}
+	time.Sleep(4 * liveness)
+	if st := c.Stats(); st.Dials != 1 || st.SilentSessions != 0 {
+		t.Fatalf("after answered requests and an idle session: %d dials, %d silent sessions; want 1 and 0", st.Dials, st.SilentSessions)
+	}
+
+	// A request answered at once, then one that draws no packet.
+	if _, err := c.Manifest(ctx, "f"); err != nil {
+		t.Fatal(err)
+	}
+	sp.relay.Cut(true)
+	start := time.Now()
+	cut, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { c.Manifest(cut, "f") })
+	for c.Stats().SilentSessions == 0 && time.Since(start) < 10*liveness {
+		time.Sleep(liveness / 30)
+	}
+	took := time.Since(start)
+	if took < liveness || took > 2*liveness {
+		t.Errorf("a request to a server that stopped answering: its session taken for dead after %v (%d silent sessions), want after %v to %v",
+			took.Round(time.Millisecond), c.Stats().SilentSessions, liveness, 2*liveness)
+	}
+}
