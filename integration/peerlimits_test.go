@@ -67,7 +67,8 @@ func TestIdleSessionsFromOneHost(t *testing.T) {
 // so, and counts it), before QUIC's 30 s idle timeout would, and frees
 // every command slot of it; meanwhile a mount from 127.0.0.1 through the
 // same secondary copies a file identically, taking at most twice as long
-// as a copy of the same size before the fault, plus 3 s.
+// as a copy of the same size before the fault, plus 3 s, and its session,
+// idle after the copies, is never taken for silent.
 func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "tree")
 	const size = 32 << 20
@@ -150,6 +151,7 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	relay.SetConfig(linkemu.Config{}) // the other client's copy at full speed
 
 	during := copyFile("b.bin")
+	copied := time.Now()
 	t.Logf("copy of %d MiB before the fault %v, during %v", size>>20, before, during)
 	if during > 2*before+3*time.Second {
 		t.Errorf("the copy took %v during the fault, %v before: more than twice plus 3 s", during, before)
@@ -173,5 +175,12 @@ func TestDeadClientDoesNotHoldSecondary(t *testing.T) {
 	}
 	if v := metric(t, s, "kwik_secondary_write_stalled_paths_total"); v != 1 {
 		t.Errorf("kwik_secondary_write_stalled_paths_total %v, want 1:\n%s", v, sec.Output())
+	}
+	// The mount's one session served both copies and stays up, idle, for
+	// two liveness timeouts (3 s) after its last request: it never went
+	// silent.
+	time.Sleep(time.Until(copied.Add(7 * time.Second)))
+	if tr := m.status(t).Transfer; tr.SilentSessions != 0 || tr.Dials != 1 {
+		t.Errorf("the mount: %d sessions taken for silent and %d dialled, want 0 and 1", tr.SilentSessions, tr.Dials)
 	}
 }
