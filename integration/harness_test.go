@@ -306,8 +306,15 @@ func waitMounted(t *testing.T, p *proc, mnt, cache string) *mount {
 // gone.
 func (m *mount) unmount(t *testing.T) {
 	t.Helper()
-	if err := m.stop(t, syscall.SIGINT, 20*time.Second); err != nil {
-		t.Fatalf("kwikfs mount exited with %v after SIGINT:\n%s", err, m.Output())
+	m.unmountBy(t, syscall.SIGINT)
+}
+
+// unmountBy stops the daemon with sig and checks it exits 0 with the
+// mount gone.
+func (m *mount) unmountBy(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := m.stop(t, sig, 20*time.Second); err != nil {
+		t.Fatalf("kwikfs mount exited with %v after %v:\n%s", err, sig, m.Output())
 	}
 	if isMounted(m.dir) {
 		t.Fatalf("%s still mounted after the daemon exited", m.dir)

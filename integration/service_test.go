@@ -225,6 +225,83 @@ func TestMountCommand(t *testing.T) {
 	s.checkUnmounted(t)
 }
 
+// TestMountLogReopensOnHangup: the daemon of a mount(8) mount reopens its
+// log at SIGHUP, as logrotate's postrotate asks of it, and goes on
+// serving: the log moved away holds what came before, and the file anew
+// at the log's path what came after, the unmount included.
+func TestMountLogReopensOnHangup(t *testing.T) {
+	s := newMountSetup(t, 4<<20)
+	if out, code := mountTool(t, "mount", "-t", "fuse.kwikfs", s.addr, s.mnt, "-o", s.options()); code != 0 || out != "" {
+		t.Fatalf("mount: exit %d, output %q; want 0 and nothing", code, out)
+	}
+	pid := s.checkMounted(t)
+	logFile := filepath.Join(s.cache, "kwikfs.log")
+	rotated := logFile + ".1"
+	if err := os.Rename(logFile, rotated); err != nil {
+		t.Fatal(err)
+	}
+	// The postrotate command of the logrotate example, for this mount.
+	example, err := os.ReadFile(filepath.Join("..", "dist", "examples", "logrotate"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var postrotate string
+	for line := range strings.Lines(string(example)) {
+		if strings.Contains(line, "pkill -HUP") {
+			postrotate = strings.ReplaceAll(strings.TrimSpace(line), "/mnt/data", s.mnt)
+		}
+	}
+	if postrotate == "" {
+		t.Fatalf("no pkill -HUP in dist/examples/logrotate:\n%s", example)
+	}
+	run(t, time.Minute, "sh", "-c", postrotate)
+	if got := kwikfsProcs(s.mnt); !slices.Equal(got, []int{pid}) {
+		t.Fatalf("kwikfs processes serving %s after SIGHUP: %v, want %d", s.mnt, got, pid)
+	}
+	const reopened = `msg="log reopened"`
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, _ := os.ReadFile(logFile); strings.Contains(string(b), reopened) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in a new %s 10 s after SIGHUP", reopened, logFile)
+		}
+	}
+	dst := filepath.Join(t.TempDir(), "copy")
+	run(t, 3*time.Minute, "cp", "-r", s.mnt, dst)
+	compareTrees(t, s.root, dst, compareOptions{})
+	if out, code := mountTool(t, "umount", s.mnt); code != 0 {
+		t.Fatalf("umount %s: exit %d\n%s", s.mnt, code, out)
+	}
+	waitGone(t, s.mnt)
+	old, err := os.ReadFile(rotated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(old), "msg=mounted ") || strings.Contains(string(old), reopened) {
+		t.Errorf("the rotated log holds %q; want the mount's start and not the reopening", old)
+	}
+	if !strings.Contains(string(cur), `msg="unmounted from outside"`) || strings.Contains(string(cur), "msg=mounted ") {
+		t.Errorf("the new log holds %q; want the unmount and not the mount's start", cur)
+	}
+}
+
+// TestForegroundMountEndsAtHangup: a mount in the foreground, logging to
+// its terminal, ends at the terminal's hangup as at SIGINT: exit 0 and
+// nothing left mounted.
+func TestForegroundMountEndsAtHangup(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tree")
+	makeSmallTree(t, root)
+	certDir := certs(t)
+	p := startPrimary(t, root, certDir)
+	m := startMount(t, p.addr, filepath.Join(certDir, certgen.CAFile), filepath.Join(t.TempDir(), "cache"))
+	m.unmountBy(t, syscall.SIGHUP)
+}
+
 // TestMountCommandWaitsForTheMount: mount(8) returns only once the mount
 // is up, also when the daemon takes seconds to get there: here its
 // primary never answers, and the daemon mounts (serving its cache) once

@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kwikfs/kwikfs/fusefs"
@@ -64,7 +68,7 @@ func newMountCommand() *mountCommand {
 	fl.BoolVar(&cfg.NoExec, "noexec", false, "mount with noexec: files on the mount cannot be executed")
 	m.logLevel = fl.String("log-level", "info", "debug, info, warn or error")
 	m.background = fl.Bool("background", false, "return once the mount is ready (exit 0) or has failed (its error, exit 1), leaving the daemon serving it\nin the background, its log in --log; umount MOUNTPOINT stops it (mount -t fuse.kwikfs mounts this way)")
-	m.logFile = fl.String("log", "", "append the daemon's log (its standard error) to `FILE` (default: standard error; with --background, CACHE/"+DefaultLogName+")")
+	m.logFile = fl.String("log", "", "append the daemon's log (its standard error) to `FILE`, reopened at SIGHUP (default: standard error; with --background, CACHE/"+DefaultLogName+")")
 	return m
 }
 
@@ -174,9 +178,14 @@ func (m *mountCommand) run(ctx context.Context) (err error) {
 	switch {
 	case rep != nil:
 		// Its standard error is the log already (background.Start).
+		logFile, err := filepath.Abs(m.backgroundLog(cfg))
+		if err != nil {
+			return err
+		}
 		if err := detach(&cfg); err != nil {
 			return err
 		}
+		defer reopenLogOnHangup(logFile, cfg.Logger)()
 		return daemon.Run(ctx, cfg, rep.Ready)
 	case *m.background:
 		return m.startBackground(ctx, cfg)
@@ -184,8 +193,23 @@ func (m *mountCommand) run(ctx context.Context) (err error) {
 		if err := redirectStderr(*m.logFile); err != nil {
 			return err
 		}
+		defer reopenLogOnHangup(*m.logFile, cfg.Logger)()
+	default:
+		// Logging to a terminal: its hangup ends the mount like SIGINT.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGHUP)
+		defer stop()
 	}
 	return daemon.Run(ctx, cfg, nil)
+}
+
+// backgroundLog is the log file of a daemon in the background: --log, or
+// CACHE/kwikfs.log.
+func (m *mountCommand) backgroundLog(cfg daemon.Config) string {
+	if *m.logFile != "" {
+		return *m.logFile
+	}
+	return filepath.Join(cfg.CacheDir, DefaultLogName)
 }
 
 // startBackground runs the same command line again as the daemon, in the
@@ -193,14 +217,12 @@ func (m *mountCommand) run(ctx context.Context) (err error) {
 // default log goes in the cache directory, which is made first for it
 // (as the daemon would make it: private).
 func (m *mountCommand) startBackground(ctx context.Context, cfg daemon.Config) error {
-	logFile := *m.logFile
-	if logFile == "" {
+	if *m.logFile == "" {
 		if err := daemon.PrivateDir(cfg.CacheDir, cfg.Logger); err != nil {
 			return fmt.Errorf("cache: %w", err)
 		}
-		logFile = filepath.Join(cfg.CacheDir, DefaultLogName)
 	}
-	_, err := background.Start(ctx, m.argv, logFile)
+	_, err := background.Start(ctx, m.argv, m.backgroundLog(cfg))
 	return err
 }
 
@@ -233,4 +255,34 @@ func redirectStderr(file string) error {
 		return fmt.Errorf("log: %w", err)
 	}
 	return nil
+}
+
+// reopenLogOnHangup makes each SIGHUP reopen file as standard error, the
+// log, so that a log moved away by logrotate (postrotate: kill -HUP) is
+// written anew at its path; a SIGHUP no longer ends the process. The
+// returned function stops it.
+func reopenLogOnHangup(file string, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-hup:
+				if err := redirectStderr(file); err != nil {
+					log.Error("SIGHUP: the log stays where it was", "err", err)
+					continue
+				}
+				log.Info("log reopened", "file", file)
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		wg.Wait()
+	}
 }
