@@ -291,4 +291,5 @@ func TestClientLivenessCountsFromEachRequest(t *testing.T) {
 		t.Errorf("a request to a server that stopped answering: its session taken for dead after %v (%d silent sessions), want after %v to %v",
 			took.Round(time.Millisecond), c.Stats().SilentSessions, liveness, 2*liveness)
 	}
+	t.Logf("the session of the unanswered request taken for dead after %v", took.Round(time.Millisecond))
 }
