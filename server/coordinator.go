@@ -251,11 +251,19 @@ const (
 // work kept queued (target); the average predicts arrival (eta), so that a
 // path is given work only where it really delivers in time.
 //
-// The first window replaces InitialRate, a guess, whether or not the path
-// was busy throughout (until then it has at most unmeasuredQueue bytes
-// queued, so it may not be): if it reads low, later windows raise rate (a
-// path left without work is probed: see chooseLocked).
+// The first window in which the path delivered anything replaces
+// InitialRate, a guess, whether or not the path was busy throughout (until
+// then it has at most unmeasuredQueue bytes queued, so it may not be): if
+// it reads low, later windows raise rate (a path left without work is
+// probed: see chooseLocked). A window in which it delivered nothing is no
+// measurement of an unmeasured path: a secondary that lacks a file answers
+// its units with nothing (they are missed, and the file is taken from it,
+// see excludedLocked), and an estimate of minRate from that would starve it
+// of the next file's work too; one that delivers nothing at all misses out.
 func (p *pathState) addSample(rate float64, busy bool) {
+	if !p.measured && rate == 0 {
+		return
+	}
 	if !p.measured {
 		p.measured = true
 		p.samples[0], p.sampleAt = rate, 1

@@ -710,3 +710,30 @@ func TestStallingSecondaryBacksOff(t *testing.T) {
 		t.Errorf("secondary path added %d times in %v, want at most 7 with a doubling wait", pc.PathsAdded, span)
 	}
 }
+
+// TestAddSampleFirstWindowMustDeliver: a window in which an unmeasured path
+// delivered nothing (a secondary answering units of a file it lacks) leaves
+// it at its InitialRate guess, not at minRate, which would starve it of the
+// next file's work; the first window with data measures it, and after that
+// an idle window with nothing is a lower bound and changes nothing.
+func TestAddSampleFirstWindowMustDeliver(t *testing.T) {
+	const guess = 12.5e6
+	p := &pathState{id: 1, rate: guess, avg: guess}
+	p.addSample(0, true)
+	p.addSample(0, false)
+	if p.measured || p.rate != guess || p.avg != guess {
+		t.Fatalf("after windows of nothing: measured %v, rate %v, avg %v; want unmeasured at %v", p.measured, p.rate, p.avg, guess)
+	}
+	p.addSample(3e6, false)
+	if !p.measured || p.rate != 3e6 || p.avg != 3e6 {
+		t.Fatalf("after a window of 3 MB/s: measured %v, rate %v, avg %v; want measured at 3e6", p.measured, p.rate, p.avg)
+	}
+	p.addSample(0, false)
+	if p.rate != 3e6 || p.avg != 3e6 {
+		t.Errorf("after an idle window of nothing: rate %v, avg %v; want 3e6", p.rate, p.avg)
+	}
+	p.addSample(0, true)
+	if p.rate != 3e6 || p.avg != 0.75*3e6 {
+		t.Errorf("after a busy window of nothing: rate %v, avg %v; want 3e6 (the largest of the last windows) and 2.25e6", p.rate, p.avg)
+	}
+}
