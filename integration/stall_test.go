@@ -48,12 +48,16 @@ func pollStatus(t *testing.T, m *mount, timeout time.Duration, what string, cond
 // it just goes silent. The copy completes byte-identical, the client closes
 // the path as stalled (kwik's default PathStallTimeout, 2 s), and once the
 // secondary continues (SIGCONT) the primary adds the path again and the
-// secondary delivers chunks of another file.
+// secondary delivers chunks of the next files: of second.bin, or, when the
+// re-added path's first RTT samples are those of a process still catching
+// up (420 ms once in CI, against 1 ms for the primary, which then rightly
+// sends all of second.bin first), of third.bin after it.
 func TestStallSecondaryStopped(t *testing.T) {
 	const size = 64 << 20
 	root := filepath.Join(t.TempDir(), "tree")
 	writeRandomFile(t, filepath.Join(root, "first.bin"), size, 61)
 	writeRandomFile(t, filepath.Join(root, "second.bin"), 32<<20, 62)
+	writeRandomFile(t, filepath.Join(root, "third.bin"), 32<<20, 63)
 	certDir := certs(t)
 	sec := startServer(t, "kwik-secondary", root, certDir)
 	pid := sec.cmd.Process.Pid
@@ -134,21 +138,27 @@ func TestStallSecondaryStopped(t *testing.T) {
 	again, _ := secondaryPath(st, sec.addr, "up")
 	t.Logf("path %d up %v after SIGCONT", again.ID, time.Since(contAt).Round(time.Millisecond))
 
-	dst2 := filepath.Join(t.TempDir(), "second.bin")
-	run(t, 2*time.Minute, "cp", filepath.Join(m.dir, "second.bin"), dst2)
-	if want, got := fileSHA(t, filepath.Join(root, "second.bin")), fileSHA(t, dst2); want != got {
-		t.Fatalf("second.bin: sha %x, want %x", got[:6], want[:6])
-	}
-	st = m.status(t)
 	var now control.Path
-	for _, ps := range st.Paths {
-		if ps.ID == again.ID {
-			now = ps
+	for _, name := range []string{"second.bin", "third.bin"} {
+		dst := filepath.Join(t.TempDir(), name)
+		run(t, 2*time.Minute, "cp", filepath.Join(m.dir, name), dst)
+		if want, got := fileSHA(t, filepath.Join(root, name)), fileSHA(t, dst); want != got {
+			t.Fatalf("%s: sha %x, want %x", name, got[:6], want[:6])
 		}
+		for _, ps := range m.status(t).Paths {
+			if ps.ID == again.ID {
+				now = ps
+			}
+		}
+		if now.State != "up" || now.Stalled {
+			t.Fatalf("re-added path %d after copying %s: %+v; want up", again.ID, name, now)
+		}
+		if now.ChunksDelivered != nil && *now.ChunksDelivered > 0 && now.BytesDelivered > 0 {
+			t.Logf("re-added path %d delivered %d chunks (%d bytes) by the end of %s (RTT %.1f ms); test took %v",
+				now.ID, *now.ChunksDelivered, now.BytesDelivered, name, now.RTTMillis, time.Since(started).Round(time.Millisecond))
+			return
+		}
+		t.Logf("re-added path %d delivered nothing of %s (RTT %.1f ms, %d bytes received)", now.ID, name, now.RTTMillis, now.BytesReceived)
 	}
-	if now.State != "up" || now.Stalled || now.ChunksDelivered == nil || *now.ChunksDelivered == 0 || now.BytesDelivered == 0 {
-		t.Fatalf("re-added path %d after copying second.bin: %+v (chunks %v); want up with chunks delivered", again.ID, now, now.ChunksDelivered)
-	}
-	t.Logf("re-added path %d delivered %d chunks (%d bytes) of second.bin; test took %v",
-		now.ID, *now.ChunksDelivered, now.BytesDelivered, time.Since(started).Round(time.Millisecond))
+	t.Fatalf("re-added path %d delivered no chunk of second.bin or third.bin: %+v", again.ID, now)
 }
