@@ -46,7 +46,7 @@ func TestSecondaryOutsideGrantIsDropped(t *testing.T) {
 	// would be read in place of the primary's bytes.
 	waitFor(t, "the secondary's frames", func() bool {
 		ps := pathStats(t, c.cli, id)
-		return ps.DeliveredBytes+ps.OutOfGrantBytes == 4*k && ps.DataFramesReceived == 2
+		return ps.DeliveredBytes+ps.OutOfGrantBytes == 4*k && ps.DataFramesReceived == 2 && ps.OutOfGrantFrames == 2
 	})
 	if _, err := srv.WriteAt(pattern(0, 2*k), 0); err != nil {
 		t.Fatal(err)
@@ -112,12 +112,14 @@ func TestSecondaryCannotOpenStream(t *testing.T) {
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
+	// A frame is counted after its bytes: wait for both counts.
 	waitFor(t, "the refused streams", func() bool {
 		ps := pathStats(t, c.cli, id)
-		return ps.RefusedStreams == 2 && ps.OutOfGrantBytes == 2000
+		return ps.RefusedStreams == 2 && ps.OutOfGrantBytes == 2000 && ps.OutOfGrantFrames == 2
 	})
-	if ps := pathStats(t, c.cli, id); ps.OutOfGrantFrames != 2 || ps.DeliveredBytes != 0 {
-		t.Fatalf("frames %d, delivered %d", ps.OutOfGrantFrames, ps.DeliveredBytes)
+	if ps := pathStats(t, c.cli, id); ps.RefusedStreams != 2 || ps.OutOfGrantBytes != 2000 || ps.OutOfGrantFrames != 2 || ps.DeliveredBytes != 0 {
+		t.Fatalf("refused %d streams, out of grant %d bytes in %d frames, delivered %d; want 2, 2000 in 2, 0",
+			ps.RefusedStreams, ps.OutOfGrantBytes, ps.OutOfGrantFrames, ps.DeliveredBytes)
 	}
 
 	own, err := c.srv.OpenStreamSync(testCtx(t))
